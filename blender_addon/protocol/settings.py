@@ -1,0 +1,147 @@
+"""Job settings: one schema, checked on both ends of the wire.
+
+The ranges here are what the server advertises in ``welcome`` and enforces on
+``submit``; the add-on uses the same table to clamp its UI. Pure Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MODES = ("full", "geometry", "texture")
+SYMMETRY = ("auto", "symmetric", "asymmetric")
+EDGE_TYPES = ("auto", "sharp", "normal", "smooth")
+POSES = ("auto", "t_pose", "a_pose", "other")
+TEXTURE_SIZES = (512, 1024, 2048, 4096)
+
+
+class SettingsError(ValueError):
+    """A setting is missing, of the wrong type or out of range (message names it)."""
+
+
+# name -> (type, min, max) for numbers; (type, allowed values) for choices.
+NUMERIC_RANGES: dict[str, tuple[type, float, float]] = {
+    "seed": (int, 0, 2**31 - 1),
+    "steps": (int, 1, 200),
+    "guidance": (float, 0.0, 30.0),
+    "texture_steps": (int, 1, 200),
+    "texture_guidance": (float, 0.0, 30.0),
+    "max_faces": (int, 1_000, 2_000_000),
+    "inflate_depth": (float, 0.05, 2.0),
+    "octree_resolution": (int, 64, 512),
+    "lora_scale": (float, 0.0, 2.0),
+}
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "mode": MODES,
+    "texture_size": TEXTURE_SIZES,
+    "symmetry": SYMMETRY,
+    "edge_type": EDGE_TYPES,
+    "pose": POSES,
+}
+MAX_LODS = 4
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything a client may ask of one job. Defaults are upstream's."""
+
+    mode: str = "full"  # full: geometry + texture; geometry: mesh only; texture: paint a client mesh
+    seed: int = 0
+    steps: int = 50  # geometry sampling steps
+    guidance: float = 7.5  # geometry CFG scale
+    texture_steps: int = 50
+    texture_guidance: float = 3.0
+    max_faces: int = 200_000
+    texture_size: int = 2048
+    inflate_depth: float = 0.5  # weight-free backend: thickness relative to the silhouette size
+    octree_resolution: int = 384
+    pbr: bool = True  # ORM + normal maps beyond base colour
+    lods: tuple[float, ...] = ()  # e.g. (1.0, 0.5, 0.25): face fractions of an LOD chain
+    symmetry: str = "auto"  # Label model only
+    edge_type: str = "auto"  # Label model only
+    pose: str = "auto"  # Label model only
+    lora: str = ""  # texture stage: name of a style LoRA known to the server ("" = none)
+    lora_scale: float = 1.0
+
+    @classmethod
+    def from_wire(cls, data: Any) -> "JobSettings":
+        """Validate a dict from the wire; unknown keys are an error, missing keys take defaults."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise SettingsError("settings must be a map of name to value")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, raw in data.items():
+            values[name] = _check(name, raw)
+        return cls(**values)
+
+    def to_wire(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["lods"] = list(self.lods)
+        return out
+
+    def replace(self, **changes: Any) -> "JobSettings":
+        merged = self.to_wire()
+        merged.update(changes)
+        return JobSettings.from_wire(merged)
+
+
+def _check(name: str, raw: Any) -> Any:
+    if name in NUMERIC_RANGES:
+        kind, lo, hi = NUMERIC_RANGES[name]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise SettingsError(f"{name} must be a number")
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise SettingsError(f"{name} must be a whole number")
+            raw = int(raw)
+        else:
+            raw = float(raw)
+            if raw != raw:  # NaN
+                raise SettingsError(f"{name} must be a number")
+        if not lo <= raw <= hi:
+            raise SettingsError(f"{name} must be between {lo} and {hi}, got {raw}")
+        return raw
+    if name in CHOICES:
+        allowed = CHOICES[name]
+        if raw not in allowed or isinstance(raw, bool):
+            raise SettingsError(f"{name} must be one of {', '.join(map(str, allowed))}, got {raw!r}")
+        return raw
+    if name == "pbr":
+        if not isinstance(raw, bool):
+            raise SettingsError("pbr must be true or false")
+        return raw
+    if name == "lora":
+        if not isinstance(raw, str) or len(raw) > 200:
+            raise SettingsError("lora must be a short name")
+        return raw
+    if name == "lods":
+        if not isinstance(raw, (list, tuple)) or len(raw) > MAX_LODS:
+            raise SettingsError(f"lods must be a list of at most {MAX_LODS} fractions")
+        out = []
+        for x in raw:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.01 <= float(x) <= 1.0:
+                raise SettingsError("each LOD fraction must be between 0.01 and 1.0")
+            out.append(float(x))
+        return tuple(out)
+    raise SettingsError(f"unknown setting: {name}")  # pragma: no cover - guarded by from_wire
+
+
+def advertised_ranges() -> dict[str, Any]:
+    """The table sent in ``welcome`` so clients can clamp their UI."""
+    table: dict[str, Any] = {
+        name: {"type": kind.__name__, "min": lo, "max": hi} for name, (kind, lo, hi) in NUMERIC_RANGES.items()
+    }
+    for name, allowed in CHOICES.items():
+        table[name] = {"choices": list(allowed)}
+    table["lods"] = {"max_items": MAX_LODS, "min": 0.01, "max": 1.0}
+    table["defaults"] = JobSettings().to_wire()
+    return table
+
+
+__all__ = ["JobSettings", "SettingsError", "advertised_ranges"]

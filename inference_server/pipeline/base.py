@@ -1,0 +1,95 @@
+"""The contract between the job server and every backend.
+
+A backend turns a :class:`JobRequest` into an :class:`~inference_server.assets.Asset`.
+It reports progress and checks for cancellation through a :class:`JobContext`,
+which the server backs with its worker-to-supervisor channel. Stages call
+``ctx.progress(...)`` at every step; that call raises :class:`JobCancelled`
+when the job was cancelled, so cancellation lands between steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from blender_addon.protocol.settings import JobSettings
+
+from ..assets import Asset, MeshData
+
+
+class JobCancelled(Exception):
+    """Raised inside a pipeline when its job has been cancelled."""
+
+
+class PipelineError(Exception):
+    """A failure the artist should read as one clear sentence.
+
+    ``code`` is one of the protocol's error codes (e.g. ``bad_image``,
+    ``not_implemented``, ``out_of_memory``, ``weights_missing``, ``bad_mesh``).
+    """
+
+    def __init__(self, message: str, code: str = "pipeline_error", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+@dataclass
+class JobRequest:
+    images: list[np.ndarray]  # decoded reference images, (H, W, 4) uint8 RGBA, front view first
+    settings: JobSettings = field(default_factory=JobSettings)
+    mesh: MeshData | None = None  # texture-only jobs: the client's mesh, glTF frame
+    image_names: list[str] = field(default_factory=list)  # for naming and provenance
+
+
+ProgressCallback = Callable[[str, int, int, str], None]  # (stage, step, total, message)
+
+
+class JobContext:
+    """Progress and cancellation for one running job.
+
+    ``progress(stage, step, total, message)`` forwards to the callback and raises
+    :class:`JobCancelled` once ``cancel()`` was called (from any thread).
+    """
+
+    def __init__(self, callback: ProgressCallback | None = None, cancel_event: threading.Event | None = None) -> None:
+        self._callback = callback
+        self._cancel = cancel_event or threading.Event()
+        self.started = time.monotonic()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise JobCancelled("cancelled")
+
+    def progress(self, stage: str, step: int = 0, total: int = 1, message: str = "") -> None:
+        self.check_cancelled()
+        if self._callback is not None:
+            self._callback(stage, step, total, message)
+
+
+class Pipeline(Protocol):
+    """A backend. ``name`` is what ``--backend`` and ``welcome`` call it."""
+
+    name: str
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this backend can do: {"modes": [...], "pbr": bool, "device": str, ...}."""
+        ...
+
+    def run(self, request: JobRequest, ctx: JobContext) -> Asset:
+        ...
+
+    def release_memory(self) -> None:
+        """Drop caches and GPU memory (the protocol's free-VRAM command)."""
+        ...
