@@ -10,9 +10,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 MODES = ("full", "geometry", "texture")
-SYMMETRY = ("auto", "symmetric", "asymmetric")
-EDGE_TYPES = ("auto", "sharp", "normal", "smooth")
-POSES = ("auto", "t_pose", "a_pose", "other")
+# The Label model's label tables (Step1X-3D-Geometry-Label-1300m), in table order, plus "auto"
+# (no label). symmetry: asymmetry / x (mirror-symmetric left-right); edge type: the geometry
+# quality table normal / smooth / sharp; pose: unknown ("other") / T-pose / A-pose.
+SYMMETRY = ("auto", "asymmetric", "symmetric")
+EDGE_TYPES = ("auto", "normal", "smooth", "sharp")
+POSES = ("auto", "other", "t_pose", "a_pose")
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
 
 

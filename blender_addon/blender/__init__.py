@@ -1,0 +1,1 @@
+"""The thin Blender layer: everything here may import ``bpy``; logic lives in ``..core``."""

@@ -1,0 +1,166 @@
+"""Result arrays -> a Blender object, fast and all-or-nothing.
+
+Meshes are built with the attribute API (``position``, ``.corner_vert``,
+``loop_start`` through ``foreach_set``): ~0.2 s for a million triangles where
+``from_pydata`` takes ~1.8 s. Every datablock created is tracked and removed
+again if anything fails, so the artist never gets a half-built asset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import bpy
+import numpy as np
+
+from ..core.meshdata import BlenderMeshArrays, MeshDataError, blender_arrays_from_result
+from ..core.payload import ResultPayload
+from . import material as material_mod
+
+UV_MAP = "UVMap"
+PROVENANCE_PREFIX = "step1x3d_"
+
+
+class ImportFailed(RuntimeError):
+    """The asset could not be imported; the message is one sentence for the artist."""
+
+
+def build_mesh(name: str, arrays: BlenderMeshArrays, *, custom_normals: bool = True) -> bpy.types.Mesh:
+    mesh = bpy.data.meshes.new(name)
+    try:
+        mesh.vertices.add(arrays.vertex_count)
+        mesh.loops.add(arrays.corner_verts.size)
+        mesh.polygons.add(arrays.face_count)
+        mesh.attributes["position"].data.foreach_set("vector", arrays.positions)
+        mesh.attributes[".corner_vert"].data.foreach_set("value", arrays.corner_verts)
+        mesh.polygons.foreach_set("loop_start", arrays.loop_starts)
+        if arrays.corner_uvs is not None:
+            uv = mesh.uv_layers.new(name=UV_MAP)
+            uv.uv.foreach_set("vector", arrays.corner_uvs)
+        mesh.update(calc_edges=True)
+        if arrays.smooth:
+            mesh.shade_smooth()
+            # Vertices arrive split at UV seams; without the server's normals smooth shading
+            # would show every seam. Custom normals are what the glTF importer sets too.
+            if custom_normals and arrays.vertex_normals is not None:
+                mesh.normals_split_custom_set_from_vertices(arrays.vertex_normals)
+        else:
+            mesh.shade_flat()
+    except Exception:
+        bpy.data.meshes.remove(mesh)
+        raise
+    return mesh
+
+
+@dataclass
+class _Created:
+    """Datablocks created so far, removed in reverse order if the import fails."""
+
+    objects: list[bpy.types.Object] = field(default_factory=list)
+    meshes: list[bpy.types.Mesh] = field(default_factory=list)
+    images: list[bpy.types.Image] = field(default_factory=list)
+    materials: list[bpy.types.Material] = field(default_factory=list)
+    collections: list[bpy.types.Collection] = field(default_factory=list)
+
+    def remove_all(self) -> None:
+        data = bpy.data
+        for objs, coll in (
+            (self.objects, data.objects),
+            (self.collections, data.collections),
+            (self.meshes, data.meshes),
+            (self.materials, data.materials),
+            (self.images, data.images),
+        ):
+            for block in reversed(objs):
+                try:
+                    coll.remove(block)  # type: ignore[attr-defined]
+                except (ReferenceError, RuntimeError):
+                    pass  # already gone
+
+
+def set_provenance(obj: bpy.types.ID, provenance: Mapping[str, Any]) -> None:
+    """Provenance as custom properties (what glTF ``extras`` become), labelled AI-generated."""
+    obj[PROVENANCE_PREFIX + "ai_generated"] = True
+    for key, value in provenance.items():
+        prop = PROVENANCE_PREFIX + str(key)
+        if isinstance(value, (bool, int, float, str)) and not (isinstance(value, int) and abs(value) >= 2**31):
+            obj[prop] = value
+        else:  # lists of strings, nested maps, big ints: ID properties cannot hold all of these
+            obj[prop] = json.dumps(value, default=str, sort_keys=True)
+
+
+def import_payload(
+    scene: bpy.types.Scene,
+    payload: ResultPayload,
+    *,
+    name: str,
+    location: tuple[float, float, float] | None = None,
+    custom_normals: bool = True,
+) -> bpy.types.Object:
+    """Import a result as object ``name`` in a new collection ``name``, at ``location`` (default: 3D cursor)."""
+    try:
+        main_arrays = blender_arrays_from_result(payload.mesh)
+        lod_arrays = [blender_arrays_from_result(m) for m in payload.lods]
+    except MeshDataError as exc:
+        raise ImportFailed(str(exc)) from exc
+
+    created = _Created()
+    try:
+        mesh = build_mesh(name, main_arrays, custom_normals=custom_normals)
+        created.meshes.append(mesh)
+        mat = None
+        if payload.textures or payload.material:
+            mat = material_mod.build_material(
+                name, payload.textures, payload.material, uv_map=UV_MAP, created_images=created.images
+            )
+            created.materials.append(mat)
+            mesh.materials.append(mat)
+
+        collection = bpy.data.collections.new(name)
+        created.collections.append(collection)
+        obj = bpy.data.objects.new(name, mesh)
+        created.objects.append(obj)
+        collection.objects.link(obj)
+        obj.location = tuple(scene.cursor.location) if location is None else location
+        set_provenance(obj, payload.provenance)
+        if payload.notes:
+            obj[PROVENANCE_PREFIX + "notes"] = "\n".join(payload.notes)
+
+        for level, arrays in enumerate(lod_arrays, start=1):
+            lod_mesh = build_mesh(f"{name}_LOD{level}", arrays, custom_normals=custom_normals)
+            created.meshes.append(lod_mesh)
+            if mat is not None:
+                lod_mesh.materials.append(mat)
+            lod = bpy.data.objects.new(f"{name}_LOD{level}", lod_mesh)
+            created.objects.append(lod)
+            collection.objects.link(lod)
+            lod.parent = obj  # moves with the asset; hidden so the viewport shows one level
+            lod.hide_viewport = True
+            lod.hide_render = True
+            lod[PROVENANCE_PREFIX + "lod"] = level
+
+        # Linked last: until here nothing is visible in the scene.
+        scene.collection.children.link(collection)
+    except ImportFailed:
+        created.remove_all()
+        raise
+    except Exception as exc:
+        created.remove_all()
+        raise ImportFailed(f"Blender could not build the asset: {exc}.") from exc
+    return obj
+
+
+def mesh_counts(mesh: bpy.types.Mesh) -> tuple[int, int]:
+    """(vertices, faces) of a mesh, for checks and the history."""
+    return len(mesh.vertices), len(mesh.polygons)
+
+
+def corner_uvs(mesh: bpy.types.Mesh) -> np.ndarray:
+    """The active UV map as a (corners, 2) float32 array."""
+    layer = mesh.uv_layers.active
+    out = np.empty(len(mesh.loops) * 2, dtype=np.float32)
+    if layer is not None:
+        layer.uv.foreach_get("vector", out)
+    return out.reshape(-1, 2)

@@ -1,0 +1,189 @@
+"""Starting and finishing jobs: shared by the panel's timer, the operators and the blocking API."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import bpy
+
+from ..core import wording
+from ..core.history import History, HistoryEntry
+from ..core.naming import asset_name, new_job_id
+from ..core.payload import ResultPayload, load_payload, payload_from_result, save_payload
+from ..core.session import DONE, Connection, JobRequestSpec, JobSession, SessionView
+from ..protocol.settings import JobSettings, SettingsError
+from . import importer, material, retexture
+from .preferences import Prefs, results_root, user_dir
+from .references import InputError, References
+
+GENERATE = "generate"
+RETEXTURE = "retexture"
+
+
+class JobFailed(RuntimeError):
+    """A job did not produce an asset; ``str(exc)`` is the one sentence shown to the artist."""
+
+
+@dataclass
+class ActiveJob:
+    session: JobSession
+    kind: str
+    name: str  # asset name (generate) or target object name (retexture)
+    image_names: list[str]
+    settings: dict[str, Any]
+    sent_mesh: dict[str, Any] | None = None
+    uv_map: str = importer.UV_MAP
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def job_id(self) -> str:
+        return self.session.job_id
+
+
+def connector(prefs: Prefs) -> Callable[[], Connection]:
+    """A factory so the socket is created when the session starts (and never at import time)."""
+
+    def connect() -> Connection:
+        from ..client.connection import ServerConnection
+
+        return ServerConnection(prefs.server_address, curve=prefs.curve(), offline_after_s=prefs.connect_timeout_s)
+
+    return connect
+
+
+def resolve_settings(base: dict[str, Any], overrides: dict[str, Any], *, randomize_seed: bool = False) -> dict[str, Any]:
+    """Merge and validate against the shared schema; a bad value becomes one sentence."""
+    merged = {**base, **overrides}
+    if randomize_seed:
+        merged["seed"] = random.randint(0, 2**31 - 1)
+    try:
+        return JobSettings.from_wire(merged).to_wire()
+    except SettingsError as exc:
+        raise InputError(wording.sentence(str(exc))) from None
+
+
+def _session(prefs: Prefs, spec: JobRequestSpec) -> JobSession:
+    return JobSession(
+        connector(prefs),
+        spec,
+        address=prefs.server_address,
+        offline_timeout_s=prefs.connect_timeout_s,
+        stall_timeout_s=prefs.stall_timeout_s,
+    )
+
+
+def start_generate(refs: References, settings: dict[str, Any], prefs: Prefs, *, name: str = "") -> ActiveJob:
+    if settings.get("mode") == "texture":
+        raise InputError("Texture-only jobs paint a selected mesh: use Retexture Selected.")
+    spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names)
+    job = ActiveJob(_session(prefs, spec), GENERATE, name or asset_name(refs.names[0]), refs.names, settings)
+    job.session.start()
+    return job
+
+
+def start_retexture(
+    context: bpy.types.Context, obj: bpy.types.Object | None, refs: References, settings: dict[str, Any], prefs: Prefs
+) -> ActiveJob:
+    target = retexture.check_target(obj)
+    uv_map = retexture.ensure_uv_map(context, target)
+    mesh = retexture.extract_mesh(context, target)
+    settings = {**settings, "mode": "texture"}
+    spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names, mesh=mesh)
+    job = ActiveJob(_session(prefs, spec), RETEXTURE, target.name, refs.names, settings, sent_mesh=mesh, uv_map=uv_map)
+    job.session.start()
+    return job
+
+
+def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.types.Object:
+    """Turn a finished session into an object in the scene (or raise JobFailed); records the history."""
+    view = job.session.view
+    if view.state != DONE or job.session.result is None:
+        record(job, view, None, prefs)
+        raise JobFailed(view.message or "The job did not finish.")
+    payload = payload_from_result(job.session.result)
+    payload.provenance.setdefault("job_id", job.job_id)
+    payload.provenance.setdefault("images", list(job.image_names))
+    try:
+        if job.kind == GENERATE:
+            obj = importer.import_payload(context.scene, payload, name=job.name)
+        else:
+            obj = _apply_texture(job, payload)
+    except (importer.ImportFailed, InputError) as exc:
+        record(job, SessionView(state="failed", message=str(exc)), None, prefs)
+        raise JobFailed(str(exc)) from None
+    record(job, view, obj, prefs, payload)
+    return obj
+
+
+def _apply_texture(job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
+    obj = bpy.data.objects.get(job.name)  # resolved by name: ID references do not survive undo
+    if obj is None or obj.type != "MESH":
+        raise InputError(f"The object '{job.name}' to retexture is gone.")
+    if job.sent_mesh is not None and not retexture.uvs_match(job.sent_mesh, payload.mesh):
+        raise InputError(
+            f"The server re-unwrapped '{job.name}' because its UV map was unusable; "
+            "give it a UV map inside the 0-1 square (or none) and retry."
+        )
+    images: list[bpy.types.Image] = []
+    try:
+        mat = material.build_material(
+            f"{job.name}_step1x3d", payload.textures, payload.material, uv_map=job.uv_map, created_images=images
+        )
+    except Exception as exc:
+        for image in images:
+            bpy.data.images.remove(image)
+        raise importer.ImportFailed(f"Blender could not build the material: {exc}.") from None
+    retexture.apply_material(obj, mat)
+    importer.set_provenance(mat, payload.provenance)
+    return obj
+
+
+def record(
+    job: ActiveJob, view: SessionView, obj: bpy.types.Object | None, prefs: Prefs, payload: ResultPayload | None = None
+) -> HistoryEntry:
+    """Append the job to the history (and keep its result for re-import when asked to)."""
+    result_dir = ""
+    counts = (0, 0)
+    if obj is not None and obj.type == "MESH":
+        counts = importer.mesh_counts(obj.data)  # type: ignore[arg-type]
+    if payload is not None and prefs.keep_results:
+        folder = results_root(prefs) / job.job_id
+        try:
+            save_payload(payload, folder)
+            result_dir = str(folder)
+        except OSError as exc:
+            view = SessionView(state=view.state, message=wording.sentence(f"Imported, but not kept for History: {exc}"))
+    entry = HistoryEntry(
+        job_id=job.job_id,
+        name=obj.name if obj is not None else job.name,
+        mode=str(job.settings.get("mode", "full")),
+        state=view.state,
+        message=view.message if view.state != DONE else "; ".join(job.session.notes),
+        images=list(job.image_names),
+        settings=dict(job.settings),
+        result_dir=result_dir,
+        vertices=counts[0],
+        faces=counts[1],
+        backend=job.session.server.backend if job.session.server else "",
+    )
+    try:
+        History(user_dir()).add(entry)
+    except OSError:
+        pass  # the history is a convenience; never fail an import over it
+    return entry
+
+
+def reimport(context: bpy.types.Context, entry: HistoryEntry) -> bpy.types.Object:
+    if not entry.result_dir:
+        raise JobFailed(f"The result of '{entry.name}' was not kept; run the job again.")
+    try:
+        payload = load_payload(Path(entry.result_dir))
+    except (OSError, ValueError, KeyError):
+        raise JobFailed(f"The stored result of '{entry.name}' is missing or damaged.") from None
+    try:
+        return importer.import_payload(context.scene, payload, name=entry.name)
+    except importer.ImportFailed as exc:
+        raise JobFailed(str(exc)) from None

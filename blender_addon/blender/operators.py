@@ -1,0 +1,428 @@
+"""Operators: what the panel's buttons and headless scripts call.
+
+``generate`` and ``retexture`` start a job and return at once in the UI (the
+timer follows it); in background mode (``blender -b``) or with ``wait=True``
+they block, driving the same poll step, and import before returning, so a
+script can use the object right after the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from ..core import wording
+from ..core.session import DONE, wait
+from ..protocol.settings import TEXTURE_SIZES
+from . import jobs, runtime
+from .importer import ImportFailed
+from .preferences import get_prefs
+from .properties import MODE_ITEMS, state
+from .references import InputError, References, gather, gather_panel
+
+_SETTING_PROPS = ("seed", "steps", "guidance", "max_faces", "texture_size", "inflate_depth")
+
+
+class STEP1X3D_PG_path(bpy.types.PropertyGroup):
+    """One image for ``images=[{"name": ...}]`` in scripts: a file path or the name of a .blend image.
+
+    Blender converts a list of dicts to a collection only when each has "name",
+    so the built-in ``name`` carries the path (like ``OperatorFileListElement``).
+    """
+
+
+class _JobOperator:
+    """Shared properties and the start/block logic of generate and retexture."""
+
+    images: CollectionProperty(type=STEP1X3D_PG_path, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    seed: IntProperty(name="Seed", min=0, max=2**31 - 1, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    steps: IntProperty(name="Steps", min=1, max=200, default=50, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    guidance: FloatProperty(  # type: ignore[valid-type]
+        name="Guidance", min=0.0, max=30.0, default=7.5, options={"SKIP_SAVE"}
+    )
+    max_faces: IntProperty(  # type: ignore[valid-type]
+        name="Max Faces", min=1000, max=2_000_000, default=200_000, options={"SKIP_SAVE"}
+    )
+    texture_size: IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", min=min(TEXTURE_SIZES), max=max(TEXTURE_SIZES), default=2048, options={"SKIP_SAVE"}
+    )
+    inflate_depth: FloatProperty(  # type: ignore[valid-type]
+        name="Inflate Depth", min=0.05, max=2.0, default=0.5, options={"SKIP_SAVE"}
+    )
+    lod_levels: IntProperty(name="LODs", min=1, max=4, default=1, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    wait: BoolProperty(  # type: ignore[valid-type]
+        name="Wait", description="Block until the asset is in the scene (always on in background mode)",
+        default=False, options={"SKIP_SAVE"},
+    )
+    timeout: FloatProperty(  # type: ignore[valid-type]
+        name="Timeout", description="Blocking mode: cancel after this many seconds (0: no limit)",
+        default=0.0, min=0.0, options={"SKIP_SAVE"},
+    )
+
+    def _references(self, context: bpy.types.Context) -> References:
+        op: Any = self
+        if len(op.images):
+            return gather([item.name for item in op.images])
+        return gather_panel(state(context).references)
+
+    def _settings(self, context: bpy.types.Context, mode: str) -> dict[str, Any]:
+        op: Any = self
+        st = state(context)
+        base = st.job_settings(st.seed)
+        overrides: dict[str, Any] = {"mode": mode}
+        for name in _SETTING_PROPS:
+            if op.properties.is_property_set(name):
+                overrides[name] = getattr(op, name)
+        if op.properties.is_property_set("lod_levels"):
+            overrides["lods"] = [] if op.lod_levels <= 1 else [0.5**i for i in range(op.lod_levels)]
+        randomize = st.randomize_seed and not op.properties.is_property_set("seed")
+        settings = jobs.resolve_settings(base, overrides, randomize_seed=randomize)
+        if randomize:
+            st.seed = settings["seed"]  # show the seed that was used, so a good result can be repeated
+        return settings
+
+    def _run(self, context: bpy.types.Context, job: jobs.ActiveJob) -> set[str]:
+        op: Any = self
+        if not (op.wait or bpy.app.background):
+            runtime.add_job(job, context)
+            return {"FINISHED"}
+        view = wait(job.session, timeout_s=op.timeout or None)
+        try:
+            obj = jobs.complete(context, job, get_prefs(context))
+        except jobs.JobFailed as exc:
+            return self._fail(context, str(exc))
+        finally:
+            job.session.close()
+        if view.state == DONE:
+            state(context).last_object = obj.name
+            runtime.report(context, f"Imported '{obj.name}'.", failed=False)
+        return {"FINISHED"}
+
+    def _fail(self, context: bpy.types.Context, message: str) -> set[str]:
+        op: Any = self
+        op.report({"ERROR"}, message)
+        runtime.report(context, message, failed=True)
+        return {"CANCELLED"}
+
+
+def _busy() -> bool:
+    return runtime.active_job() is not None
+
+
+class STEP1X3D_OT_generate(_JobOperator, bpy.types.Operator):
+    """Generate a 3D asset from the reference images"""
+
+    bl_idname = "step1x3d.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    mode: EnumProperty(  # type: ignore[valid-type]
+        name="Mode", items=[m for m in MODE_ITEMS if m[0] != "texture"], default="full", options={"SKIP_SAVE"}
+    )
+    name: StringProperty(  # type: ignore[valid-type]
+        name="Name", description="Object name (default: the first image's file name)", options={"SKIP_SAVE"}
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if _busy():
+            return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
+        try:
+            mode = self.mode if self.properties.is_property_set("mode") else state(context).mode
+            if mode == "texture":
+                return bpy.ops.step1x3d.retexture("EXEC_DEFAULT")  # type: ignore[attr-defined, no-any-return]
+            refs = self._references(context)
+            job = jobs.start_generate(refs, self._settings(context, mode), get_prefs(context), name=self.name)
+        except InputError as exc:
+            return self._fail(context, str(exc))
+        return self._run(context, job)
+
+
+class STEP1X3D_OT_retexture(_JobOperator, bpy.types.Operator):
+    """Paint the selected mesh from the reference images (keeps its transform, modifiers and name)"""
+
+    bl_idname = "step1x3d.retexture"
+    bl_label = "Retexture Selected"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_name: StringProperty(  # type: ignore[valid-type]
+        name="Object", description="Object to retexture (default: the active object)", options={"SKIP_SAVE"}
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if _busy():
+            return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
+        obj = bpy.data.objects.get(self.object_name) if self.object_name else context.active_object
+        if self.object_name and obj is None:
+            return self._fail(context, f"There is no object named '{self.object_name}'.")
+        try:
+            refs = self._references(context)
+            job = jobs.start_retexture(context, obj, refs, self._settings(context, "texture"), get_prefs(context))
+        except InputError as exc:
+            return self._fail(context, str(exc))
+        return self._run(context, job)
+
+
+class STEP1X3D_OT_cancel(bpy.types.Operator):
+    """Cancel the running job (nothing is added to the scene)"""
+
+    bl_idname = "step1x3d.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _busy()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runtime.cancel_all()
+        state(context).job_text = "Cancelling…"
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_import_result(bpy.types.Operator):
+    """Import a finished job's result (one undo step)"""
+
+    bl_idname = "step1x3d.import_result"
+    bl_label = "Import Step1X-3D Result"
+    bl_options = {"REGISTER", "UNDO", "INTERNAL"}
+
+    job_id: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = runtime.get_job(self.job_id)
+        if job is None:
+            self.report({"ERROR"}, "That job is no longer active.")
+            return {"CANCELLED"}
+        try:
+            obj = jobs.complete(context, job, get_prefs(context))
+        except jobs.JobFailed as exc:
+            self.report({"ERROR"}, str(exc))
+            runtime.report(context, str(exc), failed=True)
+            return {"CANCELLED"}
+        state(context).last_object = obj.name
+        notes = "; ".join(job.session.notes)
+        runtime.report(context, f"Imported '{obj.name}'." + (f" {wording.sentence(notes)}" if notes else ""), failed=False)
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_reimport(bpy.types.Operator):
+    """Import a result from the history again"""
+
+    bl_idname = "step1x3d.reimport"
+    bl_label = "Re-import"
+    bl_options = {"REGISTER", "UNDO"}
+
+    job_id: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        entry = next((e for e in runtime.history_entries() if e.job_id == self.job_id), None)
+        if entry is None:
+            self.report({"ERROR"}, "That job is not in the history.")
+            return {"CANCELLED"}
+        try:
+            obj = jobs.reimport(context, entry)
+        except jobs.JobFailed as exc:
+            self.report({"ERROR"}, str(exc))
+            runtime.report(context, str(exc), failed=True)
+            return {"CANCELLED"}
+        state(context).last_object = obj.name
+        runtime.report(context, f"Re-imported '{obj.name}'.", failed=False)
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_history_clear(bpy.types.Operator):
+    """Forget the job history (stored results stay on disk)"""
+
+    bl_idname = "step1x3d.history_clear"
+    bl_label = "Clear History"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from ..core.history import History
+        from .preferences import user_dir
+
+        History(user_dir()).clear()
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_reference_add(bpy.types.Operator):
+    """Add reference image files (first: front, then right, back, left)"""
+
+    bl_idname = "step1x3d.reference_add"
+    bl_label = "Add Image Files"
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    directory: StringProperty(subtype="DIR_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    files: CollectionProperty(  # type: ignore[valid-type]
+        type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"}
+    )
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        import os
+
+        paths = [os.path.join(self.directory, f.name) for f in self.files if f.name] or (
+            [self.filepath] if self.filepath else []
+        )
+        refs = state(context).references
+        for path in paths:
+            item = refs.add()
+            item.source = "FILE"
+            item.filepath = path
+        state(context).reference_index = len(refs) - 1
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_reference_add_image(bpy.types.Operator):
+    """Add a slot for an image already in this .blend"""
+
+    bl_idname = "step1x3d.reference_add_image"
+    bl_label = "Add Blender Image"
+
+    image_name: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        refs = state(context).references
+        item = refs.add()
+        item.source = "IMAGE"
+        item.image_name = self.image_name or (bpy.data.images[0].name if len(bpy.data.images) else "")
+        state(context).reference_index = len(refs) - 1
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_reference_remove(bpy.types.Operator):
+    """Remove the highlighted reference image"""
+
+    bl_idname = "step1x3d.reference_remove"
+    bl_label = "Remove Image"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        st = state(context)
+        if 0 <= st.reference_index < len(st.references):
+            st.references.remove(st.reference_index)
+            st.reference_index = max(0, min(st.reference_index, len(st.references) - 1))
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_reference_move(bpy.types.Operator):
+    """Move the highlighted reference image (the first one is the front view)"""
+
+    bl_idname = "step1x3d.reference_move"
+    bl_label = "Move Image"
+
+    direction: EnumProperty(items=[("UP", "Up", ""), ("DOWN", "Down", "")])  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        st = state(context)
+        i = st.reference_index
+        j = i - 1 if self.direction == "UP" else i + 1
+        if 0 <= i < len(st.references) and 0 <= j < len(st.references):
+            st.references.move(i, j)
+            st.reference_index = j
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_preset_apply(bpy.types.Operator):
+    """Apply the chosen preset to the settings"""
+
+    bl_idname = "step1x3d.preset_apply"
+    bl_label = "Apply Preset"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        st = state(context)
+        values = runtime.preset_store().all_presets().get(st.preset)
+        if values is None:
+            self.report({"ERROR"}, "Choose a preset first.")
+            return {"CANCELLED"}
+        for key in ("steps", "guidance", "max_faces", "inflate_depth"):
+            if key in values:
+                setattr(st, key, values[key])
+        if "texture_size" in values:
+            st.texture_size = str(values["texture_size"])
+        if "lods" in values:
+            st.lod_levels = max(1, len(values["lods"]))
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_preset_save(bpy.types.Operator):
+    """Save the current settings as a preset"""
+
+    bl_idname = "step1x3d.preset_save"
+    bl_label = "Save Preset"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        st = state(context)
+        values = {
+            "steps": st.steps,
+            "guidance": float(st.guidance),
+            "max_faces": st.max_faces,
+            "texture_size": int(st.texture_size),
+            "inflate_depth": float(st.inflate_depth),
+            "lods": st.lods(),
+        }
+        try:
+            runtime.preset_store().save(st.preset_name.strip(), values)
+        except (ValueError, OSError) as exc:
+            self.report({"ERROR"}, wording.sentence(str(exc)))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_preset_delete(bpy.types.Operator):
+    """Delete the chosen preset (built-in presets cannot be deleted)"""
+
+    bl_idname = "step1x3d.preset_delete"
+    bl_label = "Delete Preset"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runtime.preset_store().delete(state(context).preset)
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_refresh_status(bpy.types.Operator):
+    """Check whether the server answers"""
+
+    bl_idname = "step1x3d.refresh_status"
+    bl_label = "Check Server"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        runtime.refresh_status(context)
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_start_server(bpy.types.Operator):
+    """Start a local server with the command from the add-on preferences"""
+
+    bl_idname = "step1x3d.start_server"
+    bl_label = "Start Local Server"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        message = runtime.start_local_server(context)
+        state(context).server_line = message
+        runtime.refresh_status(context)
+        return {"FINISHED"}
+
+
+CLASSES: tuple[type, ...] = (
+    STEP1X3D_PG_path,
+    STEP1X3D_OT_generate,
+    STEP1X3D_OT_retexture,
+    STEP1X3D_OT_cancel,
+    STEP1X3D_OT_import_result,
+    STEP1X3D_OT_reimport,
+    STEP1X3D_OT_history_clear,
+    STEP1X3D_OT_reference_add,
+    STEP1X3D_OT_reference_add_image,
+    STEP1X3D_OT_reference_remove,
+    STEP1X3D_OT_reference_move,
+    STEP1X3D_OT_preset_apply,
+    STEP1X3D_OT_preset_save,
+    STEP1X3D_OT_preset_delete,
+    STEP1X3D_OT_refresh_status,
+    STEP1X3D_OT_start_server,
+)

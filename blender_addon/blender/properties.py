@@ -1,0 +1,146 @@
+"""Panel state on the WindowManager: never saved into the .blend, never in the Scene.
+
+Reference images are stored by file path or by image *name* (not an ID pointer),
+because ID references do not survive undo; they are resolved when a job starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from ..protocol.settings import NUMERIC_RANGES, TEXTURE_SIZES, JobSettings
+
+_DEFAULTS = JobSettings()
+VIEW_NAMES = ("Front", "Right", "Back", "Left")
+
+MODE_ITEMS = [
+    ("full", "Geometry + Texture", "Generate a textured asset from the reference images"),
+    ("geometry", "Geometry Only", "Generate an untextured mesh"),
+    ("texture", "Texture Selected", "Paint the selected mesh from the reference images"),
+]
+TEXTURE_SIZE_ITEMS = [(str(s), f"{s} px", f"{s}x{s} texture maps") for s in TEXTURE_SIZES]
+SOURCE_ITEMS = [
+    ("FILE", "File", "An image file on disk"),
+    ("IMAGE", "Image", "An image already in this .blend"),
+]
+
+
+def _range(name: str) -> tuple[Any, Any]:
+    _, lo, hi = NUMERIC_RANGES[name]
+    return lo, hi
+
+
+class STEP1X3D_PG_reference(bpy.types.PropertyGroup):
+    source: EnumProperty(name="Source", items=SOURCE_ITEMS, default="FILE")  # type: ignore[valid-type]
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
+    image_name: StringProperty(name="Image", default="")  # type: ignore[valid-type]
+
+    def label(self) -> str:
+        if self.source == "IMAGE":
+            return self.image_name or "(no image)"
+        return bpy.path.basename(self.filepath) or "(no file)"
+
+
+def _preset_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
+    from . import runtime
+
+    return runtime.preset_enum_items()
+
+
+class STEP1X3D_PG_state(bpy.types.PropertyGroup):
+    # What to run and from what.
+    references: CollectionProperty(type=STEP1X3D_PG_reference)  # type: ignore[valid-type]
+    reference_index: IntProperty(default=0)  # type: ignore[valid-type]
+    mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="full")  # type: ignore[valid-type]
+
+    # Main settings (ranges from the shared schema the server enforces).
+    seed: IntProperty(name="Seed", default=_DEFAULTS.seed, min=0, max=2**31 - 1)  # type: ignore[valid-type]
+    randomize_seed: BoolProperty(  # type: ignore[valid-type]
+        name="Randomise", description="Pick a new seed for every job", default=True
+    )
+    steps: IntProperty(  # type: ignore[valid-type]
+        name="Steps", default=_DEFAULTS.steps, min=_range("steps")[0], max=_range("steps")[1]
+    )
+    guidance: FloatProperty(  # type: ignore[valid-type]
+        name="Guidance", default=_DEFAULTS.guidance, min=_range("guidance")[0], max=_range("guidance")[1]
+    )
+    max_faces: IntProperty(  # type: ignore[valid-type]
+        name="Max Faces", default=_DEFAULTS.max_faces, min=_range("max_faces")[0], max=_range("max_faces")[1]
+    )
+    texture_size: EnumProperty(  # type: ignore[valid-type]
+        name="Texture Size", items=TEXTURE_SIZE_ITEMS, default=str(_DEFAULTS.texture_size)
+    )
+    inflate_depth: FloatProperty(  # type: ignore[valid-type]
+        name="Inflate Depth",
+        description="Weight-free backend: thickness relative to the silhouette size",
+        default=_DEFAULTS.inflate_depth,
+        min=_range("inflate_depth")[0],
+        max=_range("inflate_depth")[1],
+    )
+    lod_levels: IntProperty(  # type: ignore[valid-type]
+        name="LODs", description="Levels of detail (each halves the faces); 1 = none", default=1, min=1, max=4
+    )
+    preset: EnumProperty(name="Preset", items=_preset_items)  # type: ignore[valid-type]
+    preset_name: StringProperty(name="Preset Name", default="")  # type: ignore[valid-type]
+
+    # Runtime (copied from the active JobSession by the timer's poll step).
+    job_id: StringProperty(default="")  # type: ignore[valid-type]
+    job_state: StringProperty(default="")  # type: ignore[valid-type]
+    job_fraction: FloatProperty(  # type: ignore[valid-type]
+        name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR"
+    )
+    job_text: StringProperty(default="")  # type: ignore[valid-type]
+    last_message: StringProperty(default="")  # type: ignore[valid-type]
+    last_failed: BoolProperty(default=False)  # type: ignore[valid-type]
+    server_line: StringProperty(default="Server: not checked yet")  # type: ignore[valid-type]
+    server_online: BoolProperty(default=False)  # type: ignore[valid-type]
+    last_object: StringProperty(default="")  # type: ignore[valid-type]
+    history_index: IntProperty(default=0)  # type: ignore[valid-type]
+    show_history: BoolProperty(name="History", default=False)  # type: ignore[valid-type]
+    show_settings: BoolProperty(name="Settings", default=True)  # type: ignore[valid-type]
+
+    def lods(self) -> list[float]:
+        return [] if self.lod_levels <= 1 else [0.5**i for i in range(self.lod_levels)]
+
+    def job_settings(self, seed: int) -> dict[str, Any]:
+        """The panel's settings as a wire dict (validated by ``JobSettings.from_wire`` before sending)."""
+        return JobSettings.from_wire(
+            {
+                "mode": self.mode,
+                "seed": seed,
+                "steps": self.steps,
+                "guidance": float(self.guidance),
+                "max_faces": self.max_faces,
+                "texture_size": int(self.texture_size),
+                "inflate_depth": float(self.inflate_depth),
+                "lods": self.lods(),
+            }
+        ).to_wire()
+
+
+CLASSES: tuple[type, ...] = (STEP1X3D_PG_reference, STEP1X3D_PG_state)
+
+
+def register_props() -> None:
+    bpy.types.WindowManager.step1x3d = PointerProperty(type=STEP1X3D_PG_state)  # type: ignore[attr-defined]
+
+
+def unregister_props() -> None:
+    if hasattr(bpy.types.WindowManager, "step1x3d"):
+        del bpy.types.WindowManager.step1x3d  # type: ignore[attr-defined]
+
+
+def state(context: bpy.types.Context | None = None) -> STEP1X3D_PG_state:
+    wm = (context or bpy.context).window_manager
+    return wm.step1x3d  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,95 @@
+"""Reference images -> encoded bytes for the server: files, or images already in the .blend."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import bpy
+import numpy as np
+
+from ..core.png import encode_png, float_pixels_to_rgba8
+
+ALLOWED_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+_FILE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+class InputError(ValueError):
+    """A reference image or the selection is unusable; the message is one sentence for the artist."""
+
+
+@dataclass
+class References:
+    images: list[bytes] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # first is the front view; names the asset
+
+
+def from_file(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    p = Path(bpy.path.abspath(str(path)))
+    if p.suffix.lower() not in ALLOWED_SUFFIXES:
+        raise InputError(f"'{p.name}' is not a PNG, JPEG or WebP image.")
+    try:
+        data = p.read_bytes()
+    except OSError:
+        raise InputError(f"Cannot read the reference image '{p}'.") from None
+    if not data:
+        raise InputError(f"The reference image '{p.name}' is empty.")
+    return data, p.name
+
+
+def from_blend_image(image: bpy.types.Image) -> tuple[bytes, str]:
+    """Packed or on-disk original bytes when unchanged; otherwise the current pixels as PNG."""
+    name = image.name
+    if not Path(name).suffix:
+        name += ".png"
+    if not image.is_dirty:
+        if image.packed_file is not None and image.file_format in _FILE_FORMATS:
+            return bytes(image.packed_file.data), name
+        if image.source == "FILE" and image.file_format in _FILE_FORMATS:
+            path = Path(bpy.path.abspath(image.filepath_raw or image.filepath))
+            if path.is_file():
+                return path.read_bytes(), name
+    width, height = image.size[:]
+    channels = image.channels
+    if width * height == 0:
+        raise InputError(f"The image '{image.name}' has no pixels (is its file missing?).")
+    pixels = np.empty(width * height * channels, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    return encode_png(float_pixels_to_rgba8(pixels, width, height, channels)), name
+
+
+def gather(sources: Iterable[Any]) -> References:
+    """Accept paths, ``bpy.types.Image`` objects or image names (``"IM:<name>"`` not needed: names are tried last)."""
+    refs = References()
+    for src in sources:
+        if isinstance(src, bpy.types.Image):
+            data, name = from_blend_image(src)
+        elif isinstance(src, (str, os.PathLike)) and Path(bpy.path.abspath(str(src))).is_file():
+            data, name = from_file(src)
+        elif isinstance(src, str) and src in bpy.data.images:
+            data, name = from_blend_image(bpy.data.images[src])
+        else:
+            raise InputError(f"The reference image '{src}' is neither a file nor an image in this .blend.")
+        refs.images.append(data)
+        refs.names.append(name)
+    if not refs.images:
+        raise InputError("Add at least one reference image (the first one is the front view).")
+    return refs
+
+
+def gather_panel(items: Iterable[Any]) -> References:
+    """The panel's reference list (``STEP1X3D_PG_reference`` items), resolved by name now."""
+    sources: list[Any] = []
+    for item in items:
+        if item.source == "IMAGE":
+            image = bpy.data.images.get(item.image_name)
+            if image is None:
+                raise InputError(f"The image '{item.image_name}' is no longer in this .blend.")
+            sources.append(image)
+        else:
+            if not item.filepath:
+                raise InputError("A reference image slot has no file; pick one or remove the slot.")
+            sources.append(item.filepath)
+    return gather(sources)

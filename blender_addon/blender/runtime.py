@@ -1,0 +1,288 @@
+"""Live jobs, the status probe, the optional local server, and the timer that drives them.
+
+Python objects that cannot live in RNA (sockets, sessions) stay in this module,
+keyed by job id; everything the panel shows is copied onto the WindowManager
+(``wm.step1x3d``) by :func:`poll_step`, a plain function that tests and the
+headless API can call in a loop (timers never fire in the PyPI ``bpy``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from typing import Any
+
+import bpy
+
+from ..core import wording
+from ..core.history import History, HistoryEntry
+from ..core.presets import PresetStore
+from ..core.probe import StatusProbe
+from ..core.session import SessionView
+from . import jobs
+from .preferences import get_prefs, user_dir
+from .properties import state
+
+JOB_INTERVAL_S = 0.1
+IDLE_INTERVAL_S = 5.0
+
+_jobs: dict[str, jobs.ActiveJob] = {}
+_probe: StatusProbe | None = None
+_last_probe = 0.0
+_server_process: subprocess.Popen[bytes] | None = None
+_preset_items: list[tuple[str, str, str]] = []  # kept alive: Blender does not copy dynamic enum strings
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+def add_job(job: jobs.ActiveJob, context: bpy.types.Context | None = None) -> None:
+    _jobs[job.job_id] = job
+    st = state(context)
+    st.job_id = job.job_id
+    st.last_message = ""
+    st.last_failed = False
+    _sync(st, job.session.view)
+    set_status_bar(context, None)
+    ensure_timer()
+
+
+def get_job(job_id: str) -> jobs.ActiveJob | None:
+    return _jobs.get(job_id)
+
+
+def active_job() -> jobs.ActiveJob | None:
+    return next(iter(_jobs.values()), None)
+
+
+def pop_job(job_id: str) -> jobs.ActiveJob | None:
+    job = _jobs.pop(job_id, None)
+    if job is not None:
+        job.session.close()
+    return job
+
+
+def cancel_all() -> None:
+    for job in list(_jobs.values()):
+        job.session.cancel()
+
+
+def _sync(st: Any, view: SessionView) -> None:
+    st.job_state = view.state
+    st.job_fraction = view.fraction
+    st.job_text = view.progress_text()
+
+
+def poll_step(context: bpy.types.Context | None = None) -> bool:
+    """Advance every live job and the status probe once, without blocking. True while work remains."""
+    ctx = context or bpy.context
+    st = state(ctx)
+    changed = _probe_step(st)
+    for job_id, job in list(_jobs.items()):
+        view = job.session.step(0)
+        _sync(st, view)
+        changed = True
+        if view.terminal:
+            finish(ctx, job_id)
+    if changed:
+        tag_redraw(ctx)
+    return bool(_jobs) or (_probe is not None and not _probe.finished)
+
+
+def finish(context: bpy.types.Context, job_id: str) -> bpy.types.Object | None:
+    """Import (or apply) a finished job through the UNDO operator, or report its failure."""
+    job = _jobs.get(job_id)
+    if job is None:
+        return None
+    st = state(context)
+    obj = None
+    try:
+        if job.session.view.state == "done":
+            # An operator with UNDO makes the whole import one undo step.
+            result = bpy.ops.step1x3d.import_result(job_id=job_id)  # type: ignore[attr-defined]
+            if "FINISHED" in result:
+                obj = bpy.data.objects.get(st.last_object)
+        else:
+            jobs.complete(context, job, get_prefs(context))  # records history, raises JobFailed
+    except jobs.JobFailed as exc:
+        report(context, str(exc), failed=True)
+    except RuntimeError as exc:  # operator could not run (no context): one sentence, no traceback
+        report(context, wording.sentence(f"Could not import the result: {exc}"), failed=True)
+    finally:
+        pop_job(job_id)
+        st.job_id = ""
+    return obj
+
+
+def report(context: bpy.types.Context | None, message: str, *, failed: bool) -> None:
+    st = state(context)
+    st.last_message = message
+    st.last_failed = failed
+    st.job_text = message
+    set_status_bar(context, message)
+    print(f"Step1X-3D: {message}")
+
+
+def set_status_bar(context: bpy.types.Context | None, message: str | None) -> None:
+    ctx = context or bpy.context
+    workspace = getattr(ctx, "workspace", None)
+    if workspace is not None:
+        try:
+            workspace.status_text_set(f"Step1X-3D: {message}" if message else None)
+        except (RuntimeError, TypeError):
+            pass
+
+
+def tag_redraw(context: bpy.types.Context | None = None) -> None:
+    wm = (context or bpy.context).window_manager
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+# -- server status ---------------------------------------------------------------------------------
+
+
+def refresh_status(context: bpy.types.Context | None = None) -> None:
+    """Start a new probe (the previous one is closed)."""
+    global _probe, _last_probe
+    prefs = get_prefs(context)
+    if _probe is not None:
+        _probe.close()
+    _probe = StatusProbe(jobs.connector(prefs), prefs.server_address, timeout_s=prefs.connect_timeout_s)
+    _probe.start()
+    _last_probe = time.monotonic()
+    st = state(context)
+    st.server_line = _probe.line
+    ensure_timer()
+
+
+def _probe_step(st: Any) -> bool:
+    if _probe is None or _probe.finished:
+        return False
+    if _probe.step():
+        st.server_line = _probe.line
+        st.server_online = _probe.online
+        return True
+    return False
+
+
+def start_local_server(context: bpy.types.Context) -> str:
+    """Start the configured server as a child process (not a thread); returns a sentence for the panel."""
+    global _server_process
+    prefs = get_prefs(context)
+    if _server_process is not None and _server_process.poll() is None:
+        return "The local server is already running."
+    if not prefs.server_python:
+        return "Set 'Server Python' in the add-on preferences to the Python where the server is installed."
+    args = [bpy.path.abspath(prefs.server_python), "-m", "inference_server.cli", *shlex.split(prefs.server_command)]
+    log = user_dir() / "server.log"
+    try:
+        with open(log, "ab") as out:
+            _server_process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        return wording.sentence(f"Could not start the server: {exc}")
+    return f"Starting the local server (log: {log})."
+
+
+def stop_local_server() -> None:
+    """Only the process this add-on started; never waits more than a moment (Blender must quit fast)."""
+    global _server_process
+    proc, _server_process = _server_process, None
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# -- history --------------------------------------------------------------------------------------
+
+_history_cache: tuple[float, list[HistoryEntry]] = (-1.0, [])
+
+
+def history_entries() -> list[HistoryEntry]:
+    """The history, re-read only when the file changed (the panel redraws often)."""
+    global _history_cache
+    history = History(user_dir())
+    try:
+        mtime = history.path.stat().st_mtime
+    except OSError:
+        return []
+    if mtime != _history_cache[0]:
+        _history_cache = (mtime, history.load())
+    return _history_cache[1]
+
+
+# -- presets ---------------------------------------------------------------------------------------
+
+
+def preset_store() -> PresetStore:
+    return PresetStore(user_dir())
+
+
+def preset_enum_items() -> list[tuple[str, str, str]]:
+    global _preset_items
+    try:
+        names = list(preset_store().all_presets())
+    except OSError:
+        names = []
+    _preset_items = [(n, n, f"Apply the '{n}' preset") for n in names] or [("", "(none)", "")]
+    return _preset_items
+
+
+# -- timer -----------------------------------------------------------------------------------------
+
+
+def _timer() -> float | None:
+    """Registered with ``bpy.app.timers``; keeps going while jobs or probes are live."""
+    try:
+        busy = poll_step(bpy.context)
+    except Exception as exc:  # a timer that raises is unregistered silently: keep it alive, say why
+        print(f"Step1X-3D: poll step failed: {exc}")
+        busy = bool(_jobs)
+    if busy:
+        return JOB_INTERVAL_S
+    if time.monotonic() - _last_probe > 30.0:  # idle: refresh the status line now and then
+        refresh_status(bpy.context)
+        return JOB_INTERVAL_S
+    return IDLE_INTERVAL_S
+
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.register(_timer, first_interval=JOB_INTERVAL_S, persistent=True)
+
+
+def shutdown() -> None:
+    """unregister(): stop the timer, close every socket (LINGER 0), stop our server. Never blocks."""
+    global _probe
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
+    for job_id in list(_jobs):
+        job = _jobs.get(job_id)
+        if job is not None:
+            job.session.cancel()  # best effort: tell the server before the socket goes
+        pop_job(job_id)
+    if _probe is not None:
+        _probe.close()
+        _probe = None
+    stop_local_server()
+    _close_client_context()
+
+
+def _close_client_context() -> None:
+    """Terminate the client's shared zmq context if it has one (the client decides its layout)."""
+    try:
+        from .. import client
+    except ImportError:
+        return
+    terminate = getattr(client, "terminate", None) or getattr(client, "shutdown", None)
+    if callable(terminate):
+        try:
+            terminate()
+        except Exception:
+            pass

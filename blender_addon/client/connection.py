@@ -1,0 +1,253 @@
+"""One DEALER connection to the job server, driven by a non-blocking ``poll``.
+
+Built for Blender: no threads of our own (libzmq's I/O thread does the
+waiting), ``LINGER`` 0 so closing never hangs the host, and ``poll(0)`` that
+returns at once with every decoded event. The connection also keeps the line
+warm: when the server has been quiet for two heartbeats it sends a ping, and
+after ``offline_after_s`` of silence ``poll`` reports one :class:`Offline`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ..protocol import messages as m
+from ..protocol.codec import PartValue, ProtocolError, decode, encode
+from ..protocol.limits import Limits, MiB
+from ..protocol.settings import JobSettings
+from .curve import CurveKeys
+from .events import ErrorEvent, Event, Offline, Pong, Welcome, event_from_message
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+AUTO_PING_PREFIX = "auto-"
+
+# What a client accepts from its server: results are large (meshes, 4K maps, LOD chains).
+RESULT_LIMITS = Limits(
+    max_frames=128,
+    max_header_bytes=16 * MiB,
+    max_frame_bytes=4096 * MiB,
+    max_total_bytes=8192 * MiB,
+)
+
+MESH_ARRAY_DTYPES = {"positions": np.float32, "faces": np.uint32, "uvs": np.float32, "normals": np.float32}
+
+
+class ConnectionClosed(RuntimeError):
+    pass
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        curve: CurveKeys | None = None,
+        heartbeat_s: float = 1.0,
+        offline_after_s: float = 5.0,
+        client_name: str = "step1x3d-client",
+    ) -> None:
+        self.address = address
+        self.heartbeat_s = heartbeat_s
+        self.offline_after_s = offline_after_s
+        self.client_name = client_name
+        self._context = zmq.Context()
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)  # never block the host application on close
+        hb_ms = max(int(heartbeat_s * 1000), 100)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms * 5)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, hb_ms * 5)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        self._monitor: zmq.Socket | None = None
+        if curve is not None:
+            sock.curve_publickey = curve.client_public
+            sock.curve_secretkey = curve.client_secret
+            sock.curve_serverkey = curve.server_public
+            # Watch the handshake: a refused key otherwise looks exactly like an absent server.
+            self._monitor = sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            )
+        sock.connect(address)
+        self._socket: zmq.Socket | None = sock
+        self._tokens = itertools.count(1)
+        now = time.monotonic()
+        self._last_rx = now
+        self._last_ping = now
+        self._offline_reported = False
+        self._auth_reported = False
+        self.welcome: Welcome | None = None  # the last Welcome, for limits and capabilities
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, msg_type: str, fields: dict[str, Any] | None = None, parts: Any = None) -> None:
+        if self._socket is None:
+            raise ConnectionClosed("the connection is closed")
+        frames = encode(msg_type, fields, parts)
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise ConnectionClosed(f"cannot send to {self.address}: the outgoing queue is full") from None
+
+    def hello(self) -> None:
+        self._send(m.HELLO, {"client": self.client_name})
+
+    def submit(
+        self,
+        job_id: str,
+        images: Sequence[bytes],
+        settings: JobSettings | dict[str, Any],
+        *,
+        image_names: list[str] | None = None,
+        mesh: dict[str, Any] | None = None,
+        want_glb: bool = False,
+    ) -> None:
+        """Send a job. The id is yours to choose; sending the same job again is harmless."""
+        if not m.valid_job_id(job_id):
+            raise ValueError(f"job id {job_id!r}: {m.ERROR_CODES['bad_job_id']}")
+        wire_settings = settings.to_wire() if isinstance(settings, JobSettings) else dict(settings)
+        fields: dict[str, Any] = {"job_id": job_id, "settings": wire_settings, "want_glb": bool(want_glb)}
+        if image_names is not None:
+            fields["image_names"] = list(image_names)
+        parts: list[tuple[str, PartValue]] = [(f"image{i}", data) for i, data in enumerate(images)]
+        if mesh is not None:
+            for key, dtype in MESH_ARRAY_DTYPES.items():
+                if mesh.get(key) is not None:
+                    parts.append((f"mesh.{key}", np.ascontiguousarray(mesh[key], dtype=dtype)))
+        self._send(m.SUBMIT, fields, parts)
+
+    def cancel(self, job_id: str) -> None:
+        self._send(m.CANCEL, {"job_id": job_id})
+
+    def attach(self, job_id: str) -> None:
+        self._send(m.ATTACH, {"job_id": job_id})
+
+    def fetch(self, job_id: str) -> None:
+        self._send(m.FETCH, {"job_id": job_id})
+
+    def close_job(self, job_id: str) -> None:
+        self._send(m.CLOSE, {"job_id": job_id})
+
+    def ping(self, token: str = "") -> None:
+        self._send(m.PING, {"token": token} if token else {})
+
+    def free_vram(self) -> None:
+        self._send(m.FREE_VRAM)
+
+    # ------------------------------------------------------------------ receiving
+
+    def seconds_since_last_message(self) -> float:
+        return time.monotonic() - self._last_rx
+
+    def poll(self, timeout_ms: int = 0) -> list[Event]:
+        """Every event waiting now (waits at most ``timeout_ms`` for the first one)."""
+        if self._socket is None:
+            return []
+        events: list[Event] = self._drain_monitor()
+        if self._socket.poll(max(int(timeout_ms), 0), zmq.POLLIN):
+            while True:
+                try:
+                    frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._last_rx = time.monotonic()
+                self._offline_reported = False
+                event = self._decode(frames)
+                if event is not None:
+                    events.append(event)
+        self._keep_alive(events)
+        return events
+
+    def _decode(self, frames: list[zmq.Frame]) -> Event | None:
+        try:
+            msg = decode([f.buffer for f in frames], RESULT_LIMITS)
+            event = event_from_message(msg)
+        except ProtocolError as exc:
+            return ErrorEvent(exc.job_id, exc.code, f"the server sent a message this client cannot read: {exc.message}")
+        except (ValueError, KeyError, TypeError) as exc:
+            return ErrorEvent(None, "bad_message", f"the server sent a message this client cannot read: {exc}")
+        if isinstance(event, Pong) and event.token.startswith(AUTO_PING_PREFIX):
+            return None  # our own keep-alive: it already refreshed _last_rx
+        if isinstance(event, Welcome):
+            self.welcome = event
+        return event
+
+    def _keep_alive(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        silent = now - self._last_rx
+        if silent > 2 * self.heartbeat_s and now - self._last_ping > self.heartbeat_s:
+            self._last_ping = now
+            try:
+                self._send(m.PING, {"token": f"{AUTO_PING_PREFIX}{next(self._tokens)}"})
+            except ConnectionClosed:
+                pass
+        if silent > self.offline_after_s and not self._offline_reported:
+            self._offline_reported = True
+            events.append(Offline(self.address, round(silent, 1)))
+
+    def _drain_monitor(self) -> list[Event]:
+        events: list[Event] = []
+        if self._monitor is None:
+            return events
+        while self._monitor.poll(0, zmq.POLLIN):
+            try:
+                info = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if info["event"] in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                if not self._auth_reported:
+                    self._auth_reported = True
+                    events.append(
+                        ErrorEvent(
+                            None,
+                            "auth_refused",
+                            f"The server at {self.address} refused this computer's key; ask its owner to add "
+                            "your public key (.key file) to the server's --allow-keys folder.",
+                        )
+                    )
+            elif info["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._auth_reported = False
+        return events
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        return self._socket is None
+
+    def close(self) -> None:
+        """Close at once (LINGER 0): unsent messages are dropped, nothing blocks."""
+        if self._socket is None:
+            return
+        if self._monitor is not None:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
+        self._socket.close(0)
+        self._socket = None
+        self._context.term()
+
+    def __enter__(self) -> "ServerConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # last resort; callers should close() (Blender: in unregister())
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to report to
+            pass
+
+
+__all__ = ["ServerConnection", "ConnectionClosed", "DEFAULT_ADDRESS", "RESULT_LIMITS"]

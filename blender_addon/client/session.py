@@ -1,0 +1,209 @@
+"""Drive one job end to end with non-blocking steps, and a blocking ``run_job`` built on them.
+
+:class:`JobSession` is the poll step the Blender timer calls (``step(0)``) and
+that ``run_job`` calls in a loop (``step(100)``): same code, same behaviour.
+It fetches the result when it is ready, waits out "busy" and resubmits,
+re-attaches after the server was unreachable, and resubmits (same id, so at
+most once) when a restarted server no longer knows the job.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable, Sequence
+
+from ..protocol.settings import JobSettings
+from .connection import DEFAULT_ADDRESS, ServerConnection
+from .curve import CurveKeys
+from .events import ErrorEvent, Event, Offline, Rejected, Result, ResultReady, StateChanged
+from .tracker import DONE, OFFLINE, QUEUED, JobTracker
+
+MAX_RESUBMITS = 3
+
+
+class JobFailed(Exception):
+    """A job did not produce a result; ``str(exc)`` is one sentence for the user."""
+
+    def __init__(self, message: str, code: str = "failed", state: str = "failed") -> None:
+        super().__init__(message)
+        self.code = code
+        self.state = state
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobSession:
+    def __init__(
+        self,
+        connection: ServerConnection,
+        images: Sequence[bytes],
+        settings: JobSettings | dict[str, Any],
+        *,
+        job_id: str | None = None,
+        image_names: list[str] | None = None,
+        mesh: dict[str, Any] | None = None,
+        want_glb: bool = False,
+        no_answer_s: float = 10.0,
+        retry_busy_until: float | None = None,
+        close_when_fetched: bool = True,
+    ) -> None:
+        self.connection = connection
+        self.job_id = job_id or new_job_id()
+        self._images = list(images)
+        self._settings = settings
+        self._image_names = image_names
+        self._mesh = mesh
+        self._want_glb = want_glb
+        self.retry_busy_until = retry_busy_until  # monotonic deadline for waiting out "busy"
+        self.close_when_fetched = close_when_fetched
+        self.tracker = JobTracker(self.job_id, address=connection.address, no_answer_s=no_answer_s)
+        self._fetch_sent = False
+        self._resubmit_at: float | None = None
+        self._resubmits = 0
+        self._was_offline = False
+        self.offline_since: float | None = None
+        self.heard_from_server = False
+
+    def start(self) -> None:
+        self.connection.hello()
+        self._submit()
+
+    def _submit(self) -> None:
+        self.connection.submit(
+            self.job_id, self._images, self._settings,
+            image_names=self._image_names, mesh=self._mesh, want_glb=self._want_glb,
+        )
+
+    def cancel(self) -> None:
+        if not self.tracker.finished:
+            self.connection.cancel(self.job_id)
+
+    def step(self, timeout_ms: int = 0) -> list[Event]:
+        """One poll: read what arrived (waiting at most ``timeout_ms``), update the tracker, react."""
+        events = self.connection.poll(timeout_ms)
+        now = time.monotonic()
+        for event in events:
+            if not isinstance(event, Offline):
+                self.heard_from_server = True
+            self._react(event, now)
+        if self._resubmit_at is not None and now >= self._resubmit_at:
+            self._resubmit_at = None
+            self._submit()
+        self.tracker.tick(now)
+        if self.tracker.state == OFFLINE:
+            self.offline_since = self.offline_since or now
+        else:
+            self.offline_since = None
+        return events
+
+    def _react(self, event: Event, now: float) -> None:
+        tracker = self.tracker
+        if isinstance(event, Offline):
+            self._was_offline = True
+        elif self._was_offline:
+            # The server is back (maybe restarted): say hello again and re-subscribe to the job.
+            self._was_offline = False
+            self.connection.hello()
+            self.connection.attach(self.job_id)
+        if isinstance(event, Rejected) and event.job_id == self.job_id and event.code == "busy":
+            if self.retry_busy_until is not None and now < self.retry_busy_until:
+                wait = max(event.retry_after_s or 1.0, 0.5)
+                self._resubmit_at = min(now + wait, self.retry_busy_until)
+                tracker.state, tracker.progress_message = QUEUED, event.message
+                return  # not a failure yet: we will try again
+        if (
+            isinstance(event, ErrorEvent)
+            and event.job_id == self.job_id
+            and event.code == "unknown_job"
+            and not tracker.result_ready
+            and self._resubmits < MAX_RESUBMITS
+        ):
+            self._resubmits += 1  # a restarted server lost the job: submitting the same id again is safe
+            self._submit()
+            return
+        tracker.handle(event)
+        ours = getattr(event, "job_id", None) == self.job_id
+        if ours and not self._fetch_sent and (
+            isinstance(event, ResultReady) or (isinstance(event, StateChanged) and event.state == "done")
+        ):
+            self._fetch_sent = True
+            self.connection.fetch(self.job_id)
+        if ours and isinstance(event, Result) and self.close_when_fetched:
+            self.connection.close_job(self.job_id)
+
+
+ProgressCallback = Callable[[JobTracker], None]
+
+
+def run_job(
+    address: str,
+    images: Sequence[bytes],
+    settings: JobSettings | dict[str, Any],
+    *,
+    on_progress: ProgressCallback | None = None,
+    timeout_s: float = 3600.0,
+    mesh: dict[str, Any] | None = None,
+    want_glb: bool = False,
+    image_names: list[str] | None = None,
+    job_id: str | None = None,
+    curve: CurveKeys | None = None,
+    connect_timeout_s: float = 10.0,
+    offline_grace_s: float = 30.0,
+    wait_if_busy_s: float = 600.0,
+) -> Result:
+    """Submit a job to the server at ``address`` and block until its result arrives.
+
+    ``on_progress(tracker)`` is called after every poll that changed something.
+    Raises :class:`JobFailed` with one sentence on any failure; Ctrl-C cancels
+    the job on the server before re-raising ``KeyboardInterrupt``.
+    """
+    address = address or DEFAULT_ADDRESS
+    start = time.monotonic()
+    deadline = start + timeout_s
+    with ServerConnection(address, curve=curve, offline_after_s=min(5.0, connect_timeout_s)) as conn:
+        session = JobSession(
+            conn, images, settings, job_id=job_id, image_names=image_names, mesh=mesh, want_glb=want_glb,
+            no_answer_s=connect_timeout_s, retry_busy_until=start + wait_if_busy_s,
+        )
+        tracker = session.tracker
+        session.start()
+        try:
+            while not tracker.finished:
+                events = session.step(100)
+                if on_progress is not None and events:
+                    on_progress(tracker)
+                now = time.monotonic()
+                if session.offline_since is not None:
+                    # Never reached: give up after connect_timeout_s. Lost mid-job: wait for a restart.
+                    gone_for = now - start if not session.heard_from_server else now - session.offline_since
+                    limit = connect_timeout_s if not session.heard_from_server else offline_grace_s
+                    if gone_for >= limit:
+                        raise JobFailed(tracker.error, "offline", OFFLINE)
+                if now > deadline:
+                    session.cancel()
+                    raise JobFailed(f"The job took longer than {timeout_s:.0f} s and was cancelled.", "timeout")
+        except KeyboardInterrupt:
+            session.cancel()
+            _wait_for_cancel(session, 2.0)
+            raise
+        if on_progress is not None:
+            on_progress(tracker)
+        if tracker.state != DONE or tracker.result is None:
+            raise JobFailed(tracker.error or "The job ended without a result.", tracker.error_code or "failed", tracker.state)
+        return tracker.result
+
+
+def _wait_for_cancel(session: JobSession, seconds: float) -> None:
+    """Give the server a moment to confirm, so the job is not left running (LINGER 0 drops unsent data)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not session.tracker.finished:
+        try:
+            session.step(50)
+        except KeyboardInterrupt:
+            return
+
+
+__all__ = ["JobFailed", "JobSession", "new_job_id", "run_job"]

@@ -1,0 +1,117 @@
+"""What the importer consumes: one job result, independent of where it came from.
+
+A :class:`ResultPayload` is built from the client's ``Result`` event, or loaded
+back from the history folder for a re-import. It holds plain arrays, PNG bytes
+and dicts only, so the Blender layer never sees wire objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+MeshDict = dict[str, Any]  # {"positions", "faces", "uvs"?, "normals"?, "smooth"?}, glTF frame
+TEXTURE_KINDS = ("base_color", "orm", "normal")
+_MESH_KEYS = ("positions", "faces", "uvs", "normals")
+
+
+@dataclass
+class ResultPayload:
+    mesh: MeshDict
+    textures: dict[str, bytes] = field(default_factory=dict)  # kind -> PNG bytes
+    material: dict[str, Any] = field(default_factory=dict)  # factors: roughness_factor, ...
+    lods: list[MeshDict] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def payload_from_result(result: Any) -> ResultPayload:
+    """Adapt the client's ``Result`` event (attribute access) to a payload."""
+    textures = {k: bytes(v) for k, v in (getattr(result, "textures", None) or {}).items() if v}
+    return ResultPayload(
+        mesh=dict(result.mesh),
+        textures=textures,
+        material=dict(getattr(result, "material", None) or {}),
+        lods=[dict(m) for m in (getattr(result, "lods", None) or [])],
+        provenance=dict(getattr(result, "provenance", None) or {}),
+        notes=[str(n) for n in (getattr(result, "notes", None) or [])],
+        timings={str(k): float(v) for k, v in (getattr(result, "timings", None) or {}).items()},
+    )
+
+
+def save_payload(payload: ResultPayload, folder: Path) -> None:
+    """Write a payload for later re-import: arrays in one .npz, maps as .png, the rest as JSON.
+
+    Each file goes through a temporary name and ``os.replace`` so a crash never
+    leaves a truncated file that the history would later offer to re-import.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, mesh in [("mesh", payload.mesh)] + [(f"lod{i}", m) for i, m in enumerate(payload.lods)]:
+        for key in _MESH_KEYS:
+            if mesh.get(key) is not None:
+                arrays[f"{prefix}.{key}"] = np.asarray(mesh[key])
+    meta = {
+        "material": payload.material,
+        "provenance": payload.provenance,
+        "notes": payload.notes,
+        "timings": payload.timings,
+        "lod_count": len(payload.lods),
+        "smooth": [bool(payload.mesh.get("smooth", True))] + [bool(m.get("smooth", True)) for m in payload.lods],
+        "textures": sorted(payload.textures),
+    }
+    _atomic_write(folder / "mesh.npz", lambda f: np.savez(f, **arrays))
+    for kind, png in payload.textures.items():
+        _atomic_write(folder / f"{kind}.png", lambda f, data=png: f.write(data))
+    # meta.json last: its presence marks a complete result.
+    _atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, default=str).encode("utf-8")))
+
+
+def load_payload(folder: Path) -> ResultPayload:
+    """Inverse of :func:`save_payload`. Raises ``FileNotFoundError``/``ValueError`` when incomplete."""
+    meta = json.loads((folder / "meta.json").read_text("utf-8"))
+    with np.load(folder / "mesh.npz", allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    smooth = list(meta.get("smooth", []))
+
+    def mesh(prefix: str, index: int) -> MeshDict:
+        out: MeshDict = {k: arrays[f"{prefix}.{k}"] for k in _MESH_KEYS if f"{prefix}.{k}" in arrays}
+        out["smooth"] = smooth[index] if index < len(smooth) else True
+        return out
+
+    textures = {kind: (folder / f"{kind}.png").read_bytes() for kind in meta.get("textures", [])}
+    return ResultPayload(
+        mesh=mesh("mesh", 0),
+        textures=textures,
+        material=dict(meta.get("material", {})),
+        lods=[mesh(f"lod{i}", i + 1) for i in range(int(meta.get("lod_count", 0)))],
+        provenance=dict(meta.get("provenance", {})),
+        notes=list(meta.get("notes", [])),
+        timings=dict(meta.get("timings", {})),
+    )
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def texture_items(textures: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    """Known maps in a stable order (base colour, ORM, normal); unknown kinds are ignored."""
+    return [(k, textures[k]) for k in TEXTURE_KINDS if textures.get(k)]

@@ -1,0 +1,1 @@
+"""Geometry backends that need no weights (silhouette inflation)."""

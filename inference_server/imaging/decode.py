@@ -1,0 +1,150 @@
+"""Decode untrusted reference images: PNG, JPEG and WebP only, with a pixel cap checked before decoding.
+
+Images arrive from the network. Pillow trusts a file's declared size, so a
+47 KiB PNG can ask for a 400-megapixel buffer; we read the declared size from
+the header first and refuse anything above ``max_pixels`` without decoding.
+Every failure is one :class:`ImageError` sentence that names the image.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..pipeline.base import PipelineError
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+DEFAULT_MAX_PIXELS = 16_777_216
+
+
+class ImageError(PipelineError):
+    """An input image was refused; the message names it and says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="bad_image", retryable=False)
+
+
+def sniff_format(data: bytes | memoryview) -> str | None:
+    """Format from the magic bytes, so Pillow never tries its other (larger attack surface) decoders."""
+    head = bytes(data[:16])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def declared_size(data: bytes | memoryview, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from the file header alone, before Pillow sees the file.
+
+    Pillow refuses some bombs itself in ``open()`` with a message that loses the
+    size; reading it here gives every oversize image the same clear refusal.
+    None when the header is too damaged to say (Pillow will then fail on it).
+    """
+    head = bytes(data[: 1 << 16])
+    try:
+        if fmt == "PNG":
+            if head[12:16] != b"IHDR":
+                return None
+            return struct.unpack(">II", head[16:24])  # type: ignore[return-value]
+        if fmt == "WEBP":
+            chunk = head[12:16]
+            if chunk == b"VP8X":
+                w = int.from_bytes(head[24:27], "little") + 1
+                h = int.from_bytes(head[27:30], "little") + 1
+                return w, h
+            if chunk == b"VP8L":
+                bits = int.from_bytes(head[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", head[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            return None
+        if fmt == "JPEG":
+            i = 2
+            while i + 9 < len(head):
+                if head[i] != 0xFF:
+                    return None
+                marker = head[i + 1]
+                if marker == 0xFF:  # fill byte
+                    i += 1
+                    continue
+                (length,) = struct.unpack(">H", head[i + 2 : i + 4])
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                    h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+                    return w, h
+                i += 2 + length
+            return None
+    except struct.error:
+        return None
+    return None
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width}x{height} pixels ({width * height / 1e6:.1f} Mpx); "
+            f"the limit is {max_pixels / 1e6:.1f} Mpx."
+        )
+
+
+def _to_rgba(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: keep the top 8 bits instead of Pillow's clipping convert().
+        grey = (np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        rgba = np.empty(grey.shape + (4,), dtype=np.uint8)
+        rgba[..., :3] = grey[..., None]
+        rgba[..., 3] = 255
+        return rgba
+    if img.mode != "RGBA":
+        img = img.convert("RGBA")  # palettes with transparency become real alpha here
+    return np.array(img, dtype=np.uint8)  # a copy: the array must outlive Pillow's buffer
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG/WebP bytes to an (H, W, 4) uint8 RGBA array, or raise ImageError."""
+    if not data:
+        raise ImageError(f"{name} is empty.")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(f"{name} is not a PNG, JPEG or WebP file.")
+    size = declared_size(data, fmt)
+    if size is not None:
+        _check_pixels(size[0], size[1], max_pixels, name)
+    with warnings.catch_warnings():
+        # Pillow's own bomb check is a warning between its limits; make it an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+            width, height = img.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name} declares too many pixels (a decompression bomb?); the limit is "
+                             f"{max_pixels / 1e6:.1f} Mpx.") from None
+        except Exception:
+            raise ImageError(f"{name} could not be read as {fmt}: the file is corrupt or truncated.") from None
+        if width <= 0 or height <= 0:
+            raise ImageError(f"{name} has no pixels.")
+        _check_pixels(width, height, max_pixels, name)
+        try:
+            img.load()  # full decode inside the try: truncated data fails here, not later
+            if fmt == "JPEG":
+                img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
+            rgba = _to_rgba(img)
+        except MemoryError:
+            raise ImageError(f"{name} is too large to decode in the available memory.") from None
+        except Exception:
+            raise ImageError(f"{name} could not be decoded as {fmt}: the file is corrupt or truncated.") from None
+        finally:
+            img.close()
+    if rgba.ndim != 3 or rgba.shape[2] != 4:  # pragma: no cover - convert("RGBA") guarantees this
+        raise ImageError(f"{name} decoded to an unexpected shape {rgba.shape}.")
+    return rgba
+
+
+__all__ = ["ImageError", "decode_image", "declared_size", "sniff_format", "ALLOWED_FORMATS"]

@@ -1,0 +1,1 @@
+"""Surfaces from fields and their clean-up: extraction, floaters, decimation, smoothing, normals."""

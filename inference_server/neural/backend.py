@@ -1,0 +1,315 @@
+"""The ``step1x3d`` backend: the official Step1X-3D models behind the server's Pipeline protocol.
+
+``Step1X3DBackend(weights, **options)``; ``weights`` is a model folder or the repository root
+holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and optionally
+``Step1X-3D-Texture``). Options (all optional, from the server's backend options):
+
+* ``device`` (``cuda`` when there is one, else ``cpu``), ``dtype`` (bf16 on GPUs that have it,
+  fp16 otherwise, fp32 on the CPU), ``vae_dtype`` (fp32), ``compile`` (False),
+  ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
+  ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
+* Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
+  weights root by default), ``sdxl_dir``, ``sdxl_vae_dir``, ``lora_dir``, ``texture_dtype``.
+  Without them (or without the texture module) full jobs are textured by the weight-free
+  projection chain, and the asset's notes say so.
+
+Models load on the first job that needs them and stay in host memory; ``release_memory`` moves
+everything off the GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from blender_addon.protocol.settings import JobSettings
+
+from ..assets import Asset, MeshData, PBRMaterial
+from ..pipeline.base import JobContext, JobRequest, PipelineError
+from .geometry.labels import labels_from_settings
+from .geometry.loader import VARIANTS, load_components, parse_dtype, resolve_model_dir
+from .geometry.pipeline import Step1X3DGeometryPipeline
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TEXTURE_FILE = Path("Step1X-3D-Texture") / "step1x-3d-ig2v.safetensors"
+OFFLOAD_BELOW_BYTES = 40 * 1024**3
+OFFLOAD_MODES = ("auto", "none", "stages")
+STAGES = {"condition": 1.0, "sampling": 10.0, "extract": 3.0, "cleanup": 1.0,
+          "texture_prepare": 2.0, "texture_diffusion": 8.0, "texture_bake": 2.0,
+          "uv_atlas": 2.0, "texture": 2.0, "pbr": 1.0, "lods": 0.5}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class Step1X3DBackend:
+    name = "step1x3d"
+
+    def __init__(
+        self,
+        weights_path: str | Path,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        vae_dtype: str | None = None,
+        compile: bool = False,
+        offload: str = "auto",
+        variant: str = "auto",
+        texture_adapter: str | Path | None = None,
+        sdxl_dir: str | Path | None = None,
+        sdxl_vae_dir: str | Path | None = None,
+        lora_dir: str | Path | None = None,
+        texture_dtype: str = "auto",
+        **_unused: Any,
+    ) -> None:
+        self.weights = Path(weights_path).expanduser()
+        if not self.weights.is_dir():
+            raise PipelineError(f"weights folder not found: {self.weights}", code="weights_missing")
+        if offload not in OFFLOAD_MODES:
+            raise PipelineError(f"offload must be one of {', '.join(OFFLOAD_MODES)}", code="bad_backend")
+        if variant not in ("auto", *VARIANTS):
+            raise PipelineError(f"variant must be auto, base or label, not {variant!r}", code="bad_backend")
+        self.device = torch.device(device or default_device())
+        self.dtype = parse_dtype(dtype, default_dtype(self.device))
+        self.vae_dtype = parse_dtype(vae_dtype, torch.float32)
+        self.compile = bool(compile)
+        self.offload = offload
+        self.variant = variant
+        self.model_dirs = self._find_models()
+        self._texture_options = dict(adapter=texture_adapter, sdxl_dir=sdxl_dir, vae_dir=sdxl_vae_dir,
+                                     lora_dir=lora_dir, dtype=texture_dtype)
+        self._geometry: Step1X3DGeometryPipeline | None = None
+        self._geometry_variant: str | None = None
+        self._texture: Any = None
+        self._lock = threading.Lock()
+
+    # -- discovery -------------------------------------------------------------------------------
+    def _find_models(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        if (self.weights / "transformer").is_dir():
+            kind = "label" if (self.weights / "label_encoder").is_dir() else "base"
+            found[kind] = self.weights
+        else:
+            for kind, name in VARIANTS.items():
+                if (self.weights / name / "transformer").is_dir():
+                    found[kind] = self.weights / name
+        if not found:
+            resolve_model_dir(self.weights)  # raises the descriptive weights_missing error
+        if self.variant != "auto" and self.variant not in found:
+            raise PipelineError(f"the {self.variant} geometry model ({VARIANTS[self.variant]}) is not in "
+                                f"{self.weights}", code="weights_missing")
+        return found
+
+    def _texture_paths(self) -> tuple[Path, Path, Path] | None:
+        """(adapter file, SDXL folder, SDXL VAE folder) when all are configured, else None."""
+        import os
+
+        opts = self._texture_options
+        adapter = Path(opts["adapter"]).expanduser() if opts["adapter"] else self.weights / TEXTURE_FILE
+        sdxl = opts["sdxl_dir"] or os.environ.get("STEP1X3D_SDXL_DIR")
+        vae = opts["vae_dir"] or os.environ.get("STEP1X3D_SDXL_VAE_DIR")
+        if not adapter.is_file() or not sdxl or not vae:
+            return None
+        return adapter, Path(sdxl).expanduser(), Path(vae).expanduser()
+
+    def _offload_enabled(self) -> bool:
+        if self.offload != "auto":
+            return self.offload == "stages"
+        if self.device.type != "cuda":
+            return False
+        return torch.cuda.get_device_properties(self.device).total_memory < OFFLOAD_BELOW_BYTES
+
+    # -- protocol --------------------------------------------------------------------------------
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "modes": ["full", "geometry", "texture"],
+            "pbr": True,
+            "lods": True,
+            "multi_view": False,
+            "labels": "label" in self.model_dirs,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "needs_weights": True,
+            "neural_texture": self._texture_paths() is not None,
+            "stages": dict(STAGES),
+            "description": "Step1X-3D: official geometry weights"
+            + (" (base and label models)" if len(self.model_dirs) == 2 else f" ({', '.join(self.model_dirs)} model)"),
+        }
+
+    def release_memory(self) -> None:
+        with self._lock:
+            if self._geometry is not None:
+                self._geometry.release_memory()
+            if self._texture is not None:
+                self._texture.release_memory()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def run(self, request: JobRequest, ctx: JobContext) -> Asset:
+        if not request.images:
+            raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
+        with self._lock:
+            return self._run(request, ctx)
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _run(self, request: JobRequest, ctx: JobContext) -> Asset:
+        settings = request.settings
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+
+        def timed(stage: str, fn: Callable[[], T]) -> T:
+            start = time.perf_counter()
+            out = fn()
+            timings[stage] = round(time.perf_counter() - start, 4)
+            return out
+
+        provenance_extra: dict[str, Any] = {}
+        if settings.mode == "texture":
+            from ..pipeline.mesh_input import validate_client_mesh
+
+            mesh = validate_client_mesh(request.mesh)
+        else:
+            mesh, geo_timings, variant = self._geometry_stage(request, ctx, notes)
+            timings.update({f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()})
+            provenance_extra["geometry_model"] = VARIANTS[variant]
+
+        material: PBRMaterial | None = None
+        if settings.mode != "geometry":
+            if self._geometry is not None:
+                self._geometry.release_memory()  # the texture models need the room
+            mesh, material = self._texture_stage(mesh, request, ctx, timed, notes)
+
+        lods: list[MeshData] = []
+        if settings.lods:
+            from ..export.lod import build_lods
+
+            fractions = [f for f in settings.lods if f < 1.0]
+            ctx.progress("lods", 0, 1)
+            lods = timed("lods", lambda: build_lods(mesh, fractions))
+            ctx.progress("lods", 1, 1)
+
+        from ..pipeline.inflate import provenance
+
+        prov = provenance(self.name, settings, request.image_names)
+        prov.update(provenance_extra)
+        return Asset(mesh=mesh, material=material, lods=lods, provenance=prov, timings=timings, notes=notes)
+
+    def _pick_variant(self, settings: JobSettings, notes: list[str]) -> str:
+        wants_labels = labels_from_settings(settings) is not None
+        if self.variant != "auto":
+            kind = self.variant
+        elif wants_labels and "label" in self.model_dirs:
+            kind = "label"
+        else:
+            kind = "base" if "base" in self.model_dirs else "label"
+        if wants_labels and kind != "label":
+            notes.append("The symmetry/edge/pose settings need the Step1X-3D Label model, which is not "
+                         "configured; they were ignored.")
+        return kind
+
+    def _geometry_pipeline(self, kind: str, ctx: JobContext) -> Step1X3DGeometryPipeline:
+        if self._geometry is not None and self._geometry_variant == kind:
+            return self._geometry
+        if self._geometry is not None:  # one geometry model in memory at a time
+            self._geometry.release_memory()
+            self._geometry = None
+        ctx.progress("condition", 0, 1, f"loading {VARIANTS[kind]}")
+        comps = load_components(self.model_dirs[kind], self.dtype, self.vae_dtype)
+        pipe = Step1X3DGeometryPipeline.from_components(comps, compile=self.compile)
+        if self._offload_enabled():
+            pipe.enable_model_cpu_offload(self.device)
+        else:
+            pipe.to(self.device)
+        self._geometry, self._geometry_variant = pipe, kind
+        return pipe
+
+    def _geometry_stage(self, request: JobRequest, ctx: JobContext, notes: list[str]
+                        ) -> tuple[MeshData, dict[str, float], str]:
+        settings = request.settings
+        kind = self._pick_variant(settings, notes)
+        pipe = self._geometry_pipeline(kind, ctx)
+        if len(request.images) > 1:
+            notes.append("The geometry model takes one reference image; the first (front) image was used.")
+        label = labels_from_settings(settings) if kind == "label" else None
+        generator = torch.Generator(device=pipe.device).manual_seed(int(settings.seed))
+        try:
+            out = pipe.generate(
+                [request.images[0]], labels=[label] if label is not None else None,
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance, generator=generator,
+                octree_resolution=settings.octree_resolution, max_facenum=settings.max_faces, ctx=ctx)
+        except torch.cuda.OutOfMemoryError as exc:  # type: ignore[attr-defined]
+            pipe.release_memory()
+            raise PipelineError("the GPU ran out of memory during geometry generation; lower the octree "
+                                "resolution or free VRAM and retry", code="out_of_memory", retryable=True) from exc
+        return out.mesh[0], out.timings, kind
+
+    def _texture_stage(self, mesh: MeshData, request: JobRequest, ctx: JobContext,
+                       timed: Callable[[str, Callable[[], Any]], Any], notes: list[str]
+                       ) -> tuple[MeshData, PBRMaterial]:
+        stage = self._neural_texture(notes)
+        if stage is not None:
+            out_mesh, material, stage_notes = timed("texture_neural",
+                                                    lambda: stage.run(mesh, list(request.images), request.settings, ctx))
+            notes.extend(stage_notes)
+            return out_mesh, material
+        return self._projected_texture(mesh, request, ctx, timed, notes)
+
+    def _neural_texture(self, notes: list[str]) -> Any:
+        if self._texture is not None:
+            return self._texture
+        paths = self._texture_paths()
+        if paths is None:
+            notes.append("Textured by projecting the reference image (the Step1X-3D texture model is not "
+                         "configured: it needs the ig2v adapter file, SDXL base and the SDXL VAE folders).")
+            return None
+        try:
+            from .texture import TextureStage
+        except ImportError as exc:
+            notes.append(f"Textured by projecting the reference image (the neural texture stage is unavailable: {exc}).")
+            return None
+        adapter, sdxl, vae = paths
+        opts = self._texture_options
+        self._texture = TextureStage.from_paths(adapter, sdxl, vae, dtype=opts["dtype"], device=str(self.device),
+                                                lora_dir=opts["lora_dir"])
+        return self._texture
+
+    @staticmethod
+    def _projected_texture(mesh: MeshData, request: JobRequest, ctx: JobContext,
+                           timed: Callable[[str, Callable[[], Any]], Any], notes: list[str]
+                           ) -> tuple[MeshData, PBRMaterial]:
+        """The weight-free chain: UV atlas -> projection of the reference image(s) -> PBR maps."""
+        from ..imaging.prepare import prepare_reference
+        from ..pipeline.mesh_input import has_usable_uvs
+        from ..texturing.pbr import build_material, compute_tangents
+        from ..texturing.project import project_texture
+        from ..uv.atlas import unwrap
+
+        settings = request.settings
+        prepared = [prepare_reference(np.asarray(img), size=1024) for img in request.images]
+        if settings.mode == "texture" and has_usable_uvs(mesh):
+            uv_mesh = mesh
+        else:
+            if settings.mode == "texture":
+                notes.append("The mesh had no usable UVs, so it was given a new UV layout.")
+            uv_mesh = timed("uv_atlas", lambda: unwrap(mesh, texture_size=settings.texture_size, ctx=ctx))
+        base = timed("texture", lambda: project_texture(uv_mesh, prepared, texture_size=settings.texture_size, ctx=ctx))
+        material = timed("pbr", lambda: build_material(uv_mesh, base, pbr=settings.pbr, ctx=ctx))
+        if material.normal is not None and uv_mesh.tangents is None:
+            uv_mesh.tangents = compute_tangents(uv_mesh)
+        return uv_mesh, material

@@ -1,0 +1,28 @@
+"""Job settings -> the Label model's label dict (upstream's vocabulary).
+
+The settings' choices (``blender_addon.protocol.settings``) are the label tables' classes plus
+``auto``. All ``auto`` means no label at all (upstream's default: the empty label on both CFG
+halves); otherwise the chosen values are passed and any ``auto`` among them takes the table's
+class 0, exactly as an absent key does upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blender_addon.protocol.settings import JobSettings
+
+SYMMETRY_TO_LABEL = {"asymmetric": "asymmetry", "symmetric": "x"}  # "x": mirror-symmetric left/right
+EDGE_TYPE_TO_LABEL = {"normal": "normal", "smooth": "smooth", "sharp": "sharp"}
+POSE_TO_LABEL = {"other": "unknown", "t_pose": "t-pose", "a_pose": "a-pose"}
+
+
+def labels_from_settings(settings: JobSettings) -> dict[str, Any] | None:
+    label: dict[str, Any] = {}
+    if settings.symmetry != "auto":
+        label["symmetry"] = SYMMETRY_TO_LABEL[settings.symmetry]
+    if settings.edge_type != "auto":
+        label["edge_type"] = EDGE_TYPE_TO_LABEL[settings.edge_type]
+    if settings.pose != "auto":
+        label["pose"] = POSE_TO_LABEL[settings.pose]
+    return label or None

@@ -1,0 +1,1 @@
+"""Model code of the geometry stage, with upstream's parameter names."""

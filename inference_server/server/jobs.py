@@ -1,0 +1,129 @@
+"""Job records and the bounded queue. Pure bookkeeping: no sockets, no processes.
+
+A job belongs to its client-chosen id, not to a connection: any number of
+peers may subscribe to it (the submitter, and whoever attaches later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from blender_addon.protocol.messages import CANCELLED, DONE, EXPIRED, FAILED, QUEUED, RUNNING, TERMINAL_STATES
+
+from ..pipeline.base import JobRequest
+
+MAX_FINISHED_KEPT = 1000  # finished jobs remembered in memory (done ones also live on disk)
+
+
+@dataclass
+class JobError:
+    code: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass
+class Job:
+    job_id: str
+    fingerprint: str | None  # digest of the submit; None for results recovered from disk
+    request: JobRequest | None = None  # dropped once handed to the worker
+    want_glb: bool = False
+    state: str = QUEUED
+    subscribers: set[bytes] = field(default_factory=set)
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    last_progress: dict[str, Any] | None = None
+    error: JobError | None = None
+    cancel_requested: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class TerminalStateError(RuntimeError):
+    """A job was asked to end twice: a bookkeeping bug, never a client's fault."""
+
+
+class JobTable:
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.jobs: "OrderedDict[str, Job]" = OrderedDict()
+        self.queue: deque[str] = deque()
+        self.running: str | None = None
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    @property
+    def queue_full(self) -> bool:
+        return len(self.queue) >= self.max_queue
+
+    def add(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        self.queue.append(job.job_id)
+
+    def add_done(self, job_id: str) -> Job:
+        """A result found on disk at startup."""
+        job = Job(job_id=job_id, fingerprint=None, state=DONE, finished=time.monotonic())
+        self.jobs[job_id] = job
+        return job
+
+    def queue_position(self, job_id: str) -> int:
+        """Jobs ahead of this one (0: it runs next, or is running)."""
+        if self.running == job_id:
+            return 0
+        try:
+            return self.queue.index(job_id) + (1 if self.running else 0)
+        except ValueError:
+            return 0
+
+    def next_queued(self) -> Job | None:
+        while self.queue:
+            job = self.jobs.get(self.queue.popleft())
+            if job is not None and job.state == QUEUED:
+                return job
+        return None
+
+    def start(self, job: Job) -> None:
+        job.state = RUNNING
+        job.started = time.monotonic()
+        job.request = None
+        self.running = job.job_id
+
+    def finish(self, job: Job, state: str, error: JobError | None = None) -> None:
+        """Move ``job`` to its one terminal state."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"{state} is not a terminal state")
+        if job.terminal:
+            raise TerminalStateError(f"job {job.job_id} is already {job.state}; refusing {state}")
+        job.state = state
+        job.error = error
+        job.finished = time.monotonic()
+        job.request = None
+        if self.running == job.job_id:
+            self.running = None
+        if job.job_id in self.queue:
+            self.queue.remove(job.job_id)
+        self._forget_old()
+
+    def remove(self, job_id: str) -> Job | None:
+        job = self.jobs.pop(job_id, None)
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        return job
+
+    def queued_jobs(self) -> list[Job]:
+        return [self.jobs[j] for j in self.queue if j in self.jobs]
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.terminal and j.state != DONE]
+        for job in finished[: max(0, len(finished) - MAX_FINISHED_KEPT)]:
+            del self.jobs[job.job_id]
+
+
+__all__ = ["Job", "JobError", "JobTable", "TerminalStateError", "CANCELLED", "DONE", "EXPIRED", "FAILED"]

@@ -1,0 +1,65 @@
+"""Overall job fraction and ETA from the per-stage progress a pipeline reports.
+
+A pipeline may declare ``capabilities()["stages"]`` as ``{stage: weight}`` (or a
+list of stage names, equal weights); the overall fraction is then the weighted
+sum of finished stages plus the current stage's step/total. Without it, the
+fraction is the current stage's own step/total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def stage_weights(capabilities: dict[str, Any]) -> dict[str, float]:
+    stages = capabilities.get("stages")
+    if isinstance(stages, dict):
+        weights = {str(k): float(v) for k, v in stages.items() if isinstance(v, (int, float)) and v > 0}
+    elif isinstance(stages, (list, tuple)):
+        weights = {str(k): 1.0 for k in stages}
+    else:
+        return {}
+    total = sum(weights.values())
+    return {k: v / total for k, v in weights.items()} if total > 0 else {}
+
+
+class ProgressModel:
+    """Turns (stage, step, total) reports into a monotone overall fraction and an ETA."""
+
+    def __init__(self, weights: dict[str, float], started: float) -> None:
+        self._weights = weights
+        self._order = list(weights)
+        self._started = started
+        self._fraction = 0.0
+        self._stage = ""
+        self._eta: float | None = None
+
+    def update(self, stage: str, step: int, total: int, now: float) -> tuple[float, float | None]:
+        within = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+        if stage in self._weights:
+            index = self._order.index(stage)
+            done_before = sum(self._weights[s] for s in self._order[:index])
+            fraction = done_before + self._weights[stage] * within
+            fraction = max(fraction, self._fraction)  # never run backwards
+        else:
+            # Unknown stage plan: the stage's own fraction; it restarts at each new stage.
+            fraction = within if stage != self._stage or within >= self._fraction else self._fraction
+            if stage != self._stage:
+                self._eta = None
+        self._stage = stage
+        self._fraction = fraction
+        elapsed = now - self._started
+        if fraction >= 0.01 and elapsed >= 0.2:
+            raw = elapsed * (1.0 - fraction) / fraction
+            # Smooth: early steps (warm-up, compilation) make raw ETAs jumpy.
+            self._eta = raw if self._eta is None else 0.7 * self._eta + 0.3 * raw
+            self._eta = min(self._eta, raw * 2.0)
+        return fraction, (round(self._eta, 1) if self._eta is not None else None)
+
+    @property
+    def fraction(self) -> float:
+        return self._fraction
+
+    @property
+    def eta_s(self) -> float | None:
+        return self._eta

@@ -1,0 +1,113 @@
+"""Finished results on disk: one file per job, written atomically, read back for every fetch.
+
+File layout: ``MAGIC``, a little-endian uint32 frame count, one uint64 length per
+frame, then the frames of the ``result`` message back to back. A fetch sends
+those frames as they are. Files are written to a temporary name, fsynced and
+renamed, so a crash never leaves a half-written result under a job's name and
+a result is on disk before any client hears it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Sequence
+
+from blender_addon.protocol.messages import valid_job_id
+
+MAGIC = b"S3DRES01"
+SUFFIX = ".result"
+TMP_PREFIX = ".tmp-"
+
+
+class ResultStoreError(Exception):
+    pass
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, job_id: str) -> Path:
+        if not valid_job_id(job_id):  # job ids become file names: never let one escape the folder
+            raise ResultStoreError(f"invalid job id {job_id!r}")
+        return self.root / f"{job_id}{SUFFIX}"
+
+    def write(self, job_id: str, frames: Sequence[bytes | memoryview]) -> Path:
+        final = self.path(job_id)
+        tmp = self.root / f"{TMP_PREFIX}{job_id}-{os.getpid()}"
+        lengths = [len(memoryview(f).cast("B")) for f in frames]
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC)
+            fh.write(struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths))
+            for frame in frames:
+                fh.write(frame)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        return final
+
+    def read(self, job_id: str) -> list[memoryview]:
+        path = self.path(job_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ResultStoreError(f"the result file of job {job_id} is gone") from None
+        view = memoryview(data)
+        if view[: len(MAGIC)] != MAGIC or len(view) < len(MAGIC) + 4:
+            raise ResultStoreError(f"{path} is not a result file")
+        (count,) = struct.unpack_from("<I", view, len(MAGIC))
+        offset = len(MAGIC) + 4
+        if count > 4096 or len(view) < offset + 8 * count:
+            raise ResultStoreError(f"{path} is damaged")
+        lengths = struct.unpack_from(f"<{count}Q", view, offset)
+        offset += 8 * count
+        if offset + sum(lengths) != len(view):
+            raise ResultStoreError(f"{path} is damaged (sizes do not add up)")
+        frames = []
+        for length in lengths:
+            frames.append(view[offset : offset + length])
+            offset += length
+        return frames
+
+    def delete(self, job_id: str) -> None:
+        try:
+            self.path(job_id).unlink()
+        except (FileNotFoundError, ResultStoreError):
+            pass
+
+    def scan(self, *, clean_tmp: bool = False) -> dict[str, float]:
+        """Job id -> modification time of every stored result.
+
+        ``clean_tmp`` removes temp files left by a crash; only safe at startup,
+        before a worker may be writing one.
+        """
+        found: dict[str, float] = {}
+        for entry in self.root.iterdir():
+            if entry.name.startswith(TMP_PREFIX):
+                if clean_tmp:
+                    entry.unlink(missing_ok=True)
+            elif entry.suffix == SUFFIX and valid_job_id(entry.stem):
+                found[entry.stem] = entry.stat().st_mtime
+        return found
+
+    def expired(self, ttl_s: float, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        return [job_id for job_id, mtime in self.scan().items() if now - mtime > ttl_s]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,634 @@
+"""The job server: a ROUTER socket, a bounded queue and one supervised worker process.
+
+One thread runs everything here (a ``zmq.Poller`` over the socket and the
+worker's pipe), so job bookkeeping needs no locks. The worker runs the
+pipeline; this process only validates, queues, relays progress and serves
+results from disk, so a crashing or hung job can never take the socket down.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import zmq
+
+from blender_addon.protocol import messages as m
+from blender_addon.protocol.codec import Message, ProtocolError, decode, encode
+from blender_addon.protocol.settings import advertised_ranges
+
+from .. import __version__
+from ..pipeline.registry import resolve_backend
+from .config import ServerConfig
+from .intake import Refusal, build_request, fingerprint
+from .jobs import Job, JobError, JobTable
+from .progress import ProgressModel, stage_weights
+from .result_codec import plain
+from .result_store import ResultStore, ResultStoreError
+from .security import enable_curve_server
+from .worker import WorkerHandle
+
+log = logging.getLogger("step1x3d.server")
+
+POLL_MS = 100
+MAX_PEERS = 256  # peers told about a shutdown
+EXPIRY_CHECK_S = 60.0
+MAX_CRASHES_WHILE_LOADING = 3
+
+
+class StartupError(Exception):
+    """The server cannot start (bad config, port in use, backend failed to load)."""
+
+
+class JobServer:
+    def __init__(self, config: ServerConfig) -> None:
+        config.check()
+        self.config = config
+        self.limits = config.limits
+        self.store = ResultStore(config.results_dir)
+        self.jobs = JobTable(config.limits.max_queue)
+        self.context: zmq.Context | None = None
+        self.socket: zmq.Socket | None = None
+        self._authenticator: Any = None
+        self.worker: WorkerHandle | None = None
+        self.backend_name = resolve_backend(config.backend, config.weights)
+        self.backend_error: JobError | None = None
+        self.ever_ready = False
+        self._crashes_while_loading = 0
+        self._progress: dict[str, ProgressModel] = {}
+        self._peers: "OrderedDict[bytes, float]" = OrderedDict()
+        self._vram_requests: list[bytes] = []
+        self._release_pending = False
+        self._stop_requested = threading.Event()
+        self._stopping_since: float | None = None
+        self._last_expiry_check = 0.0
+        self._avg_job_s = 30.0
+        self.started = time.monotonic()
+        self.bound_port: int | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Bind the socket, recover results from disk and start the worker."""
+        self.context = zmq.Context()
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # Sending to a peer that went away must be an error we can see, not a silent drop.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Hard transport cap well above the advertised per-frame limit: frames between the two get a
+        # proper "too_large" error; only absurd ones are cut off by libzmq (which drops the peer).
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_total_bytes)
+        hb_ms = int(self.config.heartbeat_s * 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, hb_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms * 5)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, hb_ms * 5)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        if self.config.curve_enabled:
+            assert self.config.server_key is not None and self.config.allow_keys is not None
+            self._authenticator = enable_curve_server(
+                self.context, sock, self.config.server_key, self.config.allow_keys
+            )
+        try:
+            if self.config.port == 0:
+                host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+                self.bound_port = sock.bind_to_random_port(f"tcp://{host}")
+            else:
+                sock.bind(self.config.endpoint)
+                self.bound_port = self.config.port
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            self._close_context()
+            raise StartupError(f"cannot listen on {self.config.endpoint}: {exc} (is another server running?)") from None
+        self.socket = sock
+        for job_id, _mtime in self.store.scan(clean_tmp=True).items():
+            self.jobs.add_done(job_id)
+        self._expire_results(time.time())
+        self._spawn_worker()
+        log.info("listening on %s (backend %s)", self.endpoint, self.backend_name)
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"tcp://{host}:{self.bound_port}"
+
+    def request_stop(self) -> None:
+        """Ask the loop to shut down gracefully (safe from a signal handler or another thread)."""
+        self._stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def serve_forever(self) -> int:
+        """Run until stopped. Returns a process exit status (non-zero: the backend never loaded)."""
+        assert self.socket is not None
+        try:
+            while True:
+                if self._stop_requested.is_set() and self._stopping_since is None:
+                    self._begin_shutdown()
+                if self._stopping_since is not None and self._shutdown_finished():
+                    return 0
+                if self.backend_error is not None and not self.ever_ready:
+                    log.error("%s", self.backend_error.message)
+                    return 2
+                self._poll_once(POLL_MS)
+                self._tick()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout_s=2.0)
+            self.worker = None
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+        self._close_context()
+
+    def _close_context(self) -> None:
+        if self.context is not None:
+            self.context.term()
+            self.context = None
+
+    # ----------------------------------------------------------------- event loop
+
+    def _poll_once(self, timeout_ms: int) -> None:
+        assert self.socket is not None
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        if self.worker is not None:
+            poller.register(self.worker.fileno(), zmq.POLLIN)
+        try:
+            ready = dict(poller.poll(timeout_ms))
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EINTR:
+                return
+            raise
+        if self.socket in ready:
+            # Bounded batch so a flood from one client cannot starve the worker's messages.
+            for _ in range(64):
+                try:
+                    frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._on_client_frames(frames)
+        if self.worker is not None and self.worker.fileno() in ready:
+            self._on_worker_readable()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        running = self.jobs.get(self.jobs.running) if self.jobs.running else None
+        if running is not None and running.cancel_requested is not None:
+            if now - running.cancel_requested > self.config.cancel_grace_s:
+                log.warning("job %s ignored its cancel for %.1f s; killing the worker", running.job_id, self.config.cancel_grace_s)
+                self._kill_worker_and_finish(m.CANCELLED, None)
+        if self.worker is not None and not self.worker.ready:
+            if now - self.worker.started > self.config.worker_ready_timeout_s:
+                self._set_backend_error(JobError("worker_crashed", "the backend did not finish loading in time"))
+                self.worker.kill()
+                self.worker = None
+        if time.time() - self._last_expiry_check > EXPIRY_CHECK_S:
+            self._expire_results(time.time())
+        self._dispatch()
+
+    # ----------------------------------------------------------------- sending
+
+    def _send(self, peer: bytes, msg_type: str, fields: dict[str, Any] | None = None, parts: Any = None) -> bool:
+        return self._send_frames(peer, encode(msg_type, fields, parts))
+
+    def _send_frames(self, peer: bytes, frames: Sequence[Any]) -> bool:
+        assert self.socket is not None
+        try:
+            self.socket.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: it stopped reading.
+            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                log.warning("send failed: %s", exc)
+            self._peers.pop(peer, None)
+            return False
+
+    def _notify(self, job: Job, msg_type: str, fields: dict[str, Any]) -> None:
+        frames = encode(msg_type, fields)
+        for peer in list(job.subscribers):
+            if not self._send_frames(peer, frames):
+                job.subscribers.discard(peer)
+
+    def _error(self, peer: bytes, code: str, message: str, job_id: str | None = None, retryable: bool = False) -> None:
+        self._send(peer, m.ERROR, {"job_id": job_id, "code": code, "message": message, "retryable": retryable})
+
+    def _state_fields(self, job: Job) -> dict[str, Any]:
+        fields: dict[str, Any] = {"job_id": job.job_id, "state": job.state}
+        if job.error is not None:
+            fields.update(code=job.error.code, message=job.error.message, retryable=job.error.retryable)
+        if job.state == m.QUEUED:
+            fields["queue_position"] = self.jobs.queue_position(job.job_id)
+        return fields
+
+    # ----------------------------------------------------------------- client messages
+
+    def _on_client_frames(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            return  # ROUTER always prepends the identity; anything shorter is not a message
+        peer = frames[0].bytes
+        self._peers[peer] = time.monotonic()
+        self._peers.move_to_end(peer)
+        while len(self._peers) > MAX_PEERS:
+            self._peers.popitem(last=False)
+        try:
+            msg = decode([f.buffer for f in frames[1:]], self.limits)
+        except ProtocolError as exc:
+            self._error(peer, exc.code, exc.message, exc.job_id)
+            return
+        if msg.type not in m.CLIENT_TYPES:
+            self._error(peer, "unknown_type", f"{msg.type!r} is not a message a client sends")
+            return
+        try:
+            getattr(self, f"_on_{msg.type}")(peer, msg)
+        except Exception as exc:  # noqa: BLE001 - one bad request must never stop the server
+            log.exception("handling %s failed", msg.type)
+            self._error(peer, "internal_error", f"the server failed to handle {msg.type}: {exc}")
+
+    def _on_hello(self, peer: bytes, msg: Message) -> None:
+        self._send(peer, m.WELCOME, self._welcome_fields())
+
+    def _welcome_fields(self) -> dict[str, Any]:
+        worker = self.worker
+        ready = worker is not None and worker.ready
+        caps: dict[str, Any] = dict(worker.capabilities) if ready else {"loading": True}
+        active = worker.name if ready and worker is not None else self.backend_name
+        fields: dict[str, Any] = {
+            "server_version": __version__,
+            "protocol_version": list(m.PROTOCOL_VERSION),
+            "backends": {active: plain(caps)},
+            "active_backend": active,
+            "limits": self.limits.to_wire(),
+            "device": worker.device if worker is not None and worker.ready else "loading",
+            "settings": advertised_ranges(),
+        }
+        if self.backend_error is not None:
+            fields["backend_error"] = {"code": self.backend_error.code, "message": self.backend_error.message}
+        return fields
+
+    def _reject(self, peer: bytes, job_id: str, code: str, message: str, retry_after: float | None = None) -> None:
+        fields: dict[str, Any] = {"job_id": job_id, "code": code, "message": message}
+        if retry_after is not None:
+            fields["retry_after_s"] = round(retry_after, 1)
+        self._send(peer, m.REJECTED, fields)
+
+    def _on_submit(self, peer: bytes, msg: Message) -> None:
+        job_id = msg.fields["job_id"]
+        if not m.valid_job_id(job_id):
+            self._reject(peer, job_id[:64], "bad_job_id", m.ERROR_CODES["bad_job_id"])
+            return
+        digest = fingerprint(msg)
+        existing = self.jobs.get(job_id)
+        if existing is not None:
+            if existing.fingerprint is not None and existing.fingerprint != digest:
+                self._reject(peer, job_id, "job_id_conflict", f"job id {job_id} is already used by a different job")
+                return
+            # Same job again (a retry after a lost reply): never run it twice, just re-subscribe.
+            existing.subscribers.add(peer)
+            self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
+            self._replay(peer, existing)
+            return
+        if self._stopping_since is not None:
+            self._reject(peer, job_id, "shutting_down", "the server is shutting down; submit again once it is back")
+            return
+        if self.backend_error is not None:
+            self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
+            return
+        if self.jobs.queue_full:
+            retry = self._retry_after()
+            self._reject(
+                peer,
+                job_id,
+                "busy",
+                f"the server is busy ({len(self.jobs.queue)} jobs waiting); try again in about {retry:.0f} s",
+                retry,
+            )
+            return
+        caps = self.worker.capabilities if self.worker is not None and self.worker.ready else None
+        try:
+            request = build_request(msg, self.limits, caps)
+        except Refusal as exc:
+            self._reject(peer, job_id, exc.code, exc.message)
+            return
+        job = Job(job_id=job_id, fingerprint=digest, request=request, want_glb=bool(msg.fields.get("want_glb", False)))
+        job.subscribers.add(peer)
+        self.jobs.add(job)
+        self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
+        self._notify(job, m.STATE, self._state_fields(job))
+        self._dispatch()
+
+    def _retry_after(self) -> float:
+        running = self.jobs.get(self.jobs.running) if self.jobs.running else None
+        remaining = self._avg_job_s
+        if running is not None and running.job_id in self._progress:
+            eta = self._progress[running.job_id].eta_s
+            remaining = eta if eta is not None else remaining
+        return float(min(max(remaining + self._avg_job_s * max(len(self.jobs.queue) - 1, 0), 1.0), 3600.0))
+
+    def _replay(self, peer: bytes, job: Job) -> None:
+        """What a (re-)attaching client missed: the state, the latest progress, and result-ready."""
+        self._send(peer, m.STATE, self._state_fields(job))
+        if job.state == m.RUNNING and job.last_progress is not None:
+            self._send(peer, m.PROGRESS, job.last_progress)
+        if job.state == m.DONE:
+            self._send(peer, m.RESULT_READY, {"job_id": job.job_id})
+
+    def _lookup(self, peer: bytes, msg: Message) -> Job | None:
+        job_id = msg.fields["job_id"]
+        job = self.jobs.get(job_id) if m.valid_job_id(job_id) else None
+        if job is None:
+            self._error(peer, "unknown_job", f"no job {job_id!r} on this server (never submitted, closed, or lost in a restart)", job_id[:64])
+        return job
+
+    def _on_attach(self, peer: bytes, msg: Message) -> None:
+        job = self._lookup(peer, msg)
+        if job is not None:
+            job.subscribers.add(peer)
+            self._replay(peer, job)
+
+    def _on_cancel(self, peer: bytes, msg: Message) -> None:
+        job = self._lookup(peer, msg)
+        if job is None:
+            return
+        job.subscribers.add(peer)
+        if job.terminal:
+            self._send(peer, m.STATE, self._state_fields(job))  # cancel after the end: just say how it ended
+        elif job.state == m.QUEUED:
+            self._finish(job, m.CANCELLED, None)
+        elif job.cancel_requested is None:
+            job.cancel_requested = time.monotonic()
+            if self.worker is not None:
+                self.worker.cancel_event.set()  # the pipeline sees it at its next progress() call
+
+    def _on_fetch(self, peer: bytes, msg: Message) -> None:
+        job = self._lookup(peer, msg)
+        if job is None:
+            return
+        if job.state == m.EXPIRED:
+            self._error(peer, "expired", f"the result of job {job.job_id} was kept past the retention time and deleted", job.job_id)
+            return
+        if job.state != m.DONE:
+            self._error(peer, "not_ready", f"job {job.job_id} is {job.state}; there is no result to fetch", job.job_id)
+            return
+        try:
+            frames = self.store.read(job.job_id)
+        except ResultStoreError as exc:
+            self._error(peer, "internal_error", str(exc), job.job_id)
+            return
+        self._send_frames(peer, frames)
+
+    def _on_close(self, peer: bytes, msg: Message) -> None:
+        job = self._lookup(peer, msg)
+        if job is None:
+            return
+        if not job.terminal:
+            # Closing a live job means nobody wants it any more: cancel first, forget when it ends.
+            self._on_cancel(peer, msg)
+        if job.terminal:
+            self.jobs.remove(job.job_id)
+            self.store.delete(job.job_id)
+            self._progress.pop(job.job_id, None)
+        self._send(peer, m.CLOSED, {"job_id": job.job_id})
+
+    def _on_ping(self, peer: bytes, msg: Message) -> None:
+        fields: dict[str, Any] = {
+            "status": {
+                "queued": len(self.jobs.queue),
+                "running": self.jobs.running or "",
+                "worker_pid": self.worker.pid if self.worker is not None else 0,
+                "worker_ready": bool(self.worker is not None and self.worker.ready),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "stopping": self._stopping_since is not None,
+            }
+        }
+        if "token" in msg.fields:
+            fields["token"] = msg.fields["token"]
+        self._send(peer, m.PONG, fields)
+
+    def _on_free_vram(self, peer: bytes, msg: Message) -> None:
+        self._vram_requests.append(peer)
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        if not self._vram_requests or self._release_pending or self.jobs.running:
+            return
+        if self.worker is None or not self.worker.ready:
+            for peer in self._vram_requests:
+                self._send(peer, m.VRAM_FREED, {"message": "no backend is loaded"})
+            self._vram_requests.clear()
+            return
+        self._release_pending = self.worker.send(("release",))
+
+    # ----------------------------------------------------------------- worker
+
+    def _spawn_worker(self) -> None:
+        self.worker = WorkerHandle(
+            self.config.backend,
+            self.config.weights,
+            self.config.results_dir,
+            dict(self.config.backend_options),
+        )
+
+    def _on_worker_readable(self) -> None:
+        assert self.worker is not None
+        messages, alive = self.worker.receive()
+        for msg in messages:
+            self._on_worker_message(msg)
+        if not alive and self.worker is not None:
+            self._on_worker_died()
+
+    def _on_worker_message(self, msg: tuple[Any, ...]) -> None:
+        assert self.worker is not None
+        kind = msg[0]
+        if kind == "ready":
+            _, name, caps, device = msg
+            self.worker.ready, self.worker.name, self.worker.capabilities, self.worker.device = True, name, caps, device
+            self.ever_ready = True
+            self._crashes_while_loading = 0
+            log.info("backend %s ready on %s", name, device)
+        elif kind == "load_failed":
+            self._set_backend_error(JobError(msg[1], msg[2]))
+        elif kind == "progress":
+            self._on_progress(*msg[1:])
+        elif kind == "done":
+            job = self.jobs.get(msg[1])
+            if job is not None and not job.terminal:
+                self._finish(job, m.DONE, None)
+        elif kind == "cancelled":
+            job = self.jobs.get(msg[1])
+            if job is not None and not job.terminal:
+                self._finish(job, m.CANCELLED, None)
+        elif kind == "failed":
+            _, job_id, code, message, retryable = msg
+            job = self.jobs.get(job_id)
+            if job is not None and not job.terminal:
+                self._finish(job, m.FAILED, JobError(code, message, retryable))
+        elif kind == "retiring":
+            self.worker.ready, self.worker.retiring = False, True  # a fresh one follows its exit
+        elif kind == "released":
+            self._release_pending = False
+            for peer in self._vram_requests:
+                self._send(peer, m.VRAM_FREED, {"message": str(msg[1])})
+            self._vram_requests.clear()
+
+    def _on_progress(self, job_id: str, stage: str, step: int, total: int, message: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.state != m.RUNNING:
+            return
+        model = self._progress.get(job_id)
+        if model is None:
+            model = self._progress[job_id] = ProgressModel(
+                stage_weights(self.worker.capabilities if self.worker else {}), job.started or time.monotonic()
+            )
+        fraction, eta = model.update(stage, step, total, time.monotonic())
+        job.last_progress = {
+            "job_id": job_id,
+            "stage": stage,
+            "step": step,
+            "total": total,
+            "fraction": round(fraction, 4),
+            "eta_s": eta,
+            "message": message,
+        }
+        self._notify(job, m.PROGRESS, job.last_progress)
+
+    def _on_worker_died(self) -> None:
+        assert self.worker is not None
+        description = self.worker.exit_description()
+        was_ready = self.worker.ready or self.worker.retiring
+        self.worker.kill()
+        self.worker = None
+        running = self.jobs.get(self.jobs.running) if self.jobs.running else None
+        if running is not None:
+            if running.cancel_requested is not None:
+                self._finish(running, m.CANCELLED, None)
+            else:
+                self._finish(
+                    running,
+                    m.FAILED,
+                    JobError("worker_crashed", f"The job crashed the worker: {description}. The next job gets a fresh worker.", True),
+                )
+        if self.backend_error is not None:
+            return  # a load failure already explained itself; do not restart in a loop
+        if not was_ready:
+            self._crashes_while_loading += 1
+            if self._crashes_while_loading >= MAX_CRASHES_WHILE_LOADING:
+                self._set_backend_error(JobError("worker_crashed", f"the backend failed to start: {description}"))
+                return
+        if self._stopping_since is None:
+            log.warning("%s; starting a fresh worker", description)
+            self._spawn_worker()
+
+    def _kill_worker_and_finish(self, state: str, error: JobError | None) -> None:
+        running = self.jobs.get(self.jobs.running) if self.jobs.running else None
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+        if running is not None and not running.terminal:
+            self._finish(running, state, error)
+        if self._stopping_since is None and self.backend_error is None:
+            self._spawn_worker()
+
+    def _set_backend_error(self, error: JobError) -> None:
+        self.backend_error = error
+        log.error("backend %s unavailable: %s", self.backend_name, error.message)
+        for job in self.jobs.queued_jobs():
+            self._finish(job, m.FAILED, error)
+
+    def _dispatch(self) -> None:
+        if self.jobs.running or self.worker is None or not self.worker.ready or self._stopping_since is not None:
+            self._release_if_idle()
+            return
+        if self._release_pending:
+            return  # let free-VRAM finish before the next job loads its models again
+        job = self.jobs.next_queued()
+        if job is None:
+            self._release_if_idle()
+            return
+        request = job.request
+        # Cleared here, by the supervisor, only after the previous job's outcome arrived: a late
+        # cancel for that job can never leak into this one.
+        self.worker.cancel_event.clear()
+        self.jobs.start(job)
+        if not self.worker.send(("run", job.job_id, request, job.want_glb)):
+            self._kill_worker_and_finish(m.FAILED, JobError("worker_crashed", "the worker could not take the job", True))
+            return
+        self._notify(job, m.STATE, self._state_fields(job))
+        for queued in self.jobs.queued_jobs():
+            self._notify(queued, m.STATE, self._state_fields(queued))
+
+    def _finish(self, job: Job, state: str, error: JobError | None) -> None:
+        was_running = job.state == m.RUNNING
+        self.jobs.finish(job, state, error)
+        self._progress.pop(job.job_id, None)
+        if was_running and job.started is not None and state == m.DONE:
+            self._avg_job_s = 0.7 * self._avg_job_s + 0.3 * (time.monotonic() - job.started)
+        if state == m.DONE:
+            self._notify(job, m.STATE, self._state_fields(job))
+            self._notify(job, m.RESULT_READY, {"job_id": job.job_id})
+        else:
+            self._notify(job, m.STATE, self._state_fields(job))
+        self._dispatch()
+
+    # ----------------------------------------------------------------- expiry and shutdown
+
+    def _expire_results(self, now: float) -> None:
+        self._last_expiry_check = now
+        for job_id in self.store.expired(self.config.result_ttl_s, now):
+            self.store.delete(job_id)
+            job = self.jobs.get(job_id)
+            if job is not None and job.state == m.DONE:
+                # Done is already terminal; expiry replaces the stored result, not the outcome.
+                job.state = m.EXPIRED
+                job.error = JobError("expired", "the result was kept past the retention time and deleted")
+                self._notify(job, m.STATE, self._state_fields(job))
+
+    def _begin_shutdown(self) -> None:
+        self._stopping_since = time.monotonic()
+        log.info("shutting down: no new jobs; the running job has %.0f s to finish", self.config.shutdown_grace_s)
+        notice = {"message": "the server is shutting down", "deadline_s": self.config.shutdown_grace_s}
+        frames = encode(m.SHUTDOWN, notice)
+        for peer in list(self._peers):
+            self._send_frames(peer, frames)
+        for job in self.jobs.queued_jobs():
+            self._finish(job, m.FAILED, JobError("server_stopped", "the server stopped before the job could start", True))
+
+    def _shutdown_finished(self) -> bool:
+        assert self._stopping_since is not None
+        running = self.jobs.get(self.jobs.running) if self.jobs.running else None
+        if running is None:
+            return True
+        waited = time.monotonic() - self._stopping_since
+        if waited > self.config.shutdown_grace_s and running.cancel_requested is None:
+            running.cancel_requested = time.monotonic()
+            if self.worker is not None:
+                self.worker.cancel_event.set()
+        if waited > self.config.shutdown_grace_s + self.config.cancel_grace_s:
+            self._kill_worker_and_finish(
+                m.FAILED, JobError("server_stopped", "the server stopped before the job could finish", True)
+            )
+            return True
+        return False
+
+
+def run_server(config: ServerConfig) -> int:
+    """Start, serve until SIGTERM/SIGINT, shut down cleanly; returns the exit status."""
+    server = JobServer(config)
+    server.start()
+    server.install_signal_handlers()
+    return server.serve_forever()

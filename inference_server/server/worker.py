@@ -1,0 +1,231 @@
+"""The supervised worker process: loads the backend once, runs one job at a time.
+
+The supervisor (``server.py``) owns the network; the worker owns the pipeline.
+If a job crashes the process (a segfault in a native extension, the OOM killer,
+``os._exit``), only that job fails: the supervisor sees the pipe close and
+starts a fresh worker for the next one.
+
+Supervisor -> worker (over a ``multiprocessing`` pipe between our own processes):
+``("run", job_id, JobRequest, want_glb)``, ``("release",)``, ``("stop",)``.
+Worker -> supervisor: ``("ready", name, capabilities, device)``,
+``("load_failed", code, message)``, ``("progress", job_id, stage, step, total, message)``,
+``("done", job_id)``, ``("cancelled", job_id)``, ``("failed", job_id, code, message, retryable)``,
+``("released", message)``, ``("retiring",)`` (the worker exits after an out-of-memory). Cancellation is a shared event the pipeline's
+``ctx.progress`` checks between steps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from blender_addon.protocol.codec import encode
+from blender_addon.protocol.messages import RESULT
+
+from ..pipeline.base import JobCancelled, JobContext, JobRequest, Pipeline, PipelineError
+from ..pipeline.registry import create_pipeline
+from .result_codec import asset_to_result
+from .result_store import ResultStore
+
+PROGRESS_INTERVAL_S = 0.05  # forward at most 20 progress reports a second
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError without importing torch here.
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _device_of(capabilities: dict[str, Any]) -> str:
+    device = capabilities.get("device")
+    return str(device) if device else "cpu"
+
+
+def _glb_bytes(pipeline_asset: Any, notes: list[str]) -> bytes | None:
+    try:
+        from ..export import asset_to_glb  # written in parallel; optional until it lands
+    except ImportError:
+        notes.append("GLB export is not available on this server; use the mesh arrays.")
+        return None
+    return bytes(asset_to_glb(pipeline_asset))
+
+
+def _run_job(
+    conn: Connection,
+    pipeline: Pipeline,
+    store: ResultStore,
+    cancel_event: Any,
+    job_id: str,
+    request: JobRequest,
+    want_glb: bool,
+) -> bool:
+    """Run one job and report its outcome; returns False when the worker should exit afterwards."""
+    last_sent = [0.0, ""]
+
+    def report(stage: str, step: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        # Throttle chatty pipelines, but never drop a stage change or a stage's last step.
+        if stage != last_sent[1] or step >= total or now - float(last_sent[0]) >= PROGRESS_INTERVAL_S:
+            last_sent[0], last_sent[1] = now, stage
+            conn.send(("progress", job_id, stage, int(step), int(total), str(message)))
+
+    ctx = JobContext(callback=report, cancel_event=cancel_event)
+    try:
+        started = time.perf_counter()
+        asset = pipeline.run(request, ctx)
+        ctx.check_cancelled()
+        asset.timings.setdefault("total", time.perf_counter() - started)
+        asset.provenance.setdefault("backend", pipeline.name)
+        asset.provenance.setdefault("job_id", job_id)
+        asset.provenance.setdefault("settings", request.settings.to_wire())
+        asset.provenance.setdefault("ai_generated", True)
+        encode_started = time.perf_counter()
+        glb = _glb_bytes(asset, asset.notes) if want_glb else None
+        fields, parts = asset_to_result(asset, job_id, glb=glb)
+        fields["timings"]["encode"] = time.perf_counter() - encode_started
+        store.write(job_id, encode(RESULT, fields, parts))  # on disk before anyone hears "ready"
+        conn.send(("done", job_id))
+        return True
+    except JobCancelled:
+        conn.send(("cancelled", job_id))
+        return True
+    except PipelineError as exc:
+        conn.send(("failed", job_id, exc.code, str(exc), exc.retryable))
+        return True
+    except BaseException as exc:  # noqa: BLE001 - the worker must report, whatever the pipeline raised
+        if _is_out_of_memory(exc):
+            conn.send(
+                (
+                    "failed",
+                    job_id,
+                    "out_of_memory",
+                    "The job ran out of memory; lower the face count or texture size, free VRAM, and try again.",
+                    True,
+                )
+            )
+            return False  # a fresh process is the only reliable way to get the memory back
+        traceback.print_exc(file=sys.stderr)
+        conn.send(("failed", job_id, "internal_error", f"the backend failed: {type(exc).__name__}: {exc}", False))
+        return not isinstance(exc, (KeyboardInterrupt, SystemExit))
+
+
+def worker_main(
+    conn: Connection,
+    cancel_event: Any,
+    backend: str,
+    weights: str | None,
+    results_dir: str,
+    options: dict[str, Any],
+) -> None:
+    """Entry point of the spawned worker process."""
+    # Ctrl-C in a terminal reaches the whole process group; shutdown is the supervisor's call.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    store = ResultStore(Path(results_dir))
+    try:
+        pipeline = create_pipeline(backend, weights, **options)
+        capabilities = dict(pipeline.capabilities())
+    except PipelineError as exc:
+        conn.send(("load_failed", exc.code, str(exc)))
+        return
+    except Exception as exc:  # noqa: BLE001 - report any load failure as one sentence
+        traceback.print_exc(file=sys.stderr)
+        conn.send(("load_failed", "bad_backend", f"backend {backend!r} failed to load: {type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", pipeline.name, capabilities, _device_of(capabilities)))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the supervisor is gone
+        kind = msg[0]
+        if kind == "run":
+            _, job_id, request, want_glb = msg
+            if not _run_job(conn, pipeline, store, cancel_event, job_id, request, want_glb):
+                conn.send(("retiring",))  # so the supervisor sends nothing more to this process
+                return
+        elif kind == "release":
+            try:
+                pipeline.release_memory()
+                conn.send(("released", "memory released"))
+            except Exception as exc:  # noqa: BLE001
+                conn.send(("released", f"release failed: {exc}"))
+        elif kind == "stop":
+            return
+
+
+class WorkerHandle:
+    """The supervisor's side of one worker process."""
+
+    def __init__(self, backend: str, weights: Path | None, results_dir: Path, options: dict[str, Any]) -> None:
+        ctx = mp.get_context("spawn")  # never fork: the parent holds ZeroMQ sockets and threads
+        self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.cancel_event = ctx.Event()
+        self.process = ctx.Process(
+            target=worker_main,
+            args=(child_conn, self.cancel_event, backend, str(weights) if weights else None, str(results_dir), options),
+            name="step1x3d-worker",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()  # so that the worker's death reads as EOF on our end
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False
+        self.name = backend
+        self.capabilities: dict[str, Any] = {}
+        self.device = "unknown"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def send(self, msg: tuple[Any, ...]) -> bool:
+        try:
+            self.conn.send(msg)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def receive(self) -> tuple[list[tuple[Any, ...]], bool]:
+        """Everything the worker has sent so far, and whether it is still alive."""
+        messages: list[tuple[Any, ...]] = []
+        try:
+            while self.conn.poll(0):
+                messages.append(self.conn.recv())
+        except (EOFError, OSError):
+            return messages, False
+        return messages, True
+
+    def exit_description(self) -> str:
+        self.process.join(timeout=1.0)
+        code = self.process.exitcode
+        if code is None:
+            return "the worker stopped answering"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            hint = " (often the system's out-of-memory killer)" if -code == signal.SIGKILL else ""
+            return f"the worker process was killed by {name}{hint}"
+        return f"the worker process exited with status {code}"
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5.0)
+        self.conn.close()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self.send(("stop",))
+        self.process.join(timeout=timeout_s)
+        self.kill()
+
+
+__all__ = ["WorkerHandle", "worker_main"]

@@ -1,0 +1,130 @@
+"""Measure a UV atlas: overlap, flips, stretch and gutter width.
+
+Used by the tests and the benchmark, and cheap enough to log in the pipeline.
+Stretch is measured per face from the singular values s1 >= s2 of the linear map
+from the face's 3-D plane to UV, after normalising by the global texel density:
+- area distortion: max(s1*s2, 1/(s1*s2)) (1 = the face gets its fair share of texels);
+- angle (conformal) distortion: s1/s2 (1 = no shear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
+
+from ..assets import MeshData
+from .raster import rasterize_uv
+
+
+@dataclass
+class AtlasQuality:
+    charts: int
+    uv_in_range: bool
+    overlap_texels: int  # texel centres claimed by two different charts
+    flipped_faces: int  # faces whose UV winding disagrees with the rest of their chart
+    area_distortion_mean: float  # area-weighted
+    area_distortion_p95: float
+    angle_distortion_mean: float  # area-weighted
+    angle_distortion_p95: float
+    min_gap_px: int  # smallest gap between two charts found (capped at max_gap_checked + 1)
+    coverage: float  # fraction of texels covered by a chart
+
+
+def chart_labels(mesh: MeshData) -> np.ndarray:
+    """Chart id per face: connected components over shared (split) vertices."""
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    m = faces.shape[0]
+    rows = np.repeat(np.arange(m), 3)
+    incidence = sparse.csr_matrix((np.ones(3 * m, dtype=np.int8), (rows, faces.ravel())), shape=(m, mesh.vertex_count))
+    vertex_graph = incidence.T @ incidence  # vertex-vertex adjacency through faces
+    _, vlabel = csgraph.connected_components(vertex_graph, directed=False)
+    return vlabel[faces[:, 0]]
+
+
+def distortion(mesh: MeshData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per face: (area weight, area distortion, angle distortion); degenerate faces get weight 0."""
+    p = np.asarray(mesh.positions, dtype=np.float64)[mesh.faces]
+    t = np.asarray(mesh.uvs, dtype=np.float64)[mesh.faces]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    n = np.cross(e1, e2)
+    area3 = 0.5 * np.linalg.norm(n, axis=1)
+    # Orthonormal frame of each face plane, 2-D coordinates of the edges in it.
+    x_axis = e1 / np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-30)
+    y_axis = np.cross(n, x_axis)
+    y_axis /= np.maximum(np.linalg.norm(y_axis, axis=1, keepdims=True), 1e-30)
+    P = np.stack([np.stack([(e1 * x_axis).sum(1), (e2 * x_axis).sum(1)], 1),
+                  np.stack([(e1 * y_axis).sum(1), (e2 * y_axis).sum(1)], 1)], 1)  # (M, 2, 2) columns = edges
+    T = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], axis=2)  # (M, 2, 2) columns = uv edges
+    area_uv = 0.5 * np.abs(np.linalg.det(T))
+    ok = (area3 > 1e-20) & (area_uv > 1e-20)
+    scale = np.sqrt(area_uv[ok].sum() / area3[ok].sum()) if ok.any() else 1.0
+    J = np.zeros_like(P)
+    J[ok] = T[ok] @ np.linalg.inv(P[ok]) / scale
+    s = np.linalg.svd(J, compute_uv=False)  # (M, 2), s1 >= s2
+    s1, s2 = s[:, 0], np.maximum(s[:, 1], 1e-12)
+    area_ratio = s1 * s2
+    area_d = np.where(ok, np.maximum(area_ratio, 1.0 / np.maximum(area_ratio, 1e-12)), 1.0)
+    angle_d = np.where(ok, s1 / s2, 1.0)
+    return np.where(ok, area3, 0.0), area_d, angle_d
+
+
+def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    if cum[-1] <= 0:
+        return 1.0
+    return float(values[order][np.searchsorted(cum, q * cum[-1])])
+
+
+def min_chart_gap(label_image: np.ndarray, max_gap: int) -> int:
+    """Smallest Chebyshev distance (in texels) between texel centres of two different charts.
+
+    Returns ``max_gap + 1`` when no two charts come within ``max_gap`` texels.
+    """
+    covered = label_image >= 0
+    # A sentinel above every label; not int64 max, which ndimage's float cval would overflow.
+    big = int(label_image.max()) + 1
+    lab_lo = np.where(covered, label_image, big)
+    lab_hi = np.where(covered, label_image, -1)
+    for r in range(1, max_gap + 1):
+        size = 2 * r + 1
+        hi = ndimage.maximum_filter(lab_hi, size=size, mode="constant", cval=-1)
+        lo = ndimage.minimum_filter(lab_lo, size=size, mode="constant", cval=big)
+        if np.any(covered & ((hi != label_image) | (lo != label_image))):
+            return r
+    return max_gap + 1
+
+
+def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) -> AtlasQuality:
+    """All metrics of :class:`AtlasQuality` for a mesh with uvs, rasterized at ``texture_size``."""
+    if mesh.uvs is None:
+        raise ValueError("mesh has no uvs")
+    labels = chart_labels(mesh)
+    face_id, _, conflicts = rasterize_uv(mesh.uvs, mesh.faces, texture_size, labels)
+    label_image = np.where(face_id >= 0, labels[np.maximum(face_id, 0)], -1).astype(np.int64)
+
+    uv = np.asarray(mesh.uvs, dtype=np.float64)[mesh.faces]
+    signed = (uv[:, 1, 0] - uv[:, 0, 0]) * (uv[:, 2, 1] - uv[:, 0, 1]) - (uv[:, 2, 0] - uv[:, 0, 0]) * (uv[:, 1, 1] - uv[:, 0, 1])
+    weight, area_d, angle_d = distortion(mesh)
+    # Majority winding per chart, weighted by UV area; faces against it are folds.
+    chart_sign = np.bincount(labels, weights=signed)
+    flipped = int(np.count_nonzero((np.sign(signed) * np.sign(chart_sign[labels]) < 0) & (np.abs(signed) > 1e-14)))
+    wsum = max(weight.sum(), 1e-30)
+    return AtlasQuality(
+        charts=int(labels.max()) + 1,
+        uv_in_range=bool(np.all((mesh.uvs >= 0.0) & (mesh.uvs <= 1.0))),
+        overlap_texels=conflicts,
+        flipped_faces=flipped,
+        area_distortion_mean=float((weight * area_d).sum() / wsum),
+        area_distortion_p95=_weighted_percentile(area_d, weight, 0.95),
+        angle_distortion_mean=float((weight * angle_d).sum() / wsum),
+        angle_distortion_p95=_weighted_percentile(angle_d, weight, 0.95),
+        min_gap_px=min_chart_gap(label_image, max_gap_checked),
+        coverage=float(np.count_nonzero(face_id >= 0)) / face_id.size,
+    )
+
+
+__all__ = ["AtlasQuality", "chart_labels", "distortion", "measure_atlas", "min_chart_gap"]

@@ -1,0 +1,104 @@
+"""Colour propagation over the mesh: from vertices the views saw to those they did not.
+
+Vertices are welded by position first, so colour crosses UV seams and both sides of a seam get
+the same values (no visible seam). Every unseen vertex takes the colour of its nearest seen
+vertex along mesh edges (one multi-source Dijkstra in scipy, O(E log V), where upstream's
+per-vertex Python loop takes hours on big meshes), then a few Jacobi sweeps of neighbour
+averaging soften the borders between those nearest-source regions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
+
+def weld(positions: np.ndarray) -> tuple[np.ndarray, int]:
+    """(V,) id of each vertex among the distinct positions, and their count.
+
+    Positions are compared on a grid of 2^-21 of the bounding box: seam copies computed by
+    different formulas (sin(2 pi) is not 0) still weld, distinct vertices never do in practice.
+    """
+    p = np.asarray(positions, np.float64).reshape(-1, 3)
+    if len(p) == 0:
+        return np.zeros(0, np.int64), 0
+    lo = p.min(axis=0)
+    step = max(float((p.max(axis=0) - lo).max()), 1e-30) * 2.0**-21
+    q = np.ascontiguousarray(np.rint((p - lo) / step).astype(np.int32))
+    keys = q.view(np.dtype((np.void, 12))).reshape(-1)
+    _, inverse = np.unique(keys, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return inverse.astype(np.int64), int(inverse.max()) + 1 if inverse.size else 0
+
+
+def vertex_colours(
+    texture: np.ndarray, known: np.ndarray, face_id: np.ndarray, bary: np.ndarray, faces: np.ndarray, vertex_count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex colour (V, C) float32 from the known texels of its faces, weighted by barycentrics; and (V,) bool seen."""
+    sel = known & (face_id >= 0)
+    tri = faces[face_id[sel]]  # (N, 3)
+    w = bary[sel].astype(np.float64)  # (N, 3)
+    col = texture[sel].astype(np.float64)  # (N, C)
+    wsum = np.bincount(tri.reshape(-1), weights=w.reshape(-1), minlength=vertex_count)
+    out = np.zeros((vertex_count, texture.shape[2]), np.float64)
+    for k in range(texture.shape[2]):
+        out[:, k] = np.bincount(tri.reshape(-1), weights=(w * col[:, k : k + 1]).reshape(-1), minlength=vertex_count)
+    seen = wsum > 1e-6
+    out[seen] /= wsum[seen, None]
+    return out.astype(np.float32), seen
+
+
+def propagate(
+    positions: np.ndarray, faces: np.ndarray, colours: np.ndarray, seen: np.ndarray, smooth_iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Colours (V, C) for every vertex connected to a seen one, and (V,) bool where defined."""
+    v = len(positions)
+    if v == 0 or not seen.any():
+        return colours, seen.copy()
+    wid, n = weld(positions)
+    # Merge the seen colours of welded copies (a seam vertex seen on one side only still counts).
+    cnt = np.bincount(wid, weights=seen.astype(np.float64), minlength=n)
+    wcol = np.stack([np.bincount(wid, weights=colours[:, k] * seen, minlength=n) for k in range(colours.shape[1])], 1)
+    wseen = cnt > 0
+    wcol[wseen] /= cnt[wseen, None]
+    wf = wid[faces]
+    i = np.concatenate([wf[:, 0], wf[:, 1], wf[:, 2]])
+    j = np.concatenate([wf[:, 1], wf[:, 2], wf[:, 0]])
+    wpos = np.zeros((n, 3))
+    wpos[wid] = positions
+    # Zero-length edges would vanish from the sparse graph: keep them with a tiny length.
+    length = np.linalg.norm(wpos[i] - wpos[j], axis=1) + 1e-12
+    graph = sparse.coo_matrix((length, (i, j)), shape=(n, n)).tocsr()
+    sources = np.flatnonzero(wseen)
+    _, _, nearest = csgraph.dijkstra(graph, directed=False, indices=sources, min_only=True, return_predecessors=True)
+    reached = nearest >= 0
+    out = np.zeros_like(wcol)
+    out[reached] = wcol[nearest[reached]]
+    free = reached & ~wseen
+    if smooth_iterations > 0 and free.any():
+        adj = graph + graph.T
+        adj.data[:] = 1.0
+        adj = adj.multiply(reached[None, :]).tocsr()  # only average over defined neighbours
+        deg = np.asarray(adj.sum(axis=1)).reshape(-1)
+        idx = np.flatnonzero(free & (deg > 0))
+        sub = adj[idx]
+        for _ in range(smooth_iterations):
+            out[idx] = (sub @ out) / deg[idx, None]
+    return out[wid].astype(np.float32), reached[wid]
+
+
+def paint_charts(
+    texture: np.ndarray, known: np.ndarray, face_id: np.ndarray, bary: np.ndarray, faces: np.ndarray,
+    colours: np.ndarray, defined: np.ndarray,
+) -> np.ndarray:
+    """Fill unknown texels inside charts from the vertex colours of their face; returns the new known mask."""
+    todo = ~known & (face_id >= 0)
+    rows, cols = np.nonzero(todo)
+    tri = faces[face_id[rows, cols]]
+    ok = defined[tri].all(axis=1)
+    rows, cols, tri = rows[ok], cols[ok], tri[ok]
+    texture[rows, cols] = np.einsum("nk,nkc->nc", bary[rows, cols], colours[tri])
+    out = known.copy()
+    out[rows, cols] = True
+    return out

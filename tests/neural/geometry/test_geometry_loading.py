@@ -1,0 +1,135 @@
+"""Loading through the real loader: official layout, strict keys, clear errors, dtypes, no hub."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from inference_server.neural.geometry import Step1X3DGeometryPipeline
+from inference_server.neural.geometry.loader import WEIGHTS_NAME, load_components, resolve_model_dir
+from inference_server.pipeline.base import PipelineError
+
+BASE = "Step1X-3D-Geometry-1300m"
+LABEL = "Step1X-3D-Geometry-Label-1300m"
+
+
+@pytest.fixture()
+def base_copy(tiny_repo: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_repo / BASE, tmp_path / BASE))
+
+
+def test_files_use_the_official_key_names(tiny_repo: Path) -> None:
+    dino = load_file(str(tiny_repo / BASE / "visual_encoder" / WEIGHTS_NAME))
+    assert "dino_model.encoder.layer.0.attention.attention.query.weight" in dino
+    assert "dino_model.encoder.layer.0.attention.output.dense.weight" in dino
+    clip = load_file(str(tiny_repo / LABEL / "visual_encoder" / WEIGHTS_NAME))
+    assert any(k.startswith("clip_model.text_model.") for k in clip)  # upstream holds the whole CLIPModel
+    labels = load_file(str(tiny_repo / LABEL / "label_encoder" / WEIGHTS_NAME))
+    assert {k: tuple(v.shape)[0] for k, v in labels.items()} == {
+        "embedding_table_tpose.weight": 3, "embedding_table_symmetry_type.weight": 2,
+        "embedding_table_geometry_quality.weight": 3}
+
+
+def test_strict_load_reproduces_saved_tensors(tiny_repo: Path) -> None:
+    comps = load_components(tiny_repo / LABEL, dtype=torch.float32)
+    saved = load_file(str(tiny_repo / LABEL / "transformer" / WEIGHTS_NAME))
+    state = comps.transformer.state_dict()
+    assert set(state) == set(saved)
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    assert comps.label_encoder is not None and comps.visual_encoder.with_clip
+    assert not any(p.is_meta for p in comps.visual_encoder.parameters())
+    assert not any(b.is_meta for b in comps.vae.buffers())  # the Fourier frequencies are real
+
+
+@pytest.mark.parametrize("subfolder, expect_label", [(BASE, False), (LABEL, True)])
+def test_from_pretrained_with_subfolder(tiny_repo: Path, subfolder: str, expect_label: bool) -> None:
+    pipe = Step1X3DGeometryPipeline.from_pretrained(tiny_repo, subfolder=subfolder)
+    assert pipe.has_labels is expect_label
+    for name in ("transformer", "vae", "visual_encoder", "scheduler"):
+        assert getattr(pipe, name) is not None
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+
+
+def test_resolve_model_dir(tiny_repo: Path) -> None:
+    assert resolve_model_dir(tiny_repo) == tiny_repo / BASE
+    assert resolve_model_dir(tiny_repo, variant="label") == tiny_repo / LABEL
+    assert resolve_model_dir(tiny_repo / LABEL) == tiny_repo / LABEL
+    with pytest.raises(PipelineError) as err:
+        resolve_model_dir(tiny_repo / "nowhere")
+    assert err.value.code == "weights_missing"
+
+
+def test_missing_file_is_named(base_copy: Path) -> None:
+    (base_copy / "vae" / WEIGHTS_NAME).unlink()
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    assert err.value.code == "weights_missing"
+    assert str(base_copy / "vae" / WEIGHTS_NAME) in str(err.value)
+
+
+def test_renamed_key_is_reported_both_ways(base_copy: Path) -> None:
+    path = base_copy / "transformer" / WEIGHTS_NAME
+    state = load_file(str(path))
+    state["dit_model.proj_outt.weight"] = state.pop("dit_model.proj_out.weight")
+    save_file(state, str(path))
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    msg = str(err.value)
+    assert err.value.code == "weights_mismatch"
+    assert "missing keys: dit_model.proj_out.weight" in msg and "unexpected keys: dit_model.proj_outt.weight" in msg
+    assert str(path) in msg
+
+
+def test_official_dino_name_missing_is_reported_in_official_spelling(base_copy: Path) -> None:
+    path = base_copy / "visual_encoder" / WEIGHTS_NAME
+    state = load_file(str(path))
+    del state["dino_model.encoder.layer.0.attention.attention.key.weight"]
+    save_file(state, str(path))
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    assert "dino_model.encoder.layer.0.attention.attention.key.weight" in str(err.value)
+
+
+def test_config_that_disagrees_with_the_weights(base_copy: Path) -> None:
+    cfg_path = base_copy / "vae" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["width"] = 2 * cfg["width"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    assert err.value.code == "weights_mismatch" and "shape mismatches" in str(err.value)
+
+
+def test_legacy_position_ids_are_tolerated(base_copy: Path) -> None:
+    path = base_copy / "visual_encoder" / WEIGHTS_NAME
+    state = load_file(str(path))
+    state["dino_model.embeddings.position_ids"] = torch.arange(5)[None]
+    save_file(state, str(path))
+    load_components(base_copy)
+
+
+def test_dtype_choice(tiny_repo: Path) -> None:
+    pipe = Step1X3DGeometryPipeline.from_pretrained(tiny_repo / BASE, torch_dtype="bf16")
+    assert pipe.dtype == torch.bfloat16
+    assert pipe.visual_encoder.dino_model.embeddings.cls_token.dtype == torch.bfloat16
+    assert pipe.vae.post_kl.weight.dtype == torch.float32  # decoding stays fp32 by default
+    with pytest.raises(PipelineError):
+        Step1X3DGeometryPipeline.from_pretrained(tiny_repo / BASE, torch_dtype="int3")
+
+
+def test_hub_ids_are_refused_not_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def no_network(*_a: object, **_k: object) -> None:
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    with pytest.raises(PipelineError) as err:
+        Step1X3DGeometryPipeline.from_pretrained("stepfun-ai/Step1X-3D", subfolder=BASE)
+    assert err.value.code == "weights_missing"

@@ -1,0 +1,160 @@
+"""Results survive a restart; SIGTERM stops cleanly; a backend that cannot load fails fast."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blender_addon.client import (
+    ErrorEvent,
+    Progress,
+    Rejected,
+    Result,
+    ResultReady,
+    ServerConnection,
+    ServerShutdown,
+    StateChanged,
+    Welcome,
+)
+from blender_addon.protocol.settings import JobSettings
+
+from .harness import REPO, ServerProcess, collect, png_bytes, wait_ready
+
+
+def test_result_fetched_from_disk_after_restart(results_dir: Path) -> None:
+    with ServerProcess(results_dir) as first:
+        wait_ready(first.address)
+        with ServerConnection(first.address) as conn:
+            conn.submit("survivor", [png_bytes()], JobSettings(seed=5))
+            collect(conn, lambda e: isinstance(e, ResultReady))
+            conn.fetch("survivor")
+            before = collect(conn, lambda e: isinstance(e, Result))[-1]
+        status, err = first.stop()
+        assert status == 0, err
+    assert (results_dir / "survivor.result").is_file()
+    assert not [p for p in results_dir.iterdir() if p.name.startswith(".tmp-")]
+
+    with ServerProcess(results_dir) as second:
+        with ServerConnection(second.address) as conn:
+            conn.attach("survivor")
+            events = collect(conn, lambda e: isinstance(e, ResultReady))
+            assert [e.state for e in events if isinstance(e, StateChanged)] == ["done"]
+            conn.fetch("survivor")
+            after = collect(conn, lambda e: isinstance(e, Result))[-1]
+            np.testing.assert_array_equal(after.mesh["positions"], before.mesh["positions"])
+            assert after.textures == before.textures
+            assert after.provenance["seed"] == 5
+            # Resubmitting the recovered id is still idempotent: no second run.
+            conn.submit("survivor", [png_bytes()], JobSettings(seed=5))
+            again = collect(conn, lambda e: isinstance(e, ResultReady))
+            assert not [e for e in again if isinstance(e, Progress)]
+
+
+def test_sigterm_finishes_running_job_and_refuses_new_ones(results_dir: Path) -> None:
+    server = ServerProcess(results_dir, "--shutdown-grace", "10")
+    try:
+        wait_ready(server.address)
+        with ServerConnection(server.address) as conn:
+            conn.submit("finishing", [png_bytes()], JobSettings(lora="slow", steps=10))  # about 1 s
+            collect(conn, lambda e: isinstance(e, Progress))
+            server.proc.send_signal(signal.SIGTERM)
+            notice = collect(conn, lambda e: isinstance(e, ServerShutdown))[-1]
+            assert notice.deadline_s == 10.0
+            conn.submit("too-late", [png_bytes()], JobSettings())
+            rejected = collect(conn, lambda e: isinstance(e, Rejected))[-1]
+            assert rejected.code == "shutting_down"
+            collect(conn, lambda e: isinstance(e, ResultReady) and e.job_id == "finishing")
+        status, err = server.stop(timeout_s=15)
+        assert status == 0, err
+        assert (results_dir / "finishing.result").is_file()
+    finally:
+        server.stop()
+
+
+def test_sigterm_deadline_cancels_a_long_job(results_dir: Path) -> None:
+    server = ServerProcess(results_dir, "--shutdown-grace", "0.5")
+    try:
+        wait_ready(server.address)
+        with ServerConnection(server.address) as conn:
+            conn.submit("long", [png_bytes()], JobSettings(lora="slow", steps=200))
+            collect(conn, lambda e: isinstance(e, Progress))
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            end = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in ("cancelled", "failed"))[-1]
+            assert end.state == "cancelled"
+        status, _ = server.stop(timeout_s=15)
+        assert status == 0
+        assert time.monotonic() - started < 5.0
+    finally:
+        server.stop()
+
+
+def test_backend_that_cannot_load_fails_fast_with_one_line(results_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference_server.cli", "serve", "--port", "0", "--results-dir", str(results_dir),
+         "--backend", "tests.server.pipelines:BrokenLoadPipeline", "--log-level", "ERROR"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "error: the backend could not start: the test backend has no weights"
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_backend_fails_fast(results_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference_server.cli", "serve", "--port", "0", "--results-dir", str(results_dir),
+         "--backend", "nonsense", "--log-level", "ERROR"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown backend 'nonsense'" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_expired_results_are_deleted(results_dir: Path) -> None:
+    with ServerProcess(results_dir) as first:
+        wait_ready(first.address)
+        with ServerConnection(first.address) as conn:
+            conn.submit("old", [png_bytes()], JobSettings())
+            collect(conn, lambda e: isinstance(e, ResultReady))
+    # A retention time of ~0 h: the restarted server deletes the stored result at start-up.
+    with ServerProcess(results_dir, "--result-ttl-hours", "0.00001") as second:
+        with ServerConnection(second.address) as conn:
+            conn.fetch("old")
+            err = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]
+            assert (err.job_id, err.code) == ("old", "expired")
+            conn.attach("old")
+            state = collect(conn, lambda e: isinstance(e, StateChanged))[-1]
+            assert (state.state, state.code) == ("expired", "expired")
+    assert not (results_dir / "old.result").exists()
+
+
+def test_inflate_backend_round_trip(results_dir: Path) -> None:
+    pytest.importorskip("inference_server.pipeline.inflate")
+    from PIL import Image, ImageDraw
+    import io
+
+    img = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    ImageDraw.Draw(img).ellipse((48, 32, 208, 224), fill=(220, 120, 40, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    with ServerProcess(results_dir, backend="inflate") as server:
+        welcome = wait_ready(server.address, timeout_s=120)
+        assert isinstance(welcome, Welcome) and welcome.active_backend == "inflate"
+        with ServerConnection(server.address) as conn:
+            conn.submit("blob", [buf.getvalue()], JobSettings(texture_size=512, max_faces=5000))
+            events = collect(conn, lambda e: isinstance(e, (ResultReady, ErrorEvent))
+                             or (isinstance(e, StateChanged) and e.state == "failed"), timeout_s=120)
+            assert isinstance(events[-1], ResultReady), events[-3:]
+            assert [e for e in events if isinstance(e, Progress)]
+            conn.fetch("blob")
+            result = collect(conn, lambda e: isinstance(e, Result), timeout_s=30)[-1]
+    assert result.mesh["faces"].shape[0] > 100
+    assert np.abs(result.mesh["positions"]).max() <= 1.01
+    assert "base_color" in result.textures
