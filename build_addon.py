@@ -179,21 +179,9 @@ def build(platform_names: list[str], out_dir: Path, cache: Path) -> list[Path]:
             shutil.copy2(wheel, stage / "wheels" / wheel.name)
         write_manifest(PACKAGE / "blender_manifest.toml", stage / "blender_manifest.toml", wheels, platforms)
         run_cli(cli, "validate", str(stage))
-        args = ["build", "--source-dir", str(stage), "--output-dir", str(out_dir)]
-        if len(platforms) > 1:
-            args.append("--split-platforms")
-        else:  # one platform: name the zip like --split-platforms would
-            args += ["--output-filepath", str(out_dir / f"step1x3d-{_version(stage)}-{platforms[0].blender.replace('-', '_')}.zip")]
         started = time.time()
-        run_cli(cli, *args)
+        run_cli(cli, "build", "--source-dir", str(stage), "--output-dir", str(out_dir), "--split-platforms")
     return sorted(p for p in out_dir.glob("step1x3d-*.zip") if p.stat().st_mtime >= started - 1)
-
-
-def _version(stage: Path) -> str:
-    m = re.search(r'(?m)^version\s*=\s*"([^"]+)"', (stage / "blender_manifest.toml").read_text("utf-8"))
-    if not m:
-        raise BuildError("the manifest has no version")
-    return m.group(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weight-free backend: thickness relative to the silhouette")
     gen.add_argument("--lods", type=_lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25")
     gen.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    gen.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a silent server")
     gen.add_argument("--client-key", type=Path, default=None, help="CURVE: this machine's .key_secret file")
     gen.add_argument("--server-public-key", type=Path, default=None, help="CURVE: the server's public .key file")
     _backend_args(gen)
@@ -283,6 +284,7 @@ def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: Progr
         want_glb=want_glb,
         image_names=[p.name for p in args.images],
         curve=curve,
+        connect_timeout_s=args.connect_timeout,
     )
     bar.finish()
     if want_glb and result.glb is not None:

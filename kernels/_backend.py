@@ -61,3 +61,18 @@ def like(x: np.ndarray, template: Any) -> Any:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(x)).to(template.device)
+
+
+def as_torch(x: Any, device: Any = None) -> Any:
+    """``x`` as a torch tensor (kept on its device when it already is one).
+
+    For the Triton path with non-tensor inputs: CUDA when there is one, else the CPU (which
+    only works under ``TRITON_INTERPRET=1``).
+    """
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x if device is None else x.to(device)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.as_tensor(np.ascontiguousarray(x), device=device)

@@ -108,7 +108,7 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
     payload.provenance.setdefault("images", list(job.image_names))
     try:
         if job.kind == GENERATE:
-            obj = importer.import_payload(context.scene, payload, name=job.name)
+            obj = importer.import_payload(_scene(context), payload, name=job.name)
         else:
             obj = _apply_texture(job, payload)
     except (importer.ImportFailed, InputError) as exc:
@@ -184,6 +184,13 @@ def reimport(context: bpy.types.Context, entry: HistoryEntry) -> bpy.types.Objec
     except (OSError, ValueError, KeyError):
         raise JobFailed(f"The stored result of '{entry.name}' is missing or damaged.") from None
     try:
-        return importer.import_payload(context.scene, payload, name=entry.name)
+        return importer.import_payload(_scene(context), payload, name=entry.name)
     except importer.ImportFailed as exc:
         raise JobFailed(str(exc)) from None
+
+
+def _scene(context: bpy.types.Context) -> bpy.types.Scene:
+    scene = context.scene
+    if scene is None:
+        raise JobFailed("There is no active scene to import into.")
+    return scene

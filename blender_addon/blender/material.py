@@ -28,7 +28,8 @@ def packed_image(name: str, png: bytes, *, non_color: bool) -> bpy.types.Image:
         image.pack(data=png, data_len=len(png))
         image.source = "FILE"
         if non_color:
-            image.colorspace_settings.name = _NON_COLOR
+            colorspace: Any = image.colorspace_settings
+            colorspace.name = _NON_COLOR
     except Exception:
         bpy.data.images.remove(image)
         raise
@@ -46,6 +47,22 @@ def build_material(
     """A new material named ``name``; images it creates are appended to ``created_images`` for cleanup."""
     images = created_images if created_images is not None else []
     mat = bpy.data.materials.new(name)
+    try:
+        _wire(mat, name, textures, factors, uv_map, images)
+    except Exception:
+        bpy.data.materials.remove(mat)  # the caller removes the images listed in created_images
+        raise
+    return mat
+
+
+def _wire(
+    mat: bpy.types.Material,
+    name: str,
+    textures: Mapping[str, bytes],
+    factors: Mapping[str, Any],
+    uv_map: str,
+    images: list[bpy.types.Image],
+) -> None:
     mat.use_nodes = True
     tree = mat.node_tree
     assert tree is not None
@@ -94,7 +111,6 @@ def build_material(
         nmap.inputs["Strength"].default_value = float(factors.get("normal_scale", 1.0))
         links.new(node.outputs["Color"], nmap.inputs["Color"])
         links.new(nmap.outputs["Normal"], bsdf.inputs["Normal"])
-    return mat
 
 
 def _link_scalar(tree: Any, src: Any, dst: Any, factor: float, location: tuple[int, int]) -> None:

@@ -8,7 +8,7 @@ script can use the object right after the call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
@@ -21,6 +21,9 @@ from .importer import ImportFailed
 from .preferences import get_prefs
 from .properties import MODE_ITEMS, state
 from .references import InputError, References, gather, gather_panel
+
+# What Blender accepts back from execute()/invoke().
+Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
 
 _SETTING_PROPS = ("seed", "steps", "guidance", "max_faces", "texture_size", "inflate_depth")
 
@@ -83,7 +86,7 @@ class _JobOperator:
             st.seed = settings["seed"]  # show the seed that was used, so a good result can be repeated
         return settings
 
-    def _run(self, context: bpy.types.Context, job: jobs.ActiveJob) -> set[str]:
+    def _run(self, context: bpy.types.Context, job: jobs.ActiveJob) -> Result:
         op: Any = self
         if not (op.wait or bpy.app.background):
             runtime.add_job(job, context)
@@ -100,7 +103,7 @@ class _JobOperator:
             runtime.report(context, f"Imported '{obj.name}'.", failed=False)
         return {"FINISHED"}
 
-    def _fail(self, context: bpy.types.Context, message: str) -> set[str]:
+    def _fail(self, context: bpy.types.Context, message: str) -> Result:
         op: Any = self
         op.report({"ERROR"}, message)
         runtime.report(context, message, failed=True)
@@ -125,13 +128,13 @@ class STEP1X3D_OT_generate(_JobOperator, bpy.types.Operator):
         name="Name", description="Object name (default: the first image's file name)", options={"SKIP_SAVE"}
     )
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         if _busy():
             return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
         try:
             mode = self.mode if self.properties.is_property_set("mode") else state(context).mode
             if mode == "texture":
-                return bpy.ops.step1x3d.retexture("EXEC_DEFAULT")  # type: ignore[attr-defined, no-any-return]
+                return bpy.ops.step1x3d.retexture("EXEC_DEFAULT")  # type: ignore[attr-defined]
             refs = self._references(context)
             job = jobs.start_generate(refs, self._settings(context, mode), get_prefs(context), name=self.name)
         except InputError as exc:
@@ -150,7 +153,7 @@ class STEP1X3D_OT_retexture(_JobOperator, bpy.types.Operator):
         name="Object", description="Object to retexture (default: the active object)", options={"SKIP_SAVE"}
     )
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         if _busy():
             return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
         obj = bpy.data.objects.get(self.object_name) if self.object_name else context.active_object
@@ -174,7 +177,7 @@ class STEP1X3D_OT_cancel(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return _busy()
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         runtime.cancel_all()
         state(context).job_text = "Cancelling…"
         return {"FINISHED"}
@@ -189,7 +192,7 @@ class STEP1X3D_OT_import_result(bpy.types.Operator):
 
     job_id: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         job = runtime.get_job(self.job_id)
         if job is None:
             self.report({"ERROR"}, "That job is no longer active.")
@@ -215,7 +218,7 @@ class STEP1X3D_OT_reimport(bpy.types.Operator):
 
     job_id: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         entry = next((e for e in runtime.history_entries() if e.job_id == self.job_id), None)
         if entry is None:
             self.report({"ERROR"}, "That job is not in the history.")
@@ -237,7 +240,7 @@ class STEP1X3D_OT_history_clear(bpy.types.Operator):
     bl_idname = "step1x3d.history_clear"
     bl_label = "Clear History"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         from ..core.history import History
         from .preferences import user_dir
 
@@ -259,11 +262,12 @@ class STEP1X3D_OT_reference_add(bpy.types.Operator):
     filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        context.window_manager.fileselect_add(self)
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Result:
+        wm: Any = context.window_manager
+        wm.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         import os
 
         paths = [os.path.join(self.directory, f.name) for f in self.files if f.name] or (
@@ -286,7 +290,7 @@ class STEP1X3D_OT_reference_add_image(bpy.types.Operator):
 
     image_name: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         refs = state(context).references
         item = refs.add()
         item.source = "IMAGE"
@@ -301,7 +305,7 @@ class STEP1X3D_OT_reference_remove(bpy.types.Operator):
     bl_idname = "step1x3d.reference_remove"
     bl_label = "Remove Image"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         st = state(context)
         if 0 <= st.reference_index < len(st.references):
             st.references.remove(st.reference_index)
@@ -317,7 +321,7 @@ class STEP1X3D_OT_reference_move(bpy.types.Operator):
 
     direction: EnumProperty(items=[("UP", "Up", ""), ("DOWN", "Down", "")])  # type: ignore[valid-type]
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         st = state(context)
         i = st.reference_index
         j = i - 1 if self.direction == "UP" else i + 1
@@ -333,7 +337,7 @@ class STEP1X3D_OT_preset_apply(bpy.types.Operator):
     bl_idname = "step1x3d.preset_apply"
     bl_label = "Apply Preset"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         st = state(context)
         values = runtime.preset_store().all_presets().get(st.preset)
         if values is None:
@@ -355,7 +359,7 @@ class STEP1X3D_OT_preset_save(bpy.types.Operator):
     bl_idname = "step1x3d.preset_save"
     bl_label = "Save Preset"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         st = state(context)
         values = {
             "steps": st.steps,
@@ -379,7 +383,7 @@ class STEP1X3D_OT_preset_delete(bpy.types.Operator):
     bl_idname = "step1x3d.preset_delete"
     bl_label = "Delete Preset"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         runtime.preset_store().delete(state(context).preset)
         return {"FINISHED"}
 
@@ -390,7 +394,7 @@ class STEP1X3D_OT_refresh_status(bpy.types.Operator):
     bl_idname = "step1x3d.refresh_status"
     bl_label = "Check Server"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         runtime.refresh_status(context)
         return {"FINISHED"}
 
@@ -401,7 +405,7 @@ class STEP1X3D_OT_start_server(bpy.types.Operator):
     bl_idname = "step1x3d.start_server"
     bl_label = "Start Local Server"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> Result:
         message = runtime.start_local_server(context)
         state(context).server_line = message
         runtime.refresh_status(context)

@@ -16,31 +16,31 @@ HISTORY_ROWS = 8
 class STEP1X3D_UL_references(bpy.types.UIList):
     bl_idname = "STEP1X3D_UL_references"
 
-    def draw_item(self, context: Any, layout: Any, data: Any, item: Any, icon: Any, active_data: Any,
-                  active_propname: Any, index: int = 0, flt_flag: int = 0) -> None:
-        row = layout.row(align=True)
+    def draw_item(self, context: bpy.types.Context | None, layout: bpy.types.UILayout, data: Any | None,
+                  item: Any | None, icon: int | None, active_data: Any, active_property: str | None,
+                  index: int | None = 0, flt_flag: int | None = 0) -> None:
+        index = index or 0
+        ref: Any = item  # a STEP1X3D_PG_reference
+        row: Any = layout.row(align=True)
         view = VIEW_NAMES[index] if index < len(VIEW_NAMES) else f"View {index + 1}"
         row.label(text=view)
-        row.prop(item, "source", text="")
-        if item.source == "IMAGE":
-            row.prop_search(item, "image_name", bpy.data, "images", text="")
+        row.prop(ref, "source", text="")
+        if ref.source == "IMAGE":
+            row.prop_search(ref, "image_name", bpy.data, "images", text="")
         else:
-            row.prop(item, "filepath", text="")
+            row.prop(ref, "filepath", text="")
 
 
-class _Base:
+class STEP1X3D_PT_main(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = CATEGORY
-
-
-class STEP1X3D_PT_main(_Base, bpy.types.Panel):
     bl_label = "Step1X-3D"
     bl_idname = "STEP1X3D_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
         st = state(context)
-        layout = self.layout
+        layout: Any = self.layout  # UI calls take many literal enums; the stubs make every one Optional
 
         row = layout.row(align=True)
         row.label(text=st.server_line, icon="CHECKMARK" if st.server_online else "ERROR")
@@ -56,8 +56,8 @@ class STEP1X3D_PT_main(_Base, bpy.types.Panel):
         col.operator("step1x3d.reference_add_image", text="", icon="IMAGE_DATA")
         col.operator("step1x3d.reference_remove", text="", icon="REMOVE")
         col.separator()
-        col.operator("step1x3d.reference_move", text="", icon="TRIA_UP").direction = "UP"  # type: ignore[attr-defined]
-        col.operator("step1x3d.reference_move", text="", icon="TRIA_DOWN").direction = "DOWN"  # type: ignore[attr-defined]
+        col.operator("step1x3d.reference_move", text="", icon="TRIA_UP").direction = "UP"
+        col.operator("step1x3d.reference_move", text="", icon="TRIA_DOWN").direction = "DOWN"
 
         layout.prop(st, "mode", text="")
         job = runtime.active_job()
@@ -78,13 +78,16 @@ class STEP1X3D_PT_main(_Base, bpy.types.Panel):
                 box.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
-class STEP1X3D_PT_settings(_Base, bpy.types.Panel):
+class STEP1X3D_PT_settings(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
     bl_label = "Settings"
     bl_parent_id = "STEP1X3D_PT_main"
 
     def draw(self, context: bpy.types.Context) -> None:
         st = state(context)
-        layout = self.layout
+        layout: Any = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
         row = layout.row(align=True)
@@ -108,13 +111,16 @@ class STEP1X3D_PT_settings(_Base, bpy.types.Panel):
         layout.prop(st, "inflate_depth")
 
 
-class STEP1X3D_PT_history(_Base, bpy.types.Panel):
+class STEP1X3D_PT_history(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
     bl_label = "History"
     bl_parent_id = "STEP1X3D_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
+        layout: Any = self.layout
         entries = runtime.history_entries()
         if not entries:
             layout.label(text="No jobs yet.")
@@ -124,7 +130,7 @@ class STEP1X3D_PT_history(_Base, bpy.types.Panel):
             row.label(text=entry.label(), icon="CHECKMARK" if entry.state == "done" else "X")
             sub = row.row(align=True)
             sub.enabled = bool(entry.result_dir)
-            sub.operator("step1x3d.reimport", text="", icon="IMPORT").job_id = entry.job_id  # type: ignore[attr-defined]
+            sub.operator("step1x3d.reimport", text="", icon="IMPORT").job_id = entry.job_id
         layout.operator("step1x3d.history_clear", icon="TRASH")
 
 

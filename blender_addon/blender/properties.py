@@ -138,9 +138,9 @@ def register_props() -> None:
 
 def unregister_props() -> None:
     if hasattr(bpy.types.WindowManager, "step1x3d"):
-        del bpy.types.WindowManager.step1x3d  # type: ignore[attr-defined]
+        del bpy.types.WindowManager.step1x3d
 
 
 def state(context: bpy.types.Context | None = None) -> STEP1X3D_PG_state:
-    wm = (context or bpy.context).window_manager
-    return wm.step1x3d  # type: ignore[attr-defined, no-any-return]
+    wm: Any = (context or bpy.context).window_manager
+    return wm.step1x3d

@@ -51,7 +51,8 @@ def from_blend_image(image: bpy.types.Image) -> tuple[bytes, str]:
             path = Path(bpy.path.abspath(image.filepath_raw or image.filepath))
             if path.is_file():
                 return path.read_bytes(), name
-    width, height = image.size[:]
+    size: Any = image.size  # bpy_prop_array: indexable at run time, not in the stubs
+    width, height = int(size[0]), int(size[1])
     channels = image.channels
     if width * height == 0:
         raise InputError(f"The image '{image.name}' has no pixels (is its file missing?).")

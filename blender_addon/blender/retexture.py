@@ -35,7 +35,7 @@ def ensure_uv_map(context: bpy.types.Context, obj: bpy.types.Object) -> str:
         return str(mesh.uv_layers.active.name)
     layer = mesh.uv_layers.new(name="UVMap")
     mesh.uv_layers.active = layer
-    view_layer = context.view_layer
+    view_layer: Any = context.view_layer
     prev_active = view_layer.objects.active
     prev_mode = obj.mode
     try:
@@ -57,7 +57,7 @@ def extract_mesh(context: bpy.types.Context, obj: bpy.types.Object) -> dict[str,
     """Evaluated, triangulated mesh in local coordinates as a wire mesh (glTF frame)."""
     depsgraph = context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
-    mesh = evaluated.to_mesh()
+    mesh: Any = evaluated.to_mesh()  # attribute .data is untyped in the stubs
     try:
         if mesh is None or len(mesh.polygons) == 0:
             raise InputError(f"'{obj.name}' has no faces to texture.")

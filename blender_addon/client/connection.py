@@ -182,7 +182,9 @@ class ServerConnection:
     def _keep_alive(self, events: list[Event]) -> None:
         now = time.monotonic()
         silent = now - self._last_rx
-        if silent > 2 * self.heartbeat_s and now - self._last_ping > self.heartbeat_s:
+        # Once the server counts as offline, ping rarely: unanswered pings queue up in the socket.
+        interval = self.heartbeat_s if silent <= self.offline_after_s else max(5.0, self.heartbeat_s)
+        if silent > 2 * self.heartbeat_s and now - self._last_ping > interval:
             self._last_ping = now
             try:
                 self._send(m.PING, {"token": f"{AUTO_PING_PREFIX}{next(self._tokens)}"})

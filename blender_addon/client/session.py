@@ -17,9 +17,10 @@ from ..protocol.settings import JobSettings
 from .connection import DEFAULT_ADDRESS, ServerConnection
 from .curve import CurveKeys
 from .events import ErrorEvent, Event, Offline, Rejected, Result, ResultReady, StateChanged
-from .tracker import DONE, OFFLINE, QUEUED, JobTracker
+from .tracker import DONE, OFFLINE, JobTracker
 
 MAX_RESUBMITS = 3
+BUSY_RETRY_MAX_S = 5.0
 
 
 class JobFailed(Exception):
@@ -49,8 +50,10 @@ class JobSession:
         no_answer_s: float = 10.0,
         retry_busy_until: float | None = None,
         close_when_fetched: bool = True,
+        on_update: Callable[[JobTracker], None] | None = None,
     ) -> None:
         self.connection = connection
+        self.on_update = on_update  # called after every event, so no stage is skipped in a batch
         self.job_id = job_id or new_job_id()
         self._images = list(images)
         self._settings = settings
@@ -89,6 +92,8 @@ class JobSession:
             if not isinstance(event, Offline):
                 self.heard_from_server = True
             self._react(event, now)
+            if self.on_update is not None:
+                self.on_update(self.tracker)
         if self._resubmit_at is not None and now >= self._resubmit_at:
             self._resubmit_at = None
             self._submit()
@@ -110,9 +115,10 @@ class JobSession:
             self.connection.attach(self.job_id)
         if isinstance(event, Rejected) and event.job_id == self.job_id and event.code == "busy":
             if self.retry_busy_until is not None and now < self.retry_busy_until:
-                wait = max(event.retry_after_s or 1.0, 0.5)
+                # The server's hint is an estimate; retrying a little early costs one more "busy".
+                wait = min(max(event.retry_after_s or 1.0, 0.5), BUSY_RETRY_MAX_S)
                 self._resubmit_at = min(now + wait, self.retry_busy_until)
-                tracker.state, tracker.progress_message = QUEUED, event.message
+                tracker.note_waiting(event.message)
                 return  # not a failure yet: we will try again
         if (
             isinstance(event, ErrorEvent)
@@ -156,7 +162,7 @@ def run_job(
 ) -> Result:
     """Submit a job to the server at ``address`` and block until its result arrives.
 
-    ``on_progress(tracker)`` is called after every poll that changed something.
+    ``on_progress(tracker)`` is called after every event from the server.
     Raises :class:`JobFailed` with one sentence on any failure; Ctrl-C cancels
     the job on the server before re-raising ``KeyboardInterrupt``.
     """
@@ -166,15 +172,13 @@ def run_job(
     with ServerConnection(address, curve=curve, offline_after_s=min(5.0, connect_timeout_s)) as conn:
         session = JobSession(
             conn, images, settings, job_id=job_id, image_names=image_names, mesh=mesh, want_glb=want_glb,
-            no_answer_s=connect_timeout_s, retry_busy_until=start + wait_if_busy_s,
+            no_answer_s=connect_timeout_s, retry_busy_until=start + wait_if_busy_s, on_update=on_progress,
         )
         tracker = session.tracker
         session.start()
         try:
             while not tracker.finished:
-                events = session.step(100)
-                if on_progress is not None and events:
-                    on_progress(tracker)
+                session.step(100)
                 now = time.monotonic()
                 if session.offline_since is not None:
                     # Never reached: give up after connect_timeout_s. Lost mid-job: wait for a restart.
@@ -189,8 +193,6 @@ def run_job(
             session.cancel()
             _wait_for_cancel(session, 2.0)
             raise
-        if on_progress is not None:
-            on_progress(tracker)
         if tracker.state != DONE or tracker.result is None:
             raise JobFailed(tracker.error or "The job ended without a result.", tracker.error_code or "failed", tracker.state)
         return tracker.result

@@ -68,7 +68,7 @@ def failure_sentence(code: str, message: str, *, address: str = "", retry_after_
     text = (message or code).strip()
     if text and text[-1] not in ".!?":
         text += "."
-    return text[:1].upper() + text[1:]
+    return text  # not re-capitalised: it may start with a file name
 
 
 class JobTracker:
@@ -210,6 +210,14 @@ class JobTracker:
         self.state = OFFLINE
         self.error_code = "offline"
         self.error = offline_sentence(address, silent_s)
+
+    def note_waiting(self, message: str) -> None:
+        """The server answered "busy" and the caller will resubmit: queued, not failed."""
+        self._heard_of_job = True
+        if not self.finished:
+            self.state = QUEUED
+            self.queue_position = None
+            self.progress_message = message
 
     def mark_cancelled(self) -> None:
         self._fail("cancelled", "")

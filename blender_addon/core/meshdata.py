@@ -85,7 +85,11 @@ def blender_arrays_from_result(mesh: Mapping[str, Any]) -> BlenderMeshArrays:
     if normals is not None:
         if normals.shape[0] != n:
             raise MeshDataError("The server's mesh has a different number of normals and vertices.")
-        vertex_normals = np.ascontiguousarray(gltf_to_blender_vectors(normals))
+        converted = gltf_to_blender_vectors(normals)
+        length = np.linalg.norm(converted, axis=1)
+        # Unusable normals are dropped (Blender then computes its own), not worth failing an import over.
+        if np.isfinite(length).all() and length.min() > 1e-8:
+            vertex_normals = np.ascontiguousarray(converted / length[:, None], dtype=np.float32)
 
     return BlenderMeshArrays(
         positions=np.ascontiguousarray(gltf_to_blender_vectors(positions)).ravel(),

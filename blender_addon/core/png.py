@@ -39,8 +39,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def float_pixels_to_rgba8(pixels: np.ndarray, width: int, height: int, channels: int) -> np.ndarray:
     """Blender's ``Image.pixels`` (floats 0..1, bottom row first) -> (H, W, 4) uint8 top row first."""
-    arr = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels)
-    arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)[::-1]
+    values = np.asarray(pixels, dtype=np.float32).reshape(height, width, channels)
+    arr = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)[::-1]
     if channels == 4:
         return arr
     out = np.full((height, width, 4), 255, dtype=np.uint8)

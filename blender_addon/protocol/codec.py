@@ -75,7 +75,7 @@ def _array_buffer(arr: np.ndarray, wire: str) -> memoryview:
     target = DTYPES[wire]
     if arr.dtype != target or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr, dtype=target)
-    return memoryview(arr).cast("B") if arr.size else memoryview(b"")
+    return memoryview(arr).cast("B") if arr.size else memoryview(b"")  # type: ignore[arg-type]
 
 
 def encode(

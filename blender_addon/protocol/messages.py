@@ -91,7 +91,6 @@ _NUM = (int, float)
 _BOOL = (bool,)
 _MAP = (dict,)
 _LIST = (list,)
-_ANY: tuple[type, ...] = (object,)
 
 FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     HELLO: {"client": (_STR, False)},
@@ -179,7 +178,7 @@ def check_fields(msg_type: str, fields: dict[str, Any]) -> str | None:
             continue
         value = fields[name]
         # bool is an int subclass: do not let True pass as a number (or a number as a bool).
-        if isinstance(value, bool) and bool not in types and object not in types:
+        if isinstance(value, bool) and bool not in types:
             return f"{msg_type}.{name} has the wrong type"
         if not isinstance(value, types):
             return f"{msg_type}.{name} has the wrong type"

@@ -45,12 +45,16 @@ from ..pipeline.base import JobContext, PipelineError
 from .silhouette import SilhouetteMaps, sample_map, signed_distance, silhouette_maps
 
 STAGE = "geometry"
-# 256 cells over 2.1 units is 8 mm on a 1 m object, finer than a 1024^2 image's silhouette
-# resolved by a 256^2 Poisson map; a 256^3 hierarchical grid yields ~200-400k faces, about
-# the default face budget, and extracts in well under a second on two cores. Higher grids
-# only add faces that decimation to max_faces then removes.
-RESOLUTION = 256
-COARSE_RESOLUTION = 64
+# Grid resolution = RESOLUTION_FACTOR x settings.octree_resolution (the neural backend's
+# setting, default 384 -> 256 here). 256 cells over 2.1 units is 8 mm on a 1 m object, as fine
+# as the 256^2 Poisson map; a field built from 2D maps has no finer detail to resolve. A 256^3
+# hierarchical grid yields 200-400k faces, about the default face budget, and extracts in
+# about half a second on two cores; a finer grid would mostly add faces that decimation to
+# max_faces removes again. The factor keeps the artist's detail slider meaningful.
+RESOLUTION_FACTOR = 2.0 / 3.0
+MIN_RESOLUTION = 32
+RESOLUTION = 256  # at the default octree_resolution
+COARSE_DIVISOR = 4  # coarse grid = resolution / 4: two refinement levels, as upstream's 96 -> 384
 MAP_SIZE = 256  # Poisson map, pixels across the canvas
 BOUNDS = 1.05
 FIT = 0.95  # largest half-extent after normalisation, as the image preparation's fill
@@ -73,16 +77,21 @@ def build_geometry(
     settings: JobSettings,
     ctx: JobContext,
     *,
-    resolution: int = RESOLUTION,
+    resolution: int | None = None,
     timings: dict[str, float] | None = None,
 ) -> MeshData:
     """Front silhouette (+ optional side views) -> watertight manifold mesh in the glTF frame.
+
+    ``resolution`` overrides the extraction grid (default: 2/3 of
+    ``settings.octree_resolution``, i.e. 256 cells at the default 384).
 
     ``timings`` (optional) receives seconds per sub-stage: ``geometry.silhouette``,
     ``geometry.extract``, ``geometry.cleanup``.
     """
     if not images:
         raise PipelineError("at least one reference image (the front view) is needed", code="bad_image")
+    if resolution is None:
+        resolution = max(MIN_RESOLUTION, int(round(settings.octree_resolution * RESOLUTION_FACTOR)))
     clock = _Clock(timings)
     steps = 4
     ctx.progress(STAGE, 0, steps, "silhouette")
@@ -93,7 +102,8 @@ def build_geometry(
 
     ctx.progress(STAGE, 1, steps, "extracting the surface")
     vertices, faces = extract_surface(
-        field, bounds=BOUNDS, resolution=resolution, coarse_resolution=max(16, resolution // 4), ctx=ctx
+        field, bounds=BOUNDS, resolution=resolution, coarse_resolution=max(16, resolution // COARSE_DIVISOR),
+        seeds=_outline_points(front), ctx=ctx,
     )
     if len(faces) == 0:
         raise PipelineError("the silhouette is too small or thin to inflate into a solid", code="bad_image")
@@ -140,6 +150,19 @@ def _inflation_field(front: SilhouetteMaps, sides: list[_SideView], depth: float
         return value
 
     return field, z_scale
+
+
+def _outline_points(front: SilhouetteMaps) -> np.ndarray:
+    """World points (z = 0) just inside the outline: where the surface is known to pass.
+
+    Seeding the extractor with them keeps parts thinner than a coarse cell (stems,
+    wires, a separate thin piece) that the coarse grid would step over.
+    """
+    rows, cols = np.nonzero((front.phi > 0) & (front.phi <= 1.0))
+    px = 2.0 / front.size
+    x = (cols + 0.5) * px - 1.0
+    y = 1.0 - (rows + 0.5) * px
+    return np.stack([x, y, np.zeros_like(x)], axis=1).astype(np.float32)
 
 
 def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideView:

@@ -133,9 +133,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         _check_pixels(width, height, max_pixels, name)
         try:
             img.load()  # full decode inside the try: truncated data fails here, not later
-            if fmt == "JPEG":
-                img = ImageOps.exif_transpose(img)  # phone photos carry their rotation in EXIF
-            rgba = _to_rgba(img)
+            # Phone photos carry their rotation in EXIF.
+            upright: Image.Image = ImageOps.exif_transpose(img) if fmt == "JPEG" else img
+            rgba = _to_rgba(upright)
         except MemoryError:
             raise ImageError(f"{name} is too large to decode in the available memory.") from None
         except Exception:

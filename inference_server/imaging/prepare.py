@@ -66,7 +66,7 @@ def prepare_reference(
 
     # Composite before resampling so colour never bleeds in from hidden (transparent) pixels.
     alpha = found.alpha[y0:y1, x0:x1].astype(np.float32) / 255.0
-    rgb = rgba[y0:y1, x0:x1, :3].astype(np.float32)
+    rgb: np.ndarray = rgba[y0:y1, x0:x1, :3].astype(np.float32)
     bg = np.asarray(background, np.float32)
     rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
     resample = Image.Resampling.LANCZOS if scale < 1.0 else Image.Resampling.BICUBIC

@@ -18,7 +18,9 @@ that straddle the surface (a sign change among their corners, or a corner within
 ``band`` of the level), dilated by one cell. Before moving on, a level grows its
 active region until every straddling cell has all 26 neighbours active, so a
 surface that leaves the region predicted by the coarser level is followed rather
-than cut open. Marching cubes then runs only on active cells, all of whose
+than cut open. A part that no coarse cell straddles (thinner than a coarse cell
+and not attached to anything found) is missed unless ``band`` or ``seeds`` point
+at it. Marching cubes then runs only on active cells, all of whose
 corners were evaluated: cells never evaluated can never produce faces.
 """
 
@@ -71,6 +73,7 @@ def extract_surface(
     level: float = 0.0,
     batch_size: int = 262_144,
     band: float | None = None,
+    seeds: np.ndarray | None = None,
     ctx: JobContext | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hierarchical extraction of ``field_fn == level`` (see the module docstring).
@@ -79,8 +82,11 @@ def extract_surface(
     called with at most ``batch_size`` points at a time. ``band`` additionally
     refines cells with a corner within ``band`` of ``level`` (upstream uses 0.95 on
     the VAE's logits), which catches thin parts the coarse grid straddles without
-    a sign change. Returns (vertices float32 (N, 3), faces int32 (M, 3)); both empty
-    when the field never crosses ``level``.
+    a sign change. ``seeds`` are optional world points known to lie on or near the
+    surface (e.g. a silhouette's outline): the cells containing them are refined at
+    every level, so parts too thin for the coarse grid are still found when the
+    caller knows where they are. Returns (vertices float32 (N, 3), faces int32
+    (M, 3)); both empty when the field never crosses ``level``.
     """
     levels = level_resolutions(resolution, coarse_resolution)
     total = len(levels)
@@ -92,7 +98,10 @@ def extract_surface(
     active = np.ones((res,) * 3, bool)
     evaluated: np.ndarray | None = None  # None: every point of the level is evaluated
     for k, res in enumerate(levels[1:], start=1):
-        parents = _dilate(_straddling(values, active, level, band))
+        parents = _straddling(values, active, level, band)
+        if seeds is not None and len(seeds):
+            parents[tuple(_cell_of(seeds, levels[k - 1], bounds).T)] = True
+        parents = _dilate(parents)
         _progress(ctx, k, total, f"level {k + 1}/{total}: {res + 1}^3 grid, {int(parents.sum()) * 8} cells")
         fine_values = np.full((res + 1,) * 3, level - 1.0, np.float32)
         fine_eval = np.zeros((res + 1,) * 3, bool)
@@ -201,6 +210,12 @@ def _straddling(values: np.ndarray, active: np.ndarray, level: float, band: floa
     return cells
 
 
+def _cell_of(points: np.ndarray, res: int, bounds: float) -> np.ndarray:
+    """Index of the cell containing each world point, clamped into the grid."""
+    index = np.floor((np.asarray(points, np.float64) + bounds) * (res / (2.0 * bounds))).astype(np.int64)
+    return np.clip(index, 0, res - 1).reshape(-1, 3)
+
+
 def _march(values: np.ndarray, active: np.ndarray, res: int, bounds: float, level: float
            ) -> tuple[np.ndarray, np.ndarray]:
     inside = values > level
@@ -239,7 +254,7 @@ def _close_shell(grid: np.ndarray, level: float) -> None:
     low = _below(level)
     for axis in range(3):
         for end in (0, -1):
-            face = [slice(None)] * 3
+            face: list[slice | int] = [slice(None)] * 3
             face[axis] = end
             np.minimum(grid[tuple(face)], low, out=grid[tuple(face)])
 

@@ -5,7 +5,8 @@ holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and o
 ``Step1X-3D-Texture``). Options (all optional, from the server's backend options):
 
 * ``device`` (``cuda`` when there is one, else ``cpu``), ``dtype`` (bf16 on GPUs that have it,
-  fp16 otherwise, fp32 on the CPU), ``vae_dtype`` (fp32), ``compile`` (False),
+  fp16 otherwise, fp32 on the CPU), ``vae_dtype`` (fp32), ``decode_tf32`` (True: fp32 decoding
+  with TF32 matmuls on CUDA), ``compile`` (False: ``torch.compile`` the transformer),
   ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
   ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
 * Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
@@ -69,6 +70,7 @@ class Step1X3DBackend:
         dtype: str | None = None,
         vae_dtype: str | None = None,
         compile: bool = False,
+        decode_tf32: bool = True,
         offload: str = "auto",
         variant: str = "auto",
         texture_adapter: str | Path | None = None,
@@ -89,10 +91,11 @@ class Step1X3DBackend:
         self.dtype = parse_dtype(dtype, default_dtype(self.device))
         self.vae_dtype = parse_dtype(vae_dtype, torch.float32)
         self.compile = bool(compile)
+        self.decode_tf32 = bool(decode_tf32)
         self.offload = offload
         self.variant = variant
         self.model_dirs = self._find_models()
-        self._texture_options = dict(adapter=texture_adapter, sdxl_dir=sdxl_dir, vae_dir=sdxl_vae_dir,
+        self._texture_options: dict[str, Any] = dict(adapter=texture_adapter, sdxl_dir=sdxl_dir, vae_dir=sdxl_vae_dir,
                                      lora_dir=lora_dir, dtype=texture_dtype)
         self._geometry: Step1X3DGeometryPipeline | None = None
         self._geometry_variant: str | None = None
@@ -232,6 +235,7 @@ class Step1X3DBackend:
         ctx.progress("condition", 0, 1, f"loading {VARIANTS[kind]}")
         comps = load_components(self.model_dirs[kind], self.dtype, self.vae_dtype)
         pipe = Step1X3DGeometryPipeline.from_components(comps, compile=self.compile)
+        pipe.decode_tf32 = self.decode_tf32
         if self._offload_enabled():
             pipe.enable_model_cpu_offload(self.device)
         else:
@@ -296,8 +300,9 @@ class Step1X3DBackend:
         """The weight-free chain: UV atlas -> projection of the reference image(s) -> PBR maps."""
         from ..imaging.prepare import prepare_reference
         from ..pipeline.mesh_input import has_usable_uvs
-        from ..texturing.pbr import build_material, compute_tangents
+        from ..texturing.pbr import build_material
         from ..texturing.project import project_texture
+        from ..texturing.tangents import compute_tangents
         from ..uv.atlas import unwrap
 
         settings = request.settings

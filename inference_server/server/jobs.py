@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from blender_addon.protocol.messages import CANCELLED, DONE, EXPIRED, FAILED, QUEUED, RUNNING, TERMINAL_STATES
+from blender_addon.protocol.messages import DONE, QUEUED, RUNNING, TERMINAL_STATES
 
 from ..pipeline.base import JobRequest
 
@@ -39,6 +39,7 @@ class Job:
     last_progress: dict[str, Any] | None = None
     error: JobError | None = None
     cancel_requested: float | None = None
+    close_requested: bool = False  # closed while running: forget it (and any result) once it ends
 
     @property
     def terminal(self) -> bool:
@@ -126,4 +127,4 @@ class JobTable:
             del self.jobs[job.job_id]
 
 
-__all__ = ["Job", "JobError", "JobTable", "TerminalStateError", "CANCELLED", "DONE", "EXPIRED", "FAILED"]
+__all__ = ["Job", "JobError", "JobTable", "TerminalStateError"]

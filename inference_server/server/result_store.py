@@ -9,11 +9,12 @@ a result is on disk before any client hears it is ready.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 from blender_addon.protocol.messages import valid_job_id
 
@@ -36,7 +37,7 @@ class ResultStore:
             raise ResultStoreError(f"invalid job id {job_id!r}")
         return self.root / f"{job_id}{SUFFIX}"
 
-    def write(self, job_id: str, frames: Sequence[bytes | memoryview]) -> Path:
+    def write(self, job_id: str, frames: Sequence[Union[bytes, bytearray, memoryview]]) -> Path:
         final = self.path(job_id)
         tmp = self.root / f"{TMP_PREFIX}{job_id}-{os.getpid()}"
         lengths = [len(memoryview(f).cast("B")) for f in frames]
@@ -52,11 +53,19 @@ class ResultStore:
         return final
 
     def read(self, job_id: str) -> list[memoryview]:
+        """The stored frames as views over a read-only memory map: nothing is copied before the socket.
+
+        The map lives as long as any view (ZeroMQ holds them until sent); a result
+        deleted meanwhile stays readable through it (POSIX unlink semantics).
+        """
         path = self.path(job_id)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         except FileNotFoundError:
             raise ResultStoreError(f"the result file of job {job_id} is gone") from None
+        except ValueError:  # an empty file cannot be mapped
+            raise ResultStoreError(f"{path} is empty") from None
         view = memoryview(data)
         if view[: len(MAGIC)] != MAGIC or len(view) < len(MAGIC) + 4:
             raise ResultStoreError(f"{path} is not a result file")

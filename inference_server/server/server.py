@@ -67,7 +67,7 @@ class JobServer:
         self._stop_requested = threading.Event()
         self._stopping_since: float | None = None
         self._last_expiry_check = 0.0
-        self._avg_job_s = 30.0
+        self._avg_job_s = 10.0  # running average of job durations, for busy retry hints
         self.started = time.monotonic()
         self.bound_port: int | None = None
 
@@ -193,11 +193,10 @@ class JobServer:
             if now - running.cancel_requested > self.config.cancel_grace_s:
                 log.warning("job %s ignored its cancel for %.1f s; killing the worker", running.job_id, self.config.cancel_grace_s)
                 self._kill_worker_and_finish(m.CANCELLED, None)
-        if self.worker is not None and not self.worker.ready:
-            if now - self.worker.started > self.config.worker_ready_timeout_s:
-                self._set_backend_error(JobError("worker_crashed", "the backend did not finish loading in time"))
-                self.worker.kill()
-                self.worker = None
+        loading = self.worker is not None and not self.worker.ready and not self.worker.retiring
+        if loading and self.worker is not None and now - self.worker.started > self.config.worker_ready_timeout_s:
+            self._set_backend_error(JobError("worker_crashed", "the backend did not finish loading in time"))
+            self._drop_worker()
         if time.time() - self._last_expiry_check > EXPIRY_CHECK_S:
             self._expire_results(time.time())
         self._dispatch()
@@ -264,17 +263,16 @@ class JobServer:
         self._send(peer, m.WELCOME, self._welcome_fields())
 
     def _welcome_fields(self) -> dict[str, Any]:
-        worker = self.worker
-        ready = worker is not None and worker.ready
-        caps: dict[str, Any] = dict(worker.capabilities) if ready else {"loading": True}
-        active = worker.name if ready and worker is not None else self.backend_name
+        worker = self.worker if self.worker is not None and self.worker.ready else None
+        caps: dict[str, Any] = dict(worker.capabilities) if worker is not None else {"loading": True}
+        active = worker.name if worker is not None else self.backend_name
         fields: dict[str, Any] = {
             "server_version": __version__,
             "protocol_version": list(m.PROTOCOL_VERSION),
             "backends": {active: plain(caps)},
             "active_backend": active,
             "limits": self.limits.to_wire(),
-            "device": worker.device if worker is not None and worker.ready else "loading",
+            "device": worker.device if worker is not None else "loading",
             "settings": advertised_ranges(),
         }
         if self.backend_error is not None:
@@ -333,12 +331,16 @@ class JobServer:
         self._dispatch()
 
     def _retry_after(self) -> float:
+        """When a queue slot should free up: when the running job ends (its ETA, else the average job)."""
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
         remaining = self._avg_job_s
-        if running is not None and running.job_id in self._progress:
-            eta = self._progress[running.job_id].eta_s
-            remaining = eta if eta is not None else remaining
-        return float(min(max(remaining + self._avg_job_s * max(len(self.jobs.queue) - 1, 0), 1.0), 3600.0))
+        if running is not None:
+            model = self._progress.get(running.job_id)
+            if model is not None and model.eta_s is not None:
+                remaining = model.eta_s
+            elif running.started is not None:
+                remaining = self._avg_job_s - (time.monotonic() - running.started)
+        return float(min(max(remaining, 1.0), 3600.0))
 
     def _replay(self, peer: bytes, job: Job) -> None:
         """What a (re-)attaching client missed: the state, the latest progress, and result-ready."""
@@ -398,12 +400,16 @@ class JobServer:
             return
         if not job.terminal:
             # Closing a live job means nobody wants it any more: cancel first, forget when it ends.
+            job.close_requested = True
             self._on_cancel(peer, msg)
         if job.terminal:
-            self.jobs.remove(job.job_id)
-            self.store.delete(job.job_id)
-            self._progress.pop(job.job_id, None)
+            self._forget(job)
         self._send(peer, m.CLOSED, {"job_id": job.job_id})
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.remove(job.job_id)
+        self.store.delete(job.job_id)
+        self._progress.pop(job.job_id, None)
 
     def _on_ping(self, peer: bytes, msg: Message) -> None:
         fields: dict[str, Any] = {
@@ -511,8 +517,7 @@ class JobServer:
         assert self.worker is not None
         description = self.worker.exit_description()
         was_ready = self.worker.ready or self.worker.retiring
-        self.worker.kill()
-        self.worker = None
+        self._drop_worker()
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
         if running is not None:
             if running.cancel_requested is not None:
@@ -536,13 +541,21 @@ class JobServer:
 
     def _kill_worker_and_finish(self, state: str, error: JobError | None) -> None:
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
-        if self.worker is not None:
-            self.worker.kill()
-            self.worker = None
+        self._drop_worker()
         if running is not None and not running.terminal:
             self._finish(running, state, error)
         if self._stopping_since is None and self.backend_error is None:
             self._spawn_worker()
+
+    def _drop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+        if self._release_pending:  # a dead process holds no memory: answer the free-VRAM request
+            self._release_pending = False
+            for peer in self._vram_requests:
+                self._send(peer, m.VRAM_FREED, {"message": "the worker restarted, which released its memory"})
+            self._vram_requests.clear()
 
     def _set_backend_error(self, error: JobError) -> None:
         self.backend_error = error
@@ -583,6 +596,8 @@ class JobServer:
             self._notify(job, m.RESULT_READY, {"job_id": job.job_id})
         else:
             self._notify(job, m.STATE, self._state_fields(job))
+        if job.close_requested:
+            self._forget(job)
         self._dispatch()
 
     # ----------------------------------------------------------------- expiry and shutdown

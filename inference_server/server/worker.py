@@ -65,13 +65,14 @@ def _run_job(
     want_glb: bool,
 ) -> bool:
     """Run one job and report its outcome; returns False when the worker should exit afterwards."""
-    last_sent = [0.0, ""]
+    last_time = [0.0]
+    last_stage = [""]
 
     def report(stage: str, step: int, total: int, message: str) -> None:
         now = time.monotonic()
         # Throttle chatty pipelines, but never drop a stage change or a stage's last step.
-        if stage != last_sent[1] or step >= total or now - float(last_sent[0]) >= PROGRESS_INTERVAL_S:
-            last_sent[0], last_sent[1] = now, stage
+        if stage != last_stage[0] or step >= total or now - last_time[0] >= PROGRESS_INTERVAL_S:
+            last_time[0], last_stage[0] = now, stage
             conn.send(("progress", job_id, stage, int(step), int(total), str(message)))
 
     ctx = JobContext(callback=report, cancel_event=cancel_event)

@@ -22,7 +22,7 @@ import xatlas
 
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
-from .partition import bisect_chunks, face_features
+from .partition import bisect_chunks, connected_chunks, face_features
 
 STAGE = "uv_atlas"
 # Faces per xatlas mesh. Measured at 200k faces on 2 cores: 6k faces per chunk
@@ -96,7 +96,9 @@ def unwrap_with_info(
         raise ValueError("padding_px must be >= 0")
 
     _progress(ctx, 0, 4, "splitting the mesh into chunks")
-    labels = bisect_chunks(face_features(positions, faces), max(64, int(chunk_faces)))
+    max_chunk = max(64, int(chunk_faces))
+    labels = bisect_chunks(face_features(positions, faces), max_chunk)
+    labels = connected_chunks(faces, labels, min_faces=max_chunk // 4)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     chunk_faces_idx = np.split(order, bounds)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._backend import first_torch, like, resolve, to_numpy
+from .._backend import as_torch, first_torch, like, resolve, to_numpy
 from ._prep import BakeView, texel_samples, view_maps
 
 __all__ = ["BakeResult", "BakeView", "bake_views"]
@@ -73,8 +73,9 @@ def bake_views(
     if impl == "triton":
         from . import triton as tr
 
+        pos_t = as_torch(positions)
         return tr.bake_views(
-            positions, faces, uvs, views, (height, width), normals=normals, cos_power=cos_power,
+            pos_t, as_torch(faces, pos_t.device), as_torch(uvs, pos_t.device), views, (height, width), normals=normals, cos_power=cos_power,
             max_angle_deg=max_angle_deg, erode_px=erode_px, depth_edge=depth_edge,
             depth_tolerance=depth_tolerance, on_view=on_view,
         )
@@ -93,24 +94,32 @@ def bake_views(
     weight_map = np.zeros((height, width), np.float32)
     if len(tri) == 0 or len(views) == 0:
         return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template))
+    max_slope = math.tan(math.radians(min(max_angle_deg, 89.0)))
     if impl == "reference":
         from . import reference as acc_mod
+
+        samples = texel_samples(pos, tri, uv, nrm, width, height, "reference")
+        make_maps = view_maps
     else:
         from . import cpu as acc_mod  # type: ignore[no-redef]
-    samples = texel_samples(pos, tri, uv, nrm, width, height, impl)
+
+        samples = acc_mod.texel_samples(pos, tri, uv, nrm, width, height)
+        make_maps = acc_mod.view_maps
     acc = np.zeros((samples.index.size, nch), np.float64 if impl == "reference" else np.float32)
     wsum = np.zeros(samples.index.size, acc.dtype)
     for i, view in enumerate(views):
         if on_view is not None:
             on_view(i, len(views))
-        vm = view_maps(pos, tri, BakeView(to_numpy(view.image), to_numpy(view.view_proj), view.weight,
-                                          None if view.mask is None else to_numpy(view.mask)),
-                       erode_px, depth_edge, math.tan(math.radians(min(max_angle_deg, 89.0))), impl)
+        as_numpy = BakeView(to_numpy(view.image), to_numpy(view.view_proj), view.weight,
+                            None if view.mask is None else to_numpy(view.mask))
+        vm = make_maps(pos, tri, as_numpy, erode_px, depth_edge, max_slope)
         if vm.image.shape[2] != nch:
             raise ValueError(f"all views need {nch} channels, view {i} has {vm.image.shape[2]}")
         acc_mod.accumulate(samples, vm, acc, wsum, cos_min, cos_power, depth_tolerance)
-    hit = wsum > 0
-    flat_tex = texture.reshape(-1, nch)
-    flat_tex[samples.index[hit]] = (acc[hit] / wsum[hit, None]).astype(np.float32)
-    weight_map.reshape(-1)[samples.index] = wsum
+    if impl == "reference":
+        hit = wsum > 0
+        texture.reshape(-1, nch)[samples.index[hit]] = (acc[hit] / wsum[hit, None]).astype(np.float32)
+        weight_map.reshape(-1)[samples.index] = wsum
+    else:
+        acc_mod.resolve(samples.index, acc, wsum, texture.reshape(-1, nch), weight_map.reshape(-1))
     return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template))

@@ -52,7 +52,7 @@ class ViewMaps:
     # World size of one pixel: ``footprint`` for orthographic cameras, ``footprint * linear depth``
     # for perspective ones. Depth tests allow for a surface's slope across that size.
     footprint: float
-    depth: "DepthModel"
+    depth: DepthModel
 
 
 def face_normals(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:

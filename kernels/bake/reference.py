@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._prep import TexelSamples, ViewMaps, linear_depth
+from ._prep import TexelSamples, ViewMaps, linear_depth_of_points
 
 
 def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ def accumulate(
     pxi = np.where(ok, px, 0).astype(np.int64)
     pyi = np.where(ok, py, 0).astype(np.int64)
     ok &= view.valid[pyi, pxi]
-    lin = linear_depth(p, view.view_proj, view.orthographic, view.toward_camera)
+    lin = linear_depth_of_points(p, view.view_proj, view.depth)
     if view.orthographic:
         to_cam = np.broadcast_to(view.toward_camera, p.shape)
     else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import first_torch, like, resolve, to_numpy
+from .._backend import as_torch, first_torch, like, resolve, to_numpy
 from . import _mesh
 from ._pushpull import push_pull
 
@@ -46,7 +46,8 @@ def fill_holes(
     if impl == "triton":
         from . import triton as tr
 
-        return tr.fill_holes(texture, mask, mesh=mesh, positions=positions, uvs=uvs, faces=faces,
+        tex_t = as_torch(texture)
+        return tr.fill_holes(tex_t, as_torch(mask, tex_t.device), mesh=mesh, positions=positions, uvs=uvs, faces=faces,
                              chart_mask=chart_mask, gutter_px=gutter_px, smooth_iterations=smooth_iterations)
     template = first_torch(texture, mask)
     tex = to_numpy(texture, np.float32)
@@ -55,7 +56,12 @@ def fill_holes(
     known = to_numpy(mask).astype(bool).copy()
     tex, known = fill_numpy(tex, known, mesh=mesh, positions=positions, uvs=uvs, faces=faces, chart_mask=chart_mask,
                             gutter_px=gutter_px, smooth_iterations=smooth_iterations, impl=impl)
-    out = push_pull(tex, known)
+    if impl == "reference":
+        out = push_pull(tex, known)
+    else:
+        from .cpu import push_pull as push_pull_cpu
+
+        out = push_pull_cpu(tex, known)
     return like(out[:, :, 0] if squeeze else out, template)
 
 
@@ -75,7 +81,12 @@ def fill_numpy(
         uvr = rasterize_uv(to_numpy(uvs, np.float32), tri, w, h, backend=impl)
         charts = uvr.face_id >= 0 if chart_mask is None else to_numpy(chart_mask).astype(bool)
         known &= charts
-        colours, seen = _mesh.vertex_colours(tex, known, uvr.face_id, uvr.bary, tri, len(pos))
+        if impl == "reference":
+            colours, seen = _mesh.vertex_colours(tex, known, uvr.face_id, uvr.bary, tri, len(pos))
+        else:
+            from .cpu import vertex_colours
+
+            colours, seen = vertex_colours(tex, known, uvr.face_id, uvr.bary, tri, len(pos))
         colours, defined = _mesh.propagate(pos, tri, colours, seen, smooth_iterations)
         known = _mesh.paint_charts(tex, known, uvr.face_id, uvr.bary, tri, colours, defined)
     elif chart_mask is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import first_torch, like, resolve, to_numpy
+from .._backend import as_torch, first_torch, like, resolve, to_numpy
 from ._setup import Raster, check_faces, empty_raster, uv_to_clip_positions
 
 __all__ = ["Raster", "interpolate", "rasterize", "rasterize_uv"]
@@ -34,7 +34,8 @@ def rasterize(
     if impl == "triton":
         from . import triton as tr
 
-        return tr.rasterize(positions, faces, view_proj, width, height)
+        pos_t = as_torch(positions)
+        return tr.rasterize(pos_t, as_torch(faces, pos_t.device), to_numpy(view_proj, np.float64), width, height)
     template = first_torch(positions, faces)
     pos = to_numpy(positions, np.float64).reshape(-1, 3)
     tri = check_faces(to_numpy(faces), len(pos))

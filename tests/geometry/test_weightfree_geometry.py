@@ -123,10 +123,59 @@ def test_non_convex_shape_is_valid_oriented_and_keeps_both_parts() -> None:
     assert bar_depth < 0.5 * np.sqrt(2) * bar_width * 1.05  # strip: thickness = depth x sqrt(2) x width
 
 
+def test_separate_thin_part_is_kept() -> None:
+    """A stick about one extraction cell wide, apart from the body: the coarse grid steps over it,
+    the outline seeds bring it back."""
+    img = np.zeros((SIZE, SIZE, 4), np.uint8)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    img[np.hypot(xx - 600, yy - 500) < 150] = 255
+    img[100:900, 300:306] = 255  # 7 px wide after preparation: 0.014 world units
+    mesh = build_geometry([prepare_reference(img)], JobSettings(max_faces=30_000), JobContext())
+    assert_valid(mesh, 30_000)
+    parts = trimesh.Trimesh(mesh.positions, mesh.faces, process=False).split(only_watertight=True)
+    stick = min(parts, key=lambda m: m.area)
+    assert len(parts) == 2
+    assert stick.bounds[1, 1] - stick.bounds[0, 1] > 1.8  # runs the whole height
+    assert stick.bounds[0, 0] == pytest.approx(-0.53, abs=0.02)
+
+
+def random_blobs(seed: int, size: int = 512) -> np.ndarray:
+    """A union of random ellipses minus a few random holes: varied outlines, parts and genus."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    inside = np.zeros((size, size), bool)
+
+    def ellipse(scale: float) -> np.ndarray:
+        cx, cy = rng.uniform(0.2, 0.8, 2) * size
+        a, b = rng.uniform(0.03, scale, 2) * size
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+    for _ in range(rng.integers(2, 7)):
+        inside |= ellipse(0.25)
+    for _ in range(rng.integers(0, 3)):
+        inside &= ~ellipse(0.06)
+    img = np.zeros((size, size, 4), np.uint8)
+    img[inside] = (120, 200, 40, 255)
+    return img
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_silhouettes_give_closed_manifolds_within_budget(seed: int) -> None:
+    prepared = prepare_reference(random_blobs(seed), size=512)
+    budget = 4_000 + 3_000 * seed
+    mesh = build_geometry([prepared], JobSettings(max_faces=budget, inflate_depth=0.2 + 0.3 * seed),
+                          JobContext(), resolution=128)
+    assert_valid(mesh, budget)
+
+
 def test_side_view_bounds_the_depth(sphere_image: PreparedImage) -> None:
     """Front: a circle. Right view: an ellipse 0.4 as wide as tall -> a flattened solid."""
     side = prepare_reference(ellipse_rgba(120, 300))
-    mesh = build_geometry([sphere_image, side], JobSettings(max_faces=30_000), JobContext())
+    # 192^3 is plenty for extents to 1% and keeps the test quick.
+    mesh = build_geometry([sphere_image, side], JobSettings(max_faces=30_000), JobContext(), resolution=192)
     assert_valid(mesh, 30_000)
     extent = mesh.positions.max(axis=0) - mesh.positions.min(axis=0)
     assert extent[1] == pytest.approx(1.9, rel=0.01)
@@ -134,7 +183,7 @@ def test_side_view_bounds_the_depth(sphere_image: PreparedImage) -> None:
     assert extent[2] == pytest.approx(0.4 * 1.9, rel=0.03)
     # A deep side view deepens the default inflation: circle + circle -> sphere, not a 2:1 lens.
     round_side = prepare_reference(ellipse_rgba(300, 300))
-    deep = build_geometry([sphere_image, round_side], JobSettings(max_faces=30_000), JobContext())
+    deep = build_geometry([sphere_image, round_side], JobSettings(max_faces=30_000), JobContext(), resolution=192)
     extent = deep.positions.max(axis=0) - deep.positions.min(axis=0)
     assert extent[2] == pytest.approx(extent[0], rel=0.02)
 
@@ -153,7 +202,7 @@ def test_right_and_left_views_face_the_right_way(sphere_image: PreparedImage) ->
     mirrored = prepare_reference(np.ascontiguousarray(img[:, ::-1]))
     back = prepare_reference(ellipse_rgba(300, 300))
     for images, body_side in (([sphere_image, stub], 1.0), ([sphere_image, mirrored, back, stub], -1.0)):
-        mesh = build_geometry(images, JobSettings(max_faces=20_000), JobContext())
+        mesh = build_geometry(images, JobSettings(max_faces=20_000), JobContext(), resolution=128)
         v = mesh.positions
         upper = v[(v[:, 1] > 0.3) & (v[:, 1] < 0.6), 2]
         middle = v[np.abs(v[:, 1]) < 0.02, 2] * -body_side  # positive towards the stub

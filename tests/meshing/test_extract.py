@@ -127,6 +127,22 @@ def test_surface_missed_by_the_coarse_grid_is_followed() -> None:
     assert len(f) == len(df)
 
 
+def test_seeds_find_a_part_the_coarse_grid_steps_over() -> None:
+    """A ball smaller than a coarse cell, far from anything else: invisible unless seeded."""
+
+    def two_balls(p: np.ndarray) -> np.ndarray:
+        return np.maximum(sphere(p, 0.5), 0.02 - np.linalg.norm(p - np.float32([0.8, 0.8, 0.8]), axis=1))
+
+    plain_v, _ = extract_surface(two_balls, resolution=128, coarse_resolution=16)
+    assert np.linalg.norm(plain_v, axis=1).max() < 0.51
+    seed = np.float32([[0.8, 0.8, 0.82]])  # on the small ball's surface
+    v, f = extract_surface(two_balls, resolution=128, coarse_resolution=16, seeds=seed)
+    assert_closed(v, f)
+    small = v[np.linalg.norm(v - 0.8, axis=1) < 0.05]
+    assert len(small) > 20
+    assert np.abs(np.linalg.norm(small - 0.8, axis=1) - 0.02).max() < 0.003
+
+
 def test_non_power_of_two_resolution() -> None:
     v, f = extract_surface(sphere, resolution=300, coarse_resolution=96)
     assert_closed(v, f)

@@ -154,3 +154,18 @@ def test_hung_job_is_killed_on_cancel(conn: ServerConnection) -> None:
     assert state.state == "cancelled"
     assert 2.5 < time.monotonic() - started < 6.0  # cancel_grace_s is 3 s
     assert_next_job_succeeds(conn)
+
+
+def test_close_while_running_cancels_and_forgets(conn: ServerConnection) -> None:
+    from blender_addon.client import Closed, ErrorEvent
+
+    jid = job_id()
+    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=100))
+    collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid)
+    conn.close_job(jid)
+    events = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in TERMINAL)
+    assert events_of(events, Closed) and events[-1].state == "cancelled"
+    conn.attach(jid)
+    err = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]
+    assert err.code == "unknown_job"
+    assert_next_job_succeeds(conn)

@@ -18,10 +18,10 @@ Nothing here can reach the network.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 VARIANTS = {"base": "Step1X-3D-Geometry-1300m", "label": "Step1X-3D-Geometry-Label-1300m"}
 # Buffers older transformers versions saved with the CLIP/DINO weights; they are recomputed, not loaded.
 IGNORED_CHECKPOINT_SUFFIXES = (".position_ids",)
+M = TypeVar("M", bound=nn.Module)
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
 
@@ -154,8 +155,8 @@ def check_keys(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], weights
     return mapping
 
 
-def load_weights(module: nn.Module, weights: Path, dtype: torch.dtype,
-                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> nn.Module:
+def load_weights(module: M, weights: Path, dtype: torch.dtype,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> M:
     """Strictly load ``weights`` into ``module`` (built on the meta device), casting floats to ``dtype``."""
     from safetensors import safe_open
 
@@ -167,10 +168,11 @@ def load_weights(module: nn.Module, weights: Path, dtype: torch.dtype,
             state[local] = t.to(dtype) if t.is_floating_point() else t
     module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False)
-    return module.eval()
+    module.eval()
+    return module
 
 
-def build_empty(factory: Any, *args: Any) -> nn.Module:
+def build_empty(factory: Callable[..., M], *args: Any) -> M:
     """Build a module with parameters on the meta device (buffers stay real: they are not in the files)."""
     from accelerate import init_empty_weights
 

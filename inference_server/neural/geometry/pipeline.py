@@ -69,6 +69,9 @@ class Step1X3DGeometryPipeline:
         self.scheduler = scheduler
         self.label_encoder = label_encoder
         self.compile = compile
+        # fp32 decoding on CUDA runs its matmuls in TF32: fp32's range (no overflowing logits, as
+        # upstream's fp16 decode risks) at tensor-core speed. False: bit-for-bit fp32 like upstream.
+        self.decode_tf32 = True
         self._device = torch.device("cpu")
         self._offload = False
         self._compiled: nn.Module | None = None
@@ -261,7 +264,7 @@ class Step1X3DGeometryPipeline:
         from ...meshing.extract import extract_surface
 
         field_fn = LatentField(self.vae, decoded, chunk_size)
-        with _tf32_matmul(self._device):
+        with _tf32_matmul(self._device, self.decode_tf32):
             verts, faces = extract_surface(field_fn, bounds=bounds, resolution=octree_resolution,
                                            coarse_resolution=octree_coarse(octree_resolution), level=mc_level,
                                            batch_size=max(field_fn.chunk_size, 262_144), band=UPSTREAM_BAND, ctx=ctx)
@@ -371,8 +374,8 @@ class Step1X3DGeometryPipeline:
         ``label`` (Label model): ``{"symmetry": "asymmetry"|"x", "edge_type": "normal"|"smooth"|"sharp",
         "pose": "unknown"|"t-pose"|"a-pose"}``; absent keys take class 0, as upstream.
         """
-        images = list(image) if isinstance(image, (list, tuple)) else [image]
-        images = [img for img in images for _ in range(num_meshes_per_prompt)]
+        given: list[ImageInput] = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
+        images = [img for img in given for _ in range(num_meshes_per_prompt)]
         if label is not None and self.label_encoder is None:
             label = None  # the base model has no label input; upstream ignores it too
         result = self.generate(
@@ -415,9 +418,9 @@ def _sync(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _tf32_matmul(device: torch.device) -> Iterator[None]:
+def _tf32_matmul(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """TF32 matmuls for fp32 decoding on CUDA: fp32 range (no overflowing logits), tensor-core speed."""
-    if device.type != "cuda":
+    if device.type != "cuda" or not enabled:
         yield
         return
     previous = torch.backends.cuda.matmul.allow_tf32

@@ -43,5 +43,9 @@ def condition_image(
     rgba = to_rgba(image)
     size = int(min(MAX_CANVAS, max(MIN_CANVAS, max(rgba.shape[:2]))))
     prepared = prepare_reference(rgba, size=size, fill=foreground_ratio, background=background)
-    # prepare_reference composites the object over `background` already; alpha only marks coverage.
-    return Image.fromarray(np.ascontiguousarray(prepared.rgba[..., :3]), "RGB")
+    # The canvas is already composited over `background` and keeps the coverage as alpha, like
+    # upstream's preprocess_image. Upstream's HF image processors (transformers >= 4.40) then
+    # composite that RGBA over white once more, which lightens the anti-aliased rim: do the same.
+    canvas = Image.fromarray(np.ascontiguousarray(prepared.rgba), "RGBA")
+    white = Image.new("RGBA", canvas.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, canvas).convert("RGB")

@@ -47,7 +47,10 @@ def bake_texture(
     """Bake and fill. Returns the (T, T, 3) uint8 base colour and the fraction of chart texels the
     views covered directly (the rest was filled). ``kernel_device="cuda"`` runs the kernels' GPU path."""
     upsampled = upsample_views(images, bake_resolution)
-    dev: Any = lambda x: on_device(x, kernel_device)  # noqa: E731 - local shorthand
+
+    def dev(array: Any) -> Any:
+        return on_device(array, kernel_device)
+
     bake_views = [kernels.BakeView(dev(image), dev(view.view_proj), view.weight) for image, view in zip(upsampled, views)]
     positions, faces, uv, normals = dev(mesh.positions), dev(mesh.faces), dev(np.asarray(uvs, np.float32)), dev(mesh.normals)
     result = kernels.bake_views(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from .bake import bake_texture
 from .config import MAX_TEXTURE_SIZE, TextureConfig
 from .conditioning import gpu_kernels_available, mv_views, prepare_reference, prepare_view_mesh, render_geometry
 from .loading import load_models
-from .lora import lora_applied, resolve_lora_file
+from .lora import LoraInfo, lora_applied, resolve_lora_file
 from .pipelines.multiview_sdxl import MultiViewSDXL
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class TextureStage:
 
         with self._lock:
             pipe = self.load()
-            lora = nullcontext(None)
+            lora: AbstractContextManager[LoraInfo | None] = nullcontext(None)
             if settings.lora:
                 lora = lora_applied(pipe.models.unet, resolve_lora_file(c.lora_dir, settings.lora), settings.lora_scale)
             steps = settings.texture_steps
@@ -162,6 +162,7 @@ class TextureStage:
                 pipe.offload_all()  # the bake runs on the CPU: leave the card to the next job
 
         n_views = len(views)
+        assert mesh.uvs is not None  # _ensure_uvs guarantees an atlas
         texture, coverage = bake_texture(
             view_mesh, mesh.uvs, images_out.numpy(), views, settings.texture_size, c.bake_resolution,
             on_view=lambda i, n: ctx.progress(STAGE_BAKE, i, n + 1, f"baking view {i + 1} of {n}"),

@@ -85,6 +85,26 @@ def build_tiny_components(label: bool, seed: int = 0) -> dict[str, torch.nn.Modu
     with torch.no_grad():
         for p in modules["visual_encoder"].parameters():
             p.normal_(0.0, 0.05)
+        # Keep the tiny field smooth (a few blobs rather than noise at 2^7 cycles per unit), so
+        # the tiny runs give meshes of a sensible size: only x, y, z and the two lowest
+        # frequencies reach the decoder. Layout: [xyz, sin(x f0..f7, y.., z..), cos(...)].
+        keep = torch.zeros(51, dtype=torch.bool)
+        keep[:3] = True
+        for block in (3, 27):
+            for axis in range(3):
+                keep[block + axis * 8 : block + axis * 8 + 2] = True
+        dec = modules["vae"].decoder
+        dec.query_proj.weight[:, ~keep] = 0.0
+        # ... and give it an inside: channel 0 (and -channel 1) carry cos x + cos y + cos z - 2.7,
+        # positive within a radius of about 0.77, and the output reads them. The latents still
+        # steer the rest of the field through the cross-attention.
+        cos_f0 = [27 + axis * 8 for axis in range(3)]
+        for channel, sign in ((0, 1.0), (1, -1.0)):
+            dec.query_proj.weight[channel] = 0.0
+            dec.query_proj.weight[channel, cos_f0] = 4.0 * sign
+            dec.query_proj.bias[channel] = -2.7 * 4.0 * sign
+        dec.output_proj.weight[0, 0] += 2.0
+        dec.output_proj.weight[0, 1] -= 2.0
     return modules
 
 

@@ -109,6 +109,21 @@ def test_cfg_pair_runs_as_one_batch(tiny_stage) -> None:
         hook.remove()
 
 
+def test_adapter_branches_take_part(tiny_stage) -> None:
+    """Turning the multi-view, reference or geometry branch off changes the views: each is wired in."""
+    pipe = tiny_stage.load()
+    ref = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    control = torch.rand(6, 6, 64, 64, generator=torch.Generator().manual_seed(1))
+
+    def latents(**scales: float) -> torch.Tensor:
+        return pipe(ref, control, num_inference_steps=1, guidance_scale=3.0, generator=torch.Generator().manual_seed(0),
+                    output_latents=True, **scales)
+
+    base = latents()
+    for off in ({"mv_scale": 0.0}, {"reference_scale": 0.0}, {"control_scale": 0.0}):
+        assert not torch.allclose(latents(**off), base), off
+
+
 def test_cancel_lands_between_steps(tiny_stage, client_mesh: MeshData) -> None:
     cancel = threading.Event()
     steps: list[int] = []

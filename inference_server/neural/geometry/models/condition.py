@@ -101,7 +101,7 @@ def clip_config(shapes: Shapes | None, clip_type: str | None, prefix: str = "cli
         v_patch = shapes[f"{prefix}vision_model.embeddings.patch_embedding.weight"][-1]
         v_pos = shapes[f"{prefix}vision_model.embeddings.position_embedding.weight"][0] - 1
         vocab, t_hidden = shapes[f"{prefix}text_model.embeddings.token_embedding.weight"]
-        vision = dict(
+        vision: dict[str, Any] = dict(
             hidden_size=v_hidden,
             intermediate_size=shapes[f"{prefix}vision_model.encoder.layers.0.mlp.fc1.weight"][0],
             num_attention_heads=max(1, v_hidden // HEAD_DIM),
@@ -109,7 +109,7 @@ def clip_config(shapes: Shapes | None, clip_type: str | None, prefix: str = "cli
             image_size=int(round(v_pos**0.5)) * v_patch,
             patch_size=v_patch,
         )
-        text = dict(
+        text: dict[str, Any] = dict(
             hidden_size=t_hidden,
             intermediate_size=shapes[f"{prefix}text_model.encoder.layers.0.mlp.fc1.weight"][0],
             num_attention_heads=max(1, t_hidden // HEAD_DIM),
@@ -136,8 +136,8 @@ def _pixels(images: Sequence[Image.Image], size: int, mean: tuple[float, ...], s
     for img in images:
         img = img.convert("RGB")
         w, h = img.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        # Shortest side to `size`, the longer one truncated as transformers' resize does.
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         img = img.resize((nw, nh), Image.Resampling.BICUBIC)
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
@@ -187,12 +187,17 @@ class ImageConditionEncoder(nn.Module):
 
     @property
     def clip_image_size(self) -> int:
-        return int(self.clip_model.config.vision_config.image_size) if self.with_clip else CLIP_IMAGE_SIZE
+        if not self.with_clip:
+            return CLIP_IMAGE_SIZE
+        vision: Any = self.clip_model.config.vision_config
+        return int(vision.image_size)
 
     def tokens_per_image(self) -> int:
-        n = (self.dino_image_size // self.dino_model.config.patch_size) ** 2 + 1
+        dino: Any = self.dino_model.config
+        n = (self.dino_image_size // int(dino.patch_size)) ** 2 + 1
         if self.with_clip:
-            n += (self.clip_image_size // self.clip_model.config.vision_config.patch_size) ** 2 + 1
+            vision: Any = self.clip_model.config.vision_config
+            n += (self.clip_image_size // int(vision.patch_size)) ** 2 + 1
         return n
 
     def pixel_values(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:

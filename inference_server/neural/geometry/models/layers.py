@@ -42,6 +42,7 @@ class FourierEmbedder(nn.Module):
         if include_pi:
             freqs = freqs * math.pi
         # Not persistent: the checkpoints do not carry it, and strict loading must not ask for it.
+        self.frequencies: torch.Tensor
         self.register_buffer("frequencies", freqs, persistent=False)
         self.num_freqs = num_freqs
         self.out_dim = input_dim * (2 * num_freqs + 1)

@@ -135,28 +135,7 @@ class MVRowColAttnProcessor(nn.Module):
         if use_ref:
             self.to_q_ref, self.to_k_ref, self.to_v_ref, self.to_out_ref = _projection(hidden_size, hidden_size, **factory)
 
-    def __call__(  # type: ignore[override]  # nn.Module.__call__ dispatches to forward
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        mv_scale: float = 1.0,
-        ref_hidden_states: RefStates | None = None,
-        ref_scale: float = 1.0,
-        cache_hidden_states: RefStates | None = None,
-        use_mv: bool = True,
-        use_ref: bool = True,
-        num_views: int = NUM_VIEWS,
-        **_: Any,
-    ) -> torch.Tensor:
-        return self.forward(
-            attn, hidden_states, encoder_hidden_states, attention_mask, temb, mv_scale,
-            ref_hidden_states, ref_scale, cache_hidden_states, use_mv, use_ref, num_views,
-        )
-
-    def forward(  # noqa: PLR0913 - mirrors the diffusers processor call signature
+    def forward(  # mirrors diffusers' processor call signature plus the MV-Adapter arguments
         self,
         attn: Attention,
         hidden_states: torch.Tensor,
@@ -236,6 +215,10 @@ class MVRowColAttnProcessor(nn.Module):
             out = out + residual
         return out / attn.rescale_output_factor
 
+    # diffusers calls processors directly and filters the call's keyword arguments by the
+    # signature of ``processor.__call__``: expose forward's (nn.Module's is ``*args, **kwargs``).
+    __call__ = forward  # type: ignore[assignment]
+
     def _reference(
         self, hidden_states: torch.Tensor, reference: torch.Tensor, heads: int, head_dim: int, scale: float
     ) -> torch.Tensor:
@@ -269,7 +252,7 @@ def self_attention_hidden_size(name: str, block_out_channels: tuple[int, ...] | 
 
 
 def install_mv_processors(
-    unet: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    unet: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> dict[str, MVRowColAttnProcessor]:
     """Give every self-attention the MV-Adapter branches and every cross-attention a plain processor.
 
@@ -277,13 +260,13 @@ def install_mv_processors(
     loaded right after (with ``assign=True``). Returns the processors by layer name
     (``down_blocks.1.attentions.0.transformer_blocks.0.attn1.processor``).
     """
-    config = unet.config  # type: ignore[attr-defined]
+    config = unet.config  # a diffusers UNet2DConditionModel
     processors: dict[str, MVRowColAttnProcessor] = {}
-    for name in unet.attn_processors:  # type: ignore[attr-defined]
+    for name in unet.attn_processors:
         is_self = name.endswith("attn1.processor")
         size = self_attention_hidden_size(name, config.block_out_channels)
         processors[name] = MVRowColAttnProcessor(size, name=name, use_mv=is_self, use_ref=is_self, device=device, dtype=dtype)
-    unet.set_attn_processor(dict(processors))  # type: ignore[attr-defined]  # diffusers pops from the dict it gets
+    unet.set_attn_processor(dict(processors))  # a copy: diffusers pops from the dict it gets
     return processors
 
 

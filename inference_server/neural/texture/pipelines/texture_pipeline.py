@@ -26,7 +26,7 @@ from PIL import Image
 from blender_addon.protocol.settings import JobSettings
 
 from ....assets import MeshData, PBRMaterial
-from ....pipeline.base import JobContext
+from ....pipeline.base import JobContext, PipelineError
 from ..config import TextureConfig
 from ..stage import TextureStage
 
@@ -46,9 +46,10 @@ def _to_rgba(image: Any) -> np.ndarray:
     return array
 
 
-def trimesh_to_meshdata(mesh: trimesh.Trimesh | trimesh.Scene) -> MeshData:
-    if isinstance(mesh, trimesh.Scene):
-        mesh = mesh.to_geometry()
+def trimesh_to_meshdata(loaded: trimesh.Trimesh | trimesh.Scene) -> MeshData:
+    mesh = loaded.to_geometry() if isinstance(loaded, trimesh.Scene) else loaded
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise PipelineError("the mesh to texture must be a triangle mesh", code="bad_mesh")
     uvs = None
     visual_uv = getattr(mesh.visual, "uv", None)
     if visual_uv is not None and len(visual_uv) == len(mesh.vertices):

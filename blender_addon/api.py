@@ -1,0 +1,122 @@
+"""Blocking Python API for scripts (``blender -b --python script.py``) and the Python console.
+
+    from bl_ext.user_default.step1x3d import api      # installed extension
+    obj = api.generate(["/refs/chair.png"], seed=7, max_faces=50_000)
+    api.retexture(bpy.data.objects["Crate"], ["/refs/crate.png"])
+
+Both calls drive the same non-blocking poll step as the panel (no threads),
+sleeping inside libzmq's poll between steps, and return only once the object
+is in the scene. Failures raise :class:`Step1X3DError` whose message is the
+same one sentence the panel would show. Settings are the keyword names of
+``blender_addon.protocol.settings.JobSettings`` (seed, steps, guidance,
+max_faces, texture_size, inflate_depth, lods, ...); server address and
+timeouts default to the add-on preferences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import bpy
+
+from .core.session import SessionView, wait
+from .protocol.settings import JobSettings
+
+
+ProgressCallback = Callable[[SessionView], None]
+
+__all__ = ["Step1X3DError", "SessionView", "generate", "retexture"]
+
+
+class Step1X3DError(RuntimeError):
+    """A job did not produce an asset; ``str(exc)`` is one sentence (server offline, busy, bad image...)."""
+
+
+def generate(
+    images: Sequence[str | os.PathLike[str] | bpy.types.Image],
+    *,
+    name: str = "",
+    progress: ProgressCallback | None = None,
+    address: str | None = None,
+    timeout: float | None = None,
+    context: bpy.types.Context | None = None,
+    **settings: Any,
+) -> bpy.types.Object:
+    """Generate an asset from reference images (front view first) and return the new object.
+
+    ``progress(view)`` is called whenever the state, stage or percentage changes;
+    ``view.state``, ``view.stage``, ``view.fraction`` (0-1), ``view.eta_s`` and
+    ``view.progress_text()`` describe the job. ``timeout`` cancels the job after
+    that many seconds. ``mode`` may be "full" (default) or "geometry".
+    """
+    from .blender import jobs, references
+
+    ctx = context or bpy.context
+    prefs = _prefs(ctx, address)
+    try:
+        refs = references.gather(_as_list(images))
+        job_settings = jobs.resolve_settings(JobSettings().to_wire(), settings)
+        job = jobs.start_generate(refs, job_settings, prefs, name=name)
+    except references.InputError as exc:
+        raise Step1X3DError(str(exc)) from None
+    return _finish(ctx, job, prefs, progress, timeout)
+
+
+def retexture(
+    obj: bpy.types.Object,
+    images: Sequence[str | os.PathLike[str] | bpy.types.Image],
+    *,
+    progress: ProgressCallback | None = None,
+    address: str | None = None,
+    timeout: float | None = None,
+    context: bpy.types.Context | None = None,
+    **settings: Any,
+) -> bpy.types.Object:
+    """Paint ``obj`` (its evaluated mesh, with modifiers) from the images; returns the same object.
+
+    The object keeps its name, transform, modifiers and mesh; it gets a new
+    material. A mesh without a UV map is given one (Smart UV Project) first.
+    """
+    from .blender import jobs, references
+
+    ctx = context or bpy.context
+    prefs = _prefs(ctx, address)
+    try:
+        refs = references.gather(_as_list(images))
+        job_settings = jobs.resolve_settings(JobSettings().to_wire(), {**settings, "mode": "texture"})
+        job = jobs.start_retexture(ctx, obj, refs, job_settings, prefs)
+    except references.InputError as exc:
+        raise Step1X3DError(str(exc)) from None
+    return _finish(ctx, job, prefs, progress, timeout)
+
+
+def _finish(
+    ctx: bpy.types.Context, job: Any, prefs: Any, progress: ProgressCallback | None, timeout: float | None
+) -> bpy.types.Object:
+    from .blender import jobs
+
+    try:
+        wait(job.session, progress=progress, timeout_s=timeout)
+        return jobs.complete(ctx, job, prefs)
+    except jobs.JobFailed as exc:
+        raise Step1X3DError(str(exc)) from None
+    except BaseException:  # Ctrl+C in the console: tell the server, never leave the socket open
+        job.session.cancel()
+        raise
+    finally:
+        job.session.close()
+
+
+def _prefs(ctx: bpy.types.Context, address: str | None) -> Any:
+    from .blender.preferences import get_prefs
+
+    prefs = get_prefs(ctx)
+    return dataclasses.replace(prefs, server_address=address) if address else prefs
+
+
+def _as_list(images: Iterable[Any] | str | os.PathLike[str] | bpy.types.Image) -> list[Any]:
+    if isinstance(images, (str, os.PathLike, bpy.types.Image)):
+        return [images]  # a single image is a common slip; accept it
+    return list(images)

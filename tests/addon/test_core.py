@@ -1,0 +1,234 @@
+"""The add-on's pure logic (no bpy): frames, mesh arrays, payloads, history, presets, PNG, the job session."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blender_addon.client.events import Accepted, Offline, Progress, Result, ResultReady, StateChanged, Welcome
+from blender_addon.core import axes, wording
+from blender_addon.core.clientmesh import client_mesh_payload
+from blender_addon.core.history import History, HistoryEntry
+from blender_addon.core.meshdata import MeshDataError, blender_arrays_from_result
+from blender_addon.core.naming import asset_name, texture_name
+from blender_addon.core.payload import ResultPayload, load_payload, save_payload
+from blender_addon.core.png import encode_png, float_pixels_to_rgba8
+from blender_addon.core.presets import BUILTIN_PRESETS, PresetStore
+from blender_addon.core.session import JobRequestSpec, JobSession, wait
+from blender_addon.protocol.settings import SettingsError
+
+from .assets import cube_arrays, cube_textures
+
+
+def test_package_root_imports_without_bpy() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, blender_addon, blender_addon.core.session; assert 'bpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_axes_match_the_gltf_importer_and_round_trip() -> None:
+    v = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    assert axes.gltf_to_blender_vectors(v).tolist() == [[1.0, -3.0, 2.0]]  # (x, y, z) -> (x, -z, y)
+    assert np.array_equal(axes.blender_to_gltf_vectors(axes.gltf_to_blender_vectors(v)), v)
+    assert np.allclose(axes.flip_v(np.array([[0.25, 0.1]])), [[0.25, 0.9]])
+
+
+def test_mesh_arrays_are_laid_out_per_corner() -> None:
+    mesh = cube_arrays()
+    arrays = blender_arrays_from_result({**mesh, "smooth": False})
+    assert arrays.vertex_count == 24 and arrays.face_count == 12
+    assert arrays.corner_verts.dtype == np.int32 and arrays.loop_starts.tolist() == list(range(0, 36, 3))
+    assert arrays.corner_uvs is not None
+    corner0 = mesh["faces"][0, 0]
+    assert arrays.corner_uvs[:2].tolist() == pytest.approx([mesh["uvs"][corner0, 0], 1 - mesh["uvs"][corner0, 1]])
+    assert not arrays.smooth
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"faces": np.array([[0, 1, 99]], dtype=np.uint32)}, "do not exist"),
+        ({"positions": np.full((3, 3), np.nan, dtype=np.float32), "faces": np.array([[0, 1, 2]])}, "non-finite"),
+        ({"uvs": np.zeros((2, 2), dtype=np.float32)}, "different number of UVs"),
+        ({"faces": np.zeros((0, 3), dtype=np.uint32)}, "empty"),
+        ({"faces": np.zeros((4, 4), dtype=np.uint32)}, "shape"),
+    ],
+)
+def test_bad_meshes_are_refused_with_one_sentence(change: dict[str, Any], words: str) -> None:
+    with pytest.raises(MeshDataError, match=words):
+        blender_arrays_from_result({**cube_arrays(), **change})
+
+
+def test_client_mesh_splits_vertices_at_uv_seams() -> None:
+    # A quad made of two triangles whose shared edge is a UV seam on one corner.
+    positions = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.float32)
+    corner_verts = np.array([0, 1, 2, 0, 2, 3])
+    tri = np.arange(6)
+    uvs = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [0.5, 0.5], [0, 1]], dtype=np.float32)
+    out = client_mesh_payload(positions, corner_verts, tri, uvs)
+    assert out["positions"].shape == (5, 3)  # vertex 2 split in two
+    assert out["faces"].shape == (2, 3) and out["faces"].max() == 4
+    # Back in the Blender frame, each corner gets its own UV again.
+    corner_uvs = axes.flip_v(out["uvs"])[out["faces"].ravel()]
+    assert np.allclose(corner_uvs, uvs)
+    assert np.allclose(axes.gltf_to_blender_vectors(out["positions"])[out["faces"].ravel()], positions[corner_verts])
+    plain = client_mesh_payload(positions, corner_verts, tri, None)
+    assert plain["positions"].shape == (4, 3) and "uvs" not in plain
+
+
+def test_payload_round_trips_through_the_results_folder(tmp_path: Path) -> None:
+    mesh = {**cube_arrays(), "smooth": False}
+    payload = ResultPayload(mesh=mesh, textures=cube_textures(), material={"roughness_factor": 0.5},
+                            lods=[{**cube_arrays(0.25), "smooth": True}], provenance={"seed": 3}, notes=["n"])
+    save_payload(payload, tmp_path / "job")
+    back = load_payload(tmp_path / "job")
+    assert np.array_equal(back.mesh["faces"], mesh["faces"]) and back.mesh["smooth"] is False
+    assert back.textures == payload.textures and back.material == {"roughness_factor": 0.5}
+    assert len(back.lods) == 1 and back.lods[0]["smooth"] is True and back.notes == ["n"]
+    assert not list((tmp_path / "job").glob("*.tmp"))
+
+
+def test_history_is_newest_first_and_survives_a_damaged_file(tmp_path: Path) -> None:
+    history = History(tmp_path)
+    assert history.load() == []
+    history.add(HistoryEntry(job_id="a", name="chair", mode="full", state="done"))
+    history.add(HistoryEntry(job_id="b", name="lamp", mode="full", state="failed", message="Bad."))
+    assert [e.job_id for e in history.load()] == ["b", "a"]
+    assert history.find("a") is not None and "chair" in history.find("a").label()  # type: ignore[union-attr]
+    history.path.write_text("{not json", "utf-8")
+    assert history.load() == []
+    assert history.path.with_suffix(".damaged.json").exists()
+
+
+def test_presets_validate_against_the_shared_schema(tmp_path: Path) -> None:
+    store = PresetStore(tmp_path)
+    assert set(BUILTIN_PRESETS) <= set(store.all_presets())
+    store.save("Mine", {"steps": 20, "max_faces": 5000, "texture_size": 1024, "seed": 5})
+    assert store.all_presets()["Mine"] == {"steps": 20, "max_faces": 5000, "texture_size": 1024}
+    with pytest.raises(SettingsError):
+        store.save("Bad", {"steps": 0})
+    with pytest.raises(ValueError):
+        store.save("Draft", {"steps": 20})  # built-ins are read-only
+    json.loads(store.path.read_text("utf-8"))
+    store.delete("Mine")
+    assert "Mine" not in store.all_presets()
+
+
+def test_png_encoder_matches_pillow() -> None:
+    rgba = np.random.default_rng(0).integers(0, 255, size=(7, 5, 4), dtype=np.uint8)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(rgba))))
+    assert np.array_equal(back, rgba)
+    # Blender pixels: floats, bottom row first.
+    flipped = float_pixels_to_rgba8((rgba[::-1] / 255.0).ravel(), 5, 7, 4)
+    assert np.array_equal(flipped, rgba)
+
+
+def test_names() -> None:
+    assert asset_name("/refs/chair_front.png") == "chair_front"
+    assert asset_name("C:\\refs\\lamp.v2.jpg") == "lamp.v2"
+    assert asset_name("") == "Step1X3D"
+    assert texture_name("chair", "orm") == "chair_orm"
+    assert wording.sentence("  server   failed ") == "Server failed."
+    assert "--port 6000" in wording.offline("tcp://127.0.0.1:6000")
+
+
+# -- the session, against a scripted connection ------------------------------------------------------
+
+
+class FakeConnection:
+    """Replays scripted events: what the session sends is recorded in ``sent``."""
+
+    def __init__(self, script: list[list[Any]]) -> None:
+        self.script = script
+        self.sent: list[tuple[str, Any]] = []
+        self.closed = False
+
+    def hello(self) -> None:
+        self.sent.append(("hello", None))
+
+    def submit(self, job_id: str, images: Any, settings: Any, **kw: Any) -> None:
+        self.sent.append(("submit", job_id))
+
+    def cancel(self, job_id: str) -> None:
+        self.sent.append(("cancel", job_id))
+
+    def fetch(self, job_id: str) -> None:
+        self.sent.append(("fetch", job_id))
+
+    def poll(self, timeout_ms: int = 0) -> list[Any]:
+        return self.script.pop(0) if self.script else []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 0.1
+        return self.t
+
+
+WELCOME = Welcome("0.1", (1, 0), {}, "test", {}, "cpu")
+
+
+def _session(conn: FakeConnection, **kw: Any) -> JobSession:
+    spec = JobRequestSpec("job1", [b"png"], {"mode": "full"}, image_names=["a.png"])
+    session = JobSession(lambda: conn, spec, address="tcp://127.0.0.1:7", clock=Clock(), **kw)
+    session.start()
+    return session
+
+
+def test_session_submits_after_welcome_and_fetches_the_result() -> None:
+    result = Result("job1", {"positions": None}, [], {}, {}, None, {}, {}, ["note"])
+    conn = FakeConnection([
+        [WELCOME],
+        [Accepted("job1", 0)],
+        [Progress("job1", "geometry", 1, 4, 0.25, 3.0, "")],
+        [StateChanged("job1", "done"), ResultReady("job1")],
+        [result],
+    ])
+    session = _session(conn)
+    views = []
+    view = wait(session, poll_ms=0, progress=views.append)
+    assert view.state == "done" and session.result is result and session.notes == ["note"]
+    assert [s[0] for s in conn.sent] == ["hello", "submit", "fetch"]
+    assert any(v.state == "running" and v.stage == "geometry" for v in views)
+    assert "Geometry 25%" in next(v for v in views if v.state == "running").progress_text()
+
+
+def test_session_reports_an_absent_server_within_the_timeout() -> None:
+    conn = FakeConnection([])
+    session = _session(conn, offline_timeout_s=1.0)
+    view = wait(session, poll_ms=0)
+    assert view.state == "failed"
+    assert view.message == wording.offline("tcp://127.0.0.1:7")
+    assert [s[0] for s in conn.sent] == ["hello"]  # nothing submitted into the void
+
+
+def test_cancel_ends_even_when_the_server_never_confirms() -> None:
+    conn = FakeConnection([[WELCOME], [Accepted("job1", 0)]])
+    session = _session(conn, cancel_grace_s=1.0)
+    session.step()
+    session.step()
+    session.cancel()
+    view = wait(session, poll_ms=0)
+    assert view.state == "cancelled" and view.message == "Cancelled."
+    assert ("cancel", "job1") in conn.sent
+
+
+def test_silence_mid_job_becomes_one_sentence_after_the_grace_period() -> None:
+    conn = FakeConnection([[WELCOME], [Accepted("job1", 0)], [Offline("tcp://127.0.0.1:7", 5.0)]])
+    session = _session(conn, stall_timeout_s=2.0)
+    view = wait(session, poll_ms=0)
+    assert view.state == "failed" and "stopped answering" in view.message

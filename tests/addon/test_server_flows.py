@@ -1,0 +1,191 @@
+"""End to end: the add-on in the real bpy wheel against a real server process on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .assets import reference_png
+from .conftest import free_port, scene_snapshot
+
+CUBE = "tests.addon.pipelines:CubePipeline"
+SLOW = "tests.addon.pipelines:SlowPipeline"
+
+
+@pytest.fixture
+def ref_image(tmp_path: Path) -> str:
+    path = tmp_path / "chair.png"
+    path.write_bytes(reference_png(128))
+    return str(path)
+
+
+def _received(job_name: str) -> dict[str, np.ndarray]:
+    """The arrays exactly as the server sent them (kept by the add-on for History re-import)."""
+    from blender_addon.blender import runtime
+
+    entry = next(e for e in runtime.history_entries() if e.name == job_name)
+    with np.load(Path(entry.result_dir) / "mesh.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_generate_end_to_end_with_the_weight_free_backend(bpy: Any, addon: Any, start_server: Any,
+                                                          ref_image: str) -> None:
+    pytest.importorskip("inference_server.pipeline.inflate")
+    addon.server_address = start_server("inflate")
+    views: list[Any] = []
+    from blender_addon import api
+
+    obj = api.generate([ref_image], texture_size=512, max_faces=5000, progress=views.append, timeout=240)
+    assert obj.name == "chair" and obj.users_collection[0].name == "chair"
+    sent = _received("chair")
+    assert len(obj.data.vertices) == len(sent["mesh.positions"])
+    assert len(obj.data.polygons) == len(sent["mesh.faces"])
+    assert obj.data.uv_layers.active is not None
+    uv = np.empty(len(obj.data.loops) * 2, dtype=np.float32)
+    obj.data.uv_layers.active.uv.foreach_get("vector", uv)
+    expected = sent["mesh.uvs"][sent["mesh.faces"].ravel()].copy()
+    expected[:, 1] = 1.0 - expected[:, 1]
+    assert np.allclose(uv.reshape(-1, 2), expected, atol=1e-6)
+    images = {n.image.name for n in obj.active_material.node_tree.nodes if n.type == "TEX_IMAGE"}
+    assert "chair_base_color" in images
+    assert all(bpy.data.images[n].packed_file is not None for n in images)
+    assert obj["step1x3d_backend"] == "inflate"
+    assert any(v.state == "running" for v in views) and views[-1].state == "done"
+
+
+def test_generate_operator_headless_with_lods(bpy: Any, addon: Any, start_server: Any, ref_image: str) -> None:
+    addon.server_address = start_server(CUBE)
+    before = set(bpy.data.objects.keys())
+    assert bpy.ops.step1x3d.generate(images=[{"name": ref_image}], lod_levels=2, seed=3) == {"FINISHED"}
+    new = set(bpy.data.objects.keys()) - before
+    assert new == {"chair", "chair_LOD1"}
+    obj = bpy.data.objects["chair"]
+    assert (len(obj.data.vertices), len(obj.data.polygons)) == (24, 12)
+    assert obj["step1x3d_seed"] == 3
+    st = bpy.context.window_manager.step1x3d
+    assert st.last_message == "Imported 'chair'." and not st.last_failed
+
+    # History re-import gives a second, identical object.
+    from blender_addon.blender import runtime
+
+    entry = runtime.history_entries()[0]
+    assert entry.state == "done" and entry.faces == 12
+    assert bpy.ops.step1x3d.reimport(job_id=entry.job_id) == {"FINISHED"}
+    assert len(bpy.data.objects["chair.001"].data.polygons) == 12
+
+
+def test_timer_path_imports_only_inside_the_undoable_operator(bpy: Any, addon: Any, start_server: Any,
+                                                               ref_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from blender_addon.blender import jobs, operators, runtime
+    from blender_addon.blender.preferences import get_prefs
+    from blender_addon.blender.references import gather
+
+    addon.server_address = start_server(CUBE)
+    job = jobs.start_generate(gather([ref_image]), {"mode": "full", "seed": 1}, get_prefs())
+    runtime.add_job(job)
+    calls: list[dict[str, list[str]]] = []
+    real_execute = operators.STEP1X3D_OT_import_result.execute
+
+    def spy(self: Any, context: Any) -> Any:
+        calls.append(scene_snapshot(bpy))  # what exists when the undoable operator starts
+        return real_execute(self, context)
+
+    monkeypatch.setattr(operators.STEP1X3D_OT_import_result, "execute", spy)
+    before = scene_snapshot(bpy)
+    deadline = time.monotonic() + 60
+    while runtime.poll_step(bpy.context) and runtime.active_job() is not None:  # what the timer calls
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert calls == [before]  # nothing was created before step1x3d.import_result ran
+    assert "chair" in bpy.data.objects
+    assert bpy.context.window_manager.step1x3d.last_object == "chair"
+
+
+def test_retexture_keeps_transform_modifiers_and_name(bpy: Any, addon: Any, start_server: Any,
+                                                      ref_image: str) -> None:
+    addon.server_address = start_server(CUBE)
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(2.0, -1.0, 0.5), rotation=(0.1, 0.2, 0.3))
+    obj = bpy.context.active_object
+    obj.name = "Crate"
+    obj.scale = (1.5, 1.0, 0.5)
+    bevel = obj.modifiers.new("Bevel", "BEVEL")
+    bevel.width = 0.05
+    mesh_name = obj.data.name
+    bpy.context.view_layer.update()
+    matrix = [list(row) for row in obj.matrix_world]
+    counts = (len(obj.data.vertices), len(obj.data.polygons))
+
+    assert bpy.ops.step1x3d.retexture(images=[{"name": ref_image}], texture_size=512) == {"FINISHED"}
+    obj = bpy.data.objects["Crate"]
+    bpy.context.view_layer.update()
+    assert [list(row) for row in obj.matrix_world] == matrix
+    assert tuple(obj.scale) == pytest.approx((1.5, 1.0, 0.5))
+    assert [(m.name, m.type) for m in obj.modifiers] == [("Bevel", "BEVEL")]
+    assert obj.data.name == mesh_name and (len(obj.data.vertices), len(obj.data.polygons)) == counts
+    mat = obj.active_material
+    assert mat.name == "Crate_step1x3d"
+    images = {n.image.name for n in mat.node_tree.nodes if n.type == "TEX_IMAGE"}
+    assert images == {"Crate_step1x3d_base_color", "Crate_step1x3d_orm", "Crate_step1x3d_normal"}
+    assert "Crate.001" not in bpy.data.objects
+
+
+def test_cancel_mid_job_leaves_the_scene_untouched(bpy: Any, addon: Any, start_server: Any, ref_image: str) -> None:
+    from blender_addon.blender import jobs, runtime
+    from blender_addon.blender.preferences import get_prefs
+    from blender_addon.blender.references import gather
+
+    addon.server_address = start_server(SLOW)
+    before = scene_snapshot(bpy)
+    job = jobs.start_generate(gather([ref_image]), {"mode": "full"}, get_prefs())
+    runtime.add_job(job)
+    st = bpy.context.window_manager.step1x3d
+    deadline = time.monotonic() + 60
+    while st.job_state != "running":
+        runtime.poll_step(bpy.context)
+        assert time.monotonic() < deadline, st.job_text
+        time.sleep(0.02)
+    assert bpy.ops.step1x3d.cancel() == {"FINISHED"}
+    started = time.monotonic()
+    while runtime.active_job() is not None:
+        runtime.poll_step(bpy.context)
+        assert time.monotonic() - started < 10
+        time.sleep(0.02)
+    assert st.last_message == "Cancelled."
+    assert scene_snapshot(bpy) == before
+    assert runtime.history_entries()[0].state == "cancelled"
+
+
+def test_offline_server_gives_the_offline_sentence_quickly(bpy: Any, addon: Any, ref_image: str) -> None:
+    port = free_port()  # nothing listens here
+    addon.server_address = f"tcp://127.0.0.1:{port}"
+    addon.connect_timeout_s = 1.0
+    before = scene_snapshot(bpy)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as info:  # bpy turns an operator's ERROR report into RuntimeError
+        bpy.ops.step1x3d.generate(images=[{"name": ref_image}])
+    assert time.monotonic() - started < 5.0
+    message = bpy.context.window_manager.step1x3d.last_message
+    assert message == f"No Step1X-3D server answers at tcp://127.0.0.1:{port}: start one with " \
+                      f"'step1x3d serve --port {port}' or fix the address in the add-on preferences."
+    assert message in str(info.value) and "Traceback" not in str(info.value)
+    assert scene_snapshot(bpy) == before
+
+    from blender_addon import api
+
+    with pytest.raises(api.Step1X3DError, match="No Step1X-3D server answers"):
+        api.generate([ref_image])
+
+
+def test_bad_input_is_one_sentence_and_no_job(bpy: Any, addon: Any, ref_image: str, tmp_path: Path) -> None:
+    from blender_addon import api
+
+    with pytest.raises(api.Step1X3DError, match="neither a file nor an image"):
+        api.generate([str(tmp_path / "nope.png")])
+    with pytest.raises(api.Step1X3DError, match="^Steps must be between 1 and 200, got 0.$"):
+        api.generate([ref_image], steps=0)
+    with pytest.raises(api.Step1X3DError, match="Select a mesh object"):
+        api.retexture(None, [ref_image])  # type: ignore[arg-type]

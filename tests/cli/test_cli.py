@@ -1,0 +1,126 @@
+"""``step1x3d`` end to end: generate (remote and in-process), failures as one line, keys."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.server.harness import REPO, ServerProcess, png_bytes, running_server
+
+FAST = "tests.server.pipelines:FastPipeline"
+
+
+def step1x3d(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("STEP1X3D_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "inference_server.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server(tmp_path_factory.mktemp("cli-results"), backend=FAST)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "front.png"
+    path.write_bytes(png_bytes())
+    return path
+
+
+def test_generate_remote_writes_glb_and_shows_progress(server: ServerProcess, image: Path, tmp_path: Path) -> None:
+    pytest.importorskip("inference_server.export")
+    out = tmp_path / "asset.glb"
+    proc = step1x3d("generate", str(image), "-o", str(out), "--server", server.address, "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"glTF"
+    assert proc.stdout.startswith(f"wrote {out} in ")
+    # Not a terminal: one line per stage instead of a redrawn bar.
+    stages = proc.stderr.splitlines()
+    assert stages.index("geometry ...") < stages.index("texture ...")
+
+
+def test_generate_remote_obj_goes_through_save_asset(server: ServerProcess, image: Path, tmp_path: Path) -> None:
+    pytest.importorskip("inference_server.export")
+    out = tmp_path / "asset.obj"
+    proc = step1x3d("generate", str(image), "-o", str(out), "--server", server.address)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and b"\nf " in out.read_bytes()
+
+
+def test_generate_in_process(image: Path, tmp_path: Path) -> None:
+    pytest.importorskip("inference_server.export")
+    out = tmp_path / "local.glb"
+    proc = step1x3d("generate", str(image), "-o", str(out), "--backend", FAST, "--lods", "1,0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"glTF"
+
+
+def test_generate_without_server_says_how_to_start_it(image: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = step1x3d("generate", str(image), "-o", str(tmp_path / "x.glb"), "--server", f"tcp://127.0.0.1:{port}",
+                    "--connect-timeout", "1.5")
+    assert_one_line_error(proc, 1, "start it with `step1x3d serve`")
+
+
+def test_generate_bad_image_remote_and_local(server: ServerProcess, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    proc = step1x3d("generate", str(bad), "-o", str(tmp_path / "x.glb"), "--server", server.address)
+    assert_one_line_error(proc, 1, "notes.png is not a PNG, JPEG or WebP file.")
+    proc = step1x3d("generate", str(bad), "-o", str(tmp_path / "x.glb"), "--backend", FAST)
+    assert_one_line_error(proc, 1, "notes.png is not a PNG, JPEG or WebP file.")
+
+
+@pytest.mark.parametrize(("args", "code", "text"), [
+    (["--geometry-only", "--mesh", "m.obj"], 2, "exclude each other"),
+    (["--steps", "0"], 2, "steps must be between 1 and 200, got 0"),
+    (["-o", "out.fbx"], 2, "output must end in .glb, .obj, .ply, .stl"),
+])
+def test_bad_arguments(image: Path, tmp_path: Path, args: list[str], code: int, text: str) -> None:
+    out = ["-o", str(tmp_path / "x.glb")] if "-o" not in args else []
+    proc = step1x3d("generate", str(image), *out, *[str(tmp_path / a) if a.endswith((".obj", ".fbx")) else a for a in args])
+    assert_one_line_error(proc, code, text)
+
+
+def test_missing_image_file(tmp_path: Path) -> None:
+    proc = step1x3d("generate", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.glb"), "--backend", FAST)
+    assert_one_line_error(proc, 1, f"cannot read image {tmp_path / 'nope.png'}")
+
+
+def test_texture_only_with_mesh_file(server: ServerProcess, image: Path, tmp_path: Path) -> None:
+    pytest.importorskip("inference_server.export")
+    trimesh = pytest.importorskip("trimesh")
+    mesh_path = tmp_path / "box.obj"
+    trimesh.creation.box().export(mesh_path)
+    out = tmp_path / "painted.glb"
+    proc = step1x3d("generate", str(image), "--mesh", str(mesh_path), "-o", str(out), "--server", server.address)
+    assert proc.returncode == 0, proc.stderr
+    loaded = trimesh.load(out, force="mesh")
+    assert len(loaded.faces) == 12
+
+
+def test_keys(tmp_path: Path) -> None:
+    proc = step1x3d("keys", "--dir", str(tmp_path), "--name", "laptop")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "laptop.key").is_file()
+    secret = tmp_path / "laptop.key_secret"
+    assert secret.is_file() and secret.stat().st_mode & 0o777 == 0o600
+    assert "public key:" in proc.stdout

@@ -1,0 +1,66 @@
+"""ServerConnection without a server: poll never blocks, close never hangs, absence is reported."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from blender_addon.client import JobFailed, Offline, ServerConnection, run_job
+from blender_addon.client.curve import CurveKeyError, CurveKeys
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_poll_zero_returns_at_once_and_close_does_not_hang() -> None:
+    conn = ServerConnection(f"tcp://127.0.0.1:{free_port()}", offline_after_s=0.5)
+    conn.hello()
+    conn.submit("job1", [b"\x89PNG" + b"\0" * 1_000_000], {"seed": 1})  # unsent: nobody listens
+    started = time.perf_counter()
+    for _ in range(100):
+        assert conn.poll(0) == []
+    assert time.perf_counter() - started < 0.5
+    started = time.perf_counter()
+    conn.close()
+    assert time.perf_counter() - started < 0.5  # LINGER 0: unsent data is dropped, nothing waits
+    assert conn.poll(0) == [] and conn.closed
+
+
+def test_silence_is_reported_once_as_offline() -> None:
+    conn = ServerConnection(f"tcp://127.0.0.1:{free_port()}", offline_after_s=0.4, heartbeat_s=0.1)
+    try:
+        events = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            events += conn.poll(50)
+        offline = [e for e in events if isinstance(e, Offline)]
+        assert len(offline) == 1 and offline[0].silent_s >= 0.4
+        assert conn.seconds_since_last_message() >= 1.0
+    finally:
+        conn.close()
+
+
+def test_run_job_without_server_fails_with_the_fix() -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        run_job(address, [b"x"], {}, connect_timeout_s=1.0)
+    assert time.monotonic() - started < 3.0
+    assert info.value.code == "offline"
+    assert str(info.value) == f"No answer from the Step1X-3D server at {address} for 1 s; start it with `step1x3d serve`."
+
+
+def test_submit_refuses_unsafe_job_ids() -> None:
+    with ServerConnection(f"tcp://127.0.0.1:{free_port()}") as conn:
+        with pytest.raises(ValueError, match="job id"):
+            conn.submit("../etc", [b"x"], {})
+
+
+def test_curve_keys_missing_file_is_one_sentence(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(CurveKeyError, match="does not exist"):
+        CurveKeys.load(tmp_path / "nope.key_secret", tmp_path / "server.key")

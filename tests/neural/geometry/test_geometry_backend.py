@@ -1,0 +1,86 @@
+"""``Step1X3DBackend`` on tiny weights: jobs through the Pipeline protocol produce valid Assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blender_addon.protocol.settings import JobSettings
+from inference_server.assets import Asset
+from inference_server.pipeline.base import JobContext, JobRequest, PipelineError
+from inference_server.pipeline.registry import create_pipeline
+
+GEOMETRY = dict(mode="geometry", steps=3, octree_resolution=64, max_faces=20_000)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_repo: Path):
+    from inference_server.neural.backend import Step1X3DBackend
+
+    return Step1X3DBackend(tiny_repo, device="cpu")
+
+
+def assert_valid_mesh(asset: Asset, max_faces: int) -> None:
+    mesh = asset.mesh
+    assert mesh.positions.dtype == np.float32 and mesh.faces.dtype == np.uint32
+    assert 0 < mesh.face_count <= max_faces
+    assert int(mesh.faces.max()) < mesh.vertex_count
+    assert mesh.normals is not None and np.allclose(np.linalg.norm(mesh.normals, axis=1), 1.0, atol=1e-3)
+    assert np.abs(mesh.positions).max() <= 1.05 + 1e-6
+
+
+def test_registry_builds_the_backend(tiny_repo: Path) -> None:
+    pipe = create_pipeline("auto", tiny_repo, device="cpu")
+    assert pipe.name == "step1x3d"
+    caps = pipe.capabilities()
+    assert caps["labels"] is True and caps["needs_weights"] and "sampling" in caps["stages"]
+    with pytest.raises(PipelineError) as err:
+        create_pipeline("step1x3d", tiny_repo / "missing")
+    assert err.value.code == "weights_missing"
+
+
+def test_geometry_job(backend, reference_rgba: np.ndarray) -> None:
+    events: list[str] = []
+    ctx = JobContext(lambda stage, *_: events.append(stage))
+    request = JobRequest(images=[reference_rgba], settings=JobSettings(**GEOMETRY, seed=5), image_names=["ref.png"])
+    asset = backend.run(request, ctx)
+    assert_valid_mesh(asset, GEOMETRY["max_faces"])
+    assert asset.material is None
+    assert asset.provenance["backend"] == "step1x3d" and asset.provenance["seed"] == 5
+    assert asset.provenance["geometry_model"] == "Step1X-3D-Geometry-1300m"  # no label asked: base model
+    assert {"geometry_sampling", "geometry_extract"} <= set(asset.timings)
+    assert {"condition", "sampling", "extract", "cleanup"} <= set(events)
+    again = backend.run(request, JobContext())
+    assert np.array_equal(again.mesh.positions, asset.mesh.positions)  # same seed, same mesh
+    from inference_server.export.glb import asset_to_glb
+
+    assert asset_to_glb(asset)[:4] == b"glTF"
+
+
+def test_label_settings_pick_the_label_model(backend, reference_rgba: np.ndarray) -> None:
+    settings = JobSettings(**GEOMETRY, symmetry="symmetric", edge_type="sharp")
+    asset = backend.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    assert asset.provenance["geometry_model"] == "Step1X-3D-Geometry-Label-1300m"
+    assert not any("Label model" in n for n in asset.notes)
+    backend.release_memory()
+
+
+def test_label_settings_on_the_base_model_are_noted(tiny_repo: Path, reference_rgba: np.ndarray) -> None:
+    from inference_server.neural.backend import Step1X3DBackend
+
+    base_only = Step1X3DBackend(tiny_repo / "Step1X-3D-Geometry-1300m", device="cpu")
+    assert base_only.capabilities()["labels"] is False
+    settings = JobSettings(**GEOMETRY, pose="t_pose")
+    asset = base_only.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    assert any("Label model" in n for n in asset.notes)
+
+
+def test_full_job_falls_back_to_projection_texturing(backend, reference_rgba: np.ndarray) -> None:
+    pytest.importorskip("xatlas")
+    settings = JobSettings(mode="full", steps=3, octree_resolution=64, max_faces=4_000, texture_size=512, pbr=False)
+    asset = backend.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    assert asset.material is not None and asset.material.base_color is not None
+    assert asset.mesh.uvs is not None
+    assert any("projecting the reference image" in n for n in asset.notes)
