@@ -147,7 +147,8 @@ def main() -> int:
         t_material = best_of(args.repeat, lambda: None if material.build_material("m", pngs, {}) else None, bpy)
 
     print(f"ours (attribute API + packed PNGs): {t_ours:.3f} s"
-          f"  [validate+convert arrays {t_arrays:.3f}, mesh+UVs+normals {t_mesh:.3f}, material+packed maps {t_material:.3f}]")
+          f"  [validate+convert arrays {t_arrays:.3f}, mesh+UVs+normals {t_mesh:.3f}, "
+          f"material+packed maps {t_material:.3f}]")
     print(f"bpy.ops.import_scene.gltf:          {t_gltf:.3f} s")
     print(f"ratio (glTF / ours):                {t_gltf / t_ours:.1f}x")
     return 0

@@ -24,7 +24,6 @@ import bpy
 from .core.session import SessionView, wait
 from .protocol.settings import JobSettings
 
-
 ProgressCallback = Callable[[SessionView], None]
 
 __all__ = ["Step1X3DError", "SessionView", "generate", "retexture"]

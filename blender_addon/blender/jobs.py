@@ -54,7 +54,9 @@ def connector(prefs: Prefs) -> Callable[[], Connection]:
     return connect
 
 
-def resolve_settings(base: dict[str, Any], overrides: dict[str, Any], *, randomize_seed: bool = False) -> dict[str, Any]:
+def resolve_settings(
+    base: dict[str, Any], overrides: dict[str, Any], *, randomize_seed: bool = False
+) -> dict[str, Any]:
     """Merge and validate against the shared schema; a bad value becomes one sentence."""
     merged = {**base, **overrides}
     if randomize_seed:

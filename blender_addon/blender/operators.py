@@ -17,7 +17,6 @@ from ..core import wording
 from ..core.session import DONE, wait
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, runtime
-from .importer import ImportFailed
 from .preferences import get_prefs
 from .properties import MODE_ITEMS, state
 from .references import InputError, References, gather, gather_panel
@@ -91,11 +90,16 @@ class _JobOperator:
         if not (op.wait or bpy.app.background):
             runtime.add_job(job, context)
             return {"FINISHED"}
-        view = wait(job.session, timeout_s=op.timeout or None)
         try:
+            view = wait(job.session, timeout_s=op.timeout or None)
             obj = jobs.complete(context, job, get_prefs(context))
         except jobs.JobFailed as exc:
             return self._fail(context, str(exc))
+        except Exception as exc:  # an add-on bug must still read as one sentence, not a traceback
+            return self._fail(context, wording.sentence(f"The job failed unexpectedly: {exc}"))
+        except BaseException:  # Ctrl+C in a script: tell the server before the socket goes
+            job.session.cancel()
+            raise
         finally:
             job.session.close()
         if view.state == DONE:
@@ -203,9 +207,15 @@ class STEP1X3D_OT_import_result(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             runtime.report(context, str(exc), failed=True)
             return {"CANCELLED"}
+        except Exception as exc:  # an add-on bug must still read as one sentence, not a traceback
+            message = wording.sentence(f"The import failed unexpectedly: {exc}")
+            self.report({"ERROR"}, message)
+            runtime.report(context, message, failed=True)
+            return {"CANCELLED"}
         state(context).last_object = obj.name
         notes = "; ".join(job.session.notes)
-        runtime.report(context, f"Imported '{obj.name}'." + (f" {wording.sentence(notes)}" if notes else ""), failed=False)
+        message = f"Imported '{obj.name}'." + (f" {wording.sentence(notes)}" if notes else "")
+        runtime.report(context, message, failed=False)
         return {"FINISHED"}
 
 

@@ -241,9 +241,11 @@ def _timer() -> float | None:
     """Registered with ``bpy.app.timers``; keeps going while jobs or probes are live."""
     try:
         busy = poll_step(bpy.context)
-    except Exception as exc:  # a timer that raises is unregistered silently: keep it alive, say why
-        print(f"Step1X-3D: poll step failed: {exc}")
-        busy = bool(_jobs)
+    except Exception as exc:  # a timer that raises is unregistered silently: end the jobs, say why
+        for job_id in list(_jobs):
+            pop_job(job_id)
+        report(bpy.context, wording.sentence(f"The job failed unexpectedly: {exc}"), failed=True)
+        busy = False
     if busy:
         return JOB_INTERVAL_S
     if time.monotonic() - _last_probe > 30.0:  # idle: refresh the status line now and then
@@ -258,7 +260,10 @@ def ensure_timer() -> None:
 
 
 def shutdown() -> None:
-    """unregister(): stop the timer, close every socket (LINGER 0), stop our server. Never blocks."""
+    """unregister(): stop the timer, close every socket and its context (LINGER 0), stop our server.
+
+    Never blocks: each ServerConnection owns its zmq context and terminates it in close().
+    """
     global _probe
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
@@ -271,18 +276,4 @@ def shutdown() -> None:
         _probe.close()
         _probe = None
     stop_local_server()
-    _close_client_context()
 
-
-def _close_client_context() -> None:
-    """Terminate the client's shared zmq context if it has one (the client decides its layout)."""
-    try:
-        from .. import client
-    except ImportError:
-        return
-    terminate = getattr(client, "terminate", None) or getattr(client, "shutdown", None)
-    if callable(terminate):
-        try:
-            terminate()
-        except Exception:
-            pass

@@ -14,8 +14,12 @@ from ..protocol.settings import JobSettings, SettingsError
 PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "inflate_depth", "lods")
 
 BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
-    "Draft": {"steps": 15, "guidance": 7.5, "max_faces": 20_000, "texture_size": 1024, "inflate_depth": 0.5, "lods": []},
-    "Standard": {"steps": 50, "guidance": 7.5, "max_faces": 200_000, "texture_size": 2048, "inflate_depth": 0.5, "lods": []},
+    "Draft": {
+        "steps": 15, "guidance": 7.5, "max_faces": 20_000, "texture_size": 1024, "inflate_depth": 0.5, "lods": [],
+    },
+    "Standard": {
+        "steps": 50, "guidance": 7.5, "max_faces": 200_000, "texture_size": 2048, "inflate_depth": 0.5, "lods": [],
+    },
     "Game asset": {
         "steps": 50,
         "guidance": 7.5,
@@ -24,7 +28,9 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
         "inflate_depth": 0.5,
         "lods": [1.0, 0.5, 0.25],
     },
-    "Hero": {"steps": 100, "guidance": 7.5, "max_faces": 1_000_000, "texture_size": 4096, "inflate_depth": 0.5, "lods": []},
+    "Hero": {
+        "steps": 100, "guidance": 7.5, "max_faces": 1_000_000, "texture_size": 4096, "inflate_depth": 0.5, "lods": [],
+    },
 }
 
 PRESETS_FILE = "presets.json"

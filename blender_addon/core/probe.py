@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ..client.events import Pong, Welcome
 from . import wording
-from ..client.events import Welcome
 from .session import Connection, ServerInfo, server_info
+
+
+STATUS_TOKEN = "status"
+PONG_WAIT_S = 1.0
 
 
 class StatusProbe:
@@ -21,6 +25,7 @@ class StatusProbe:
         self._clock = clock
         self._conn: Connection | None = None
         self._started = 0.0
+        self._welcomed_at = 0.0
         self.finished = False
         self.online = False
         self.server: ServerInfo | None = None
@@ -44,11 +49,24 @@ class StatusProbe:
             self._done(False, wording.sentence(f"Lost the connection to {self.address}: {exc}"))
             return True
         for ev in events:
-            if isinstance(ev, Welcome):
+            if isinstance(ev, Welcome) and self.server is None:
+                # Welcome says what the server is; a ping's pong says how busy it is right now.
                 self.server = server_info(ev)
-                self._done(True, self.server.line())
+                self.line = self.server.line()
+                self._welcomed_at = self._clock()
+                try:
+                    self._conn.ping(STATUS_TOKEN)
+                except Exception:
+                    self._done(True, self.line)
+                    return True
+            elif isinstance(ev, Pong) and self.server is not None and ev.token == STATUS_TOKEN:
+                self._done(True, self.server.line(ev.status))
                 return True
-        if self._clock() - self._started > self.timeout_s:
+        now = self._clock()
+        if self.server is not None and now - self._welcomed_at > PONG_WAIT_S:
+            self._done(True, self.line)  # an older server without status in its pong
+            return True
+        if self.server is None and now - self._started > self.timeout_s:
             self._done(False, wording.offline(self.address))
             return True
         return False

@@ -34,6 +34,7 @@ class Connection(Protocol):
                mesh: dict[str, Any] | None = None, want_glb: bool = False) -> None: ...
     def cancel(self, job_id: str) -> None: ...
     def fetch(self, job_id: str) -> None: ...
+    def ping(self, token: str = "") -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[Any]: ...
     def close(self) -> None: ...
 
@@ -55,8 +56,19 @@ class ServerInfo:
     backends: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
 
-    def line(self) -> str:
-        return f"Connected: {self.backend or 'unknown backend'} on {self.device or 'unknown device'}"
+    def line(self, status: dict[str, Any] | None = None) -> str:
+        """``Connected: inflate on cuda:0 (NVIDIA H100), idle`` -- plus the queue when a ping told us."""
+        if self.device == "loading":  # the server answers while its worker still loads the backend
+            text = f"Connected: {self.backend or 'unknown backend'} (still loading)"
+        else:
+            text = f"Connected: {self.backend or 'unknown backend'} on {self.device or 'unknown device'}"
+        if status:
+            queued = int(status.get("queued", 0) or 0)
+            busy = bool(status.get("running"))
+            text += ", busy" if busy else ", idle"
+            if queued:
+                text += f", {queued} queued"
+        return text
 
 
 def server_info(ev: Welcome) -> ServerInfo:

@@ -194,8 +194,8 @@ class Step1X3DBackend:
 
         material: PBRMaterial | None = None
         if settings.mode != "geometry":
-            if self._geometry is not None:
-                self._geometry.release_memory()  # the texture models need the room
+            if self._geometry is not None and self._offload_enabled():
+                self._geometry.release_memory()  # small card: the texture models need the room
             mesh, material = self._texture_stage(mesh, request, ctx, timed, notes)
 
         lods: list[MeshData] = []

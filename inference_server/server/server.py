@@ -122,6 +122,8 @@ class JobServer:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
+            if signum == signal.SIGINT and self._stop_requested.is_set():
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now (close() still kills the worker)
             self.request_stop()
 
         signal.signal(signal.SIGTERM, handler)

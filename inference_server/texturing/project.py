@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kernels import BakeView, bake_views, fill_holes, orthographic
+from kernels._backend import to_numpy
 from kernels.cameras import UPSTREAM_VIEW_WEIGHTS
 
 from ..assets import MeshData
@@ -85,21 +86,23 @@ def project_texture(
     """Base colour texture (S, S, 3) uint8 (sRGB, glTF UV layout) for ``mesh`` from ``images``.
 
     mesh: glTF frame, with ``uvs``. images: prepared reference images (``.rgba`` (N, N, 4) uint8,
-    ``.mask`` (N, N) bool), front first, then optionally right, back, left. Reports progress on
-    ``ctx`` (stage ``"texture"``) and stops between steps when the job is cancelled.
+    ``.mask`` (N, N) bool), front first, then optionally right, back, left by position (``None``
+    skips a side). Reports progress on ``ctx`` (stage ``"texture"``) and stops between steps when
+    the job is cancelled. ``backend="triton"`` runs the kernels on the GPU (CUDA).
     """
     if mesh.uvs is None:
         raise PipelineError("the mesh has no UVs: unwrap it before texturing", code="bad_mesh")
     if mesh.face_count == 0:
         raise PipelineError("the mesh has no faces", code="bad_mesh")
-    if not images:
+    if not images or images[0] is None:
         raise PipelineError("texturing needs at least the front reference image", code="bad_image")
     if len(images) > len(VIEW_NAMES):
         raise PipelineError(f"at most {len(VIEW_NAMES)} reference images (front, right, back, left)", code="bad_image")
     size = int(texture_size)
     if not 16 <= size <= 8192:
         raise PipelineError(f"texture size {size} is out of range", code="bad_settings")
-    steps = len(images) + 2
+    used = [(i, image) for i, image in enumerate(images) if image is not None]
+    steps = len(used) + 2
 
     def progress(step: int, message: str) -> None:
         if ctx is not None:
@@ -109,7 +112,7 @@ def project_texture(
     positions = np.asarray(mesh.positions, np.float32)
     faces = np.asarray(mesh.faces, np.int64)
     views = []
-    for i, image in enumerate(images):
+    for i, image in used:
         rgba, mask = _image_arrays(image, i)
         vp = fit_view_camera(positions, mask, VIEW_NAMES[i])
         rgb = rgba[:, :, :3].astype(np.float32) / 255.0
@@ -117,10 +120,10 @@ def project_texture(
 
     baked = bake_views(
         positions, faces, mesh.uvs, views, size, normals=mesh.normals, backend=backend,
-        on_view=lambda i, n: progress(1 + i, f"projecting the {VIEW_NAMES[i]} view"),
+        on_view=lambda k, n: progress(1 + k, f"projecting the {VIEW_NAMES[used[k][0]]} view"),
     )
-    progress(1 + len(images), "filling what no view saw")
-    filled = fill_holes(baked.texture, baked.mask, positions=positions, uvs=mesh.uvs, faces=faces,
-                        gutter_px=gutter_px, backend=backend)
+    progress(1 + len(used), "filling what no view saw")
+    filled = to_numpy(fill_holes(baked.texture, baked.mask, positions=positions, uvs=mesh.uvs, faces=faces,
+                                 gutter_px=gutter_px, backend=backend), np.float32)
     progress(steps, "texture done")
     return np.clip(np.rint(filled * 255.0), 0, 255).astype(np.uint8)

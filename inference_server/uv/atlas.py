@@ -2,8 +2,9 @@
 
 xatlas with defaults spends minutes on one 200k-face mesh because its chart
 clustering is single-threaded per mesh and superlinear in chart count. We cut the
-mesh into chunks of about ``DEFAULT_CHUNK_FACES`` faces (see ``partition.py``) and
-add each chunk to one ``xatlas.Atlas`` as its own mesh: clustering stays small,
+mesh into edge-connected chunks of at most ``default_chunk_faces(M)`` faces (see
+``partition.py``) and add each chunk to one ``xatlas.Atlas`` as its own mesh:
+clustering stays small,
 parametrization (LSCM with xatlas' own flip/overlap checks) and packing are xatlas',
 so charts never overlap and stretch stays bounded (tests measure both).
 
@@ -25,10 +26,20 @@ from ..pipeline.base import JobContext, PipelineError
 from .partition import bisect_chunks, connected_chunks, face_features
 
 STAGE = "uv_atlas"
-# Faces per xatlas mesh. Measured at 200k faces on 2 cores: 6k faces per chunk
-# 3.9 s, 1.5k 1.5 s, 400 1.0 s; below ~1.5k the seam count grows faster than the
-# time falls, so 1.5k is the knee.
-DEFAULT_CHUNK_FACES = 1500
+# Largest chunk handed to xatlas as one mesh, as a share of the face count, clamped.
+# Measured on 2 cores (uncontended): at 200k faces chunks of <=6k faces take 3.9 s,
+# <=3k 3.6 s, <=1.5k 2.4 s, <=400 1.0 s (xatlas defaults: 132 s). Smaller chunks are
+# faster but every chunk is at least one chart with its own gutter, so texture
+# coverage falls (0.52 -> 0.47 at 200k going from 128 to 256 chunks) and seams grow.
+# M/100 keeps about 100-250 chunks for 150k-400k faces, and the clamp keeps small
+# meshes fast (>= 10x at 50k) and huge ones bounded (1M faces: 256 chunks, ~7-10 s).
+CHUNK_SHARE = 100
+MIN_CHUNK_FACES = 1500
+MAX_CHUNK_FACES = 4000
+
+
+def default_chunk_faces(face_count: int) -> int:
+    return int(min(MAX_CHUNK_FACES, max(MIN_CHUNK_FACES, face_count // CHUNK_SHARE)))
 # xatlas grows the atlas past the requested resolution (measured 1.28x at 50k and
 # 1.37x at 200k faces) and we scale it back into the texture, which shrinks the
 # gutters by the same factor; ask for this much more padding up front so one
@@ -81,7 +92,7 @@ def unwrap_with_info(
     *,
     texture_size: int = 2048,
     padding_px: int | None = None,
-    chunk_faces: int = DEFAULT_CHUNK_FACES,
+    chunk_faces: int | None = None,
     ctx: JobContext | None = None,
 ) -> UnwrapResult:
     """The unwrap with everything the benchmark and tests want to know."""
@@ -96,7 +107,7 @@ def unwrap_with_info(
         raise ValueError("padding_px must be >= 0")
 
     _progress(ctx, 0, 4, "splitting the mesh into chunks")
-    max_chunk = max(64, int(chunk_faces))
+    max_chunk = max(64, int(chunk_faces or default_chunk_faces(faces.shape[0])))
     labels = bisect_chunks(face_features(positions, faces), max_chunk)
     labels = connected_chunks(faces, labels, min_faces=max_chunk // 4)
     order = np.argsort(labels, kind="stable")
@@ -199,4 +210,4 @@ def _progress(ctx: JobContext | None, step: int, total: int, message: str) -> No
         ctx.progress(STAGE, step, total, message)
 
 
-__all__ = ["UnwrapResult", "default_padding", "unwrap", "unwrap_with_info", "unwrap_with_mapping", "DEFAULT_CHUNK_FACES"]
+__all__ = ["UnwrapResult", "default_padding", "unwrap", "unwrap_with_info", "unwrap_with_mapping", "default_chunk_faces"]

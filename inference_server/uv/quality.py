@@ -82,20 +82,35 @@ def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> f
 def min_chart_gap(label_image: np.ndarray, max_gap: int) -> int:
     """Smallest Chebyshev distance (in texels) between texel centres of two different charts.
 
-    Returns ``max_gap + 1`` when no two charts come within ``max_gap`` texels.
+    Returns ``max_gap + 1`` when no two charts come within ``max_gap`` texels. "Some
+    other chart within r" is monotone in r, so the common case (no conflict at
+    ``max_gap``) costs one check and the rest is a bisection.
     """
     covered = label_image >= 0
-    # A sentinel above every label; not int64 max, which ndimage's float cval would overflow.
-    big = int(label_image.max()) + 1
-    lab_lo = np.where(covered, label_image, big)
-    lab_hi = np.where(covered, label_image, -1)
-    for r in range(1, max_gap + 1):
+    labels = label_image.astype(np.int32)
+    # A sentinel above every label (ndimage's cval is a float: keep it small and exact).
+    big = int(labels.max()) + 1
+    lab_lo = np.where(covered, labels, big).astype(np.int32)
+    lab_hi = np.where(covered, labels, -1).astype(np.int32)
+
+    def conflict(r: int) -> bool:
         size = 2 * r + 1
         hi = ndimage.maximum_filter(lab_hi, size=size, mode="constant", cval=-1)
+        if np.any(covered & (hi != labels)):
+            return True
         lo = ndimage.minimum_filter(lab_lo, size=size, mode="constant", cval=big)
-        if np.any(covered & ((hi != label_image) | (lo != label_image))):
-            return r
-    return max_gap + 1
+        return bool(np.any(covered & (lo != labels)))
+
+    if max_gap < 1 or not conflict(max_gap):
+        return max_gap + 1
+    lo_r, hi_r = 1, max_gap  # invariant: conflict(hi_r) is True
+    while lo_r < hi_r:
+        mid = (lo_r + hi_r) // 2
+        if conflict(mid):
+            hi_r = mid
+        else:
+            lo_r = mid + 1
+    return lo_r
 
 
 def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) -> AtlasQuality:

@@ -75,9 +75,9 @@ def bake_views(
 
         pos_t = as_torch(positions)
         return tr.bake_views(
-            pos_t, as_torch(faces, pos_t.device), as_torch(uvs, pos_t.device), views, (height, width), normals=normals, cos_power=cos_power,
-            max_angle_deg=max_angle_deg, erode_px=erode_px, depth_edge=depth_edge,
-            depth_tolerance=depth_tolerance, on_view=on_view,
+            pos_t, as_torch(faces, pos_t.device), as_torch(uvs, pos_t.device), views, (height, width),
+            normals=normals, cos_power=cos_power, max_angle_deg=max_angle_deg, erode_px=erode_px,
+            depth_edge=depth_edge, depth_tolerance=depth_tolerance, on_view=on_view,
         )
     template = first_torch(positions, faces, uvs)
     pos = to_numpy(positions, np.float32).reshape(-1, 3)

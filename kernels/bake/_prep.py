@@ -1,4 +1,5 @@
-"""Set-up shared by the numpy baker implementations: texel samples and per-view visibility maps."""
+"""Baker data types and set-up: texel samples, depth models and the reference per-view maps
+(numpy + scipy; ``cpu`` and ``triton`` reimplement ``view_maps`` with the same rules)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,9 @@ def interpolate(raster: Raster, faces: Any, attributes: Any, *, backend: str = "
     if impl == "triton":
         from . import triton as tr
 
-        return tr.interpolate(raster, faces, attributes)
+        fid = as_torch(raster.face_id)
+        on_device = Raster(fid, as_torch(raster.bary, fid.device), as_torch(raster.depth, fid.device))
+        return tr.interpolate(on_device, faces, attributes)
     template = first_torch(raster.face_id, attributes)
     attr = to_numpy(attributes, np.float32)
     attr = attr.reshape(len(attr), -1)

@@ -55,12 +55,10 @@ class Raster:
         return self.face_id >= 0
 
 
-def empty_raster(width: int, height: int) -> Raster:
-    return Raster(
-        np.full((height, width), -1, np.int32),
-        np.zeros((height, width, 3), np.float32),
-        np.full((height, width), np.inf, np.float32),
-    )
+def empty_raster(width: int, height: int, with_bary: bool = True) -> Raster:
+    """An all-empty raster. Without barycentrics, ``bary`` is a read-only zero view (no memory)."""
+    bary = np.zeros((height, width, 3), np.float32) if with_bary else np.broadcast_to(np.float32(0), (height, width, 3))
+    return Raster(np.full((height, width), -1, np.int32), bary, np.full((height, width), np.inf, np.float32))
 
 
 @dataclass

@@ -22,25 +22,45 @@ def _top_left(dx: np.int64, dy: np.int64) -> np.int64:
 
 
 @njit(cache=True, parallel=True)
-def _raster_bands(ix, iy, z, valid, faces, width, height, nbands, face_id, depth):  # type: ignore[no-untyped-def]
+def _face_rows(ix, iy, valid, faces, height, rows):  # type: ignore[no-untyped-def]
+    """Pixel rows [rows[f, 0], rows[f, 1]] each face may cover; empty (1, 0) for invalid or
+    zero-area faces. Computed once so the bands scan two small sequential arrays rather than
+    gathering every face's vertices once per band."""
+    for f in prange(faces.shape[0]):
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        rows[f, 0] = 1
+        rows[f, 1] = 0
+        if not (valid[a] and valid[b] and valid[c]):
+            continue
+        if (ix[b] - ix[a]) * (iy[c] - iy[a]) - (iy[b] - iy[a]) * (ix[c] - ix[a]) == 0:
+            continue
+        y0 = iy[a]
+        y1 = iy[b]
+        y2 = iy[c]
+        rows[f, 0] = max(0, -((-(min(y0, min(y1, y2)) - HALF_SUBPIXEL)) // SUBPIXEL))
+        rows[f, 1] = min(height - 1, (max(y0, max(y1, y2)) - HALF_SUBPIXEL) // SUBPIXEL)
+
+
+@njit(cache=True, parallel=True)
+def _raster_bands(ix, iy, z, rows, faces, width, height, nbands, face_id, depth):  # type: ignore[no-untyped-def]
     band_h = (height + nbands - 1) // nbands
     nfaces = faces.shape[0]
     for band in prange(nbands):
         ylo_band = band * band_h
         yhi_band = min(height, ylo_band + band_h) - 1
         for f in range(nfaces):
+            cy0 = max(ylo_band, rows[f, 0])
+            cy1 = min(yhi_band, rows[f, 1])
+            if cy0 > cy1:
+                continue
             a = faces[f, 0]
             b = faces[f, 1]
             c = faces[f, 2]
-            if not (valid[a] and valid[b] and valid[c]):
-                continue
             y0 = iy[a]
             y1 = iy[b]
             y2 = iy[c]
-            cy0 = max(ylo_band, -((-(min(y0, min(y1, y2)) - HALF_SUBPIXEL)) // SUBPIXEL))
-            cy1 = min(yhi_band, (max(y0, max(y1, y2)) - HALF_SUBPIXEL) // SUBPIXEL)
-            if cy0 > cy1:
-                continue
             x0 = ix[a]
             x1 = ix[b]
             x2 = ix[c]
@@ -118,14 +138,16 @@ def rasterize(
 ) -> Raster:
     """See ``kernels.raster.rasterize``. ``bary=False`` skips the barycentrics (left zero) when
     only visibility and depth are needed (the baker's views)."""
-    out = empty_raster(width, height)
+    out = empty_raster(width, height, with_bary=bary)
     faces64 = np.ascontiguousarray(faces, np.int64).reshape(-1, 3)
     if faces64.shape[0] == 0:
         return out
     sv = transform_vertices(positions, view_proj, width, height)
     # A few bands per thread balance uneven rows; more bands repeat the per-face row test.
     nbands = max(1, min(height, 4 * numba.get_num_threads()))
-    _raster_bands(sv.ix, sv.iy, sv.z, sv.valid, faces64, width, height, nbands, out.face_id, out.depth)
+    rows = np.empty((faces64.shape[0], 2), np.int64)
+    _face_rows(sv.ix, sv.iy, sv.valid, faces64, height, rows)
+    _raster_bands(sv.ix, sv.iy, sv.z, rows, faces64, width, height, nbands, out.face_id, out.depth)
     if bary:
         _resolve_bary(out.face_id, sv.ix, sv.iy, sv.inv_w, faces64, out.bary)
     return out

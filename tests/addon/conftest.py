@@ -126,16 +126,17 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A factory: ``start_server(backend) -> address``; every server is stopped when the module ends."""
-    servers: list[ServerProcess] = []
+    """A factory: ``start_server(backend) -> address`` (one server per backend, reused within the module);
+    every server is stopped when the module ends, whatever happened."""
+    servers: dict[str, ServerProcess] = {}
 
     def start(backend: str) -> str:
-        server = ServerProcess(backend, tmp_path_factory.mktemp("results"))
-        servers.append(server)
-        return server.address
+        if backend not in servers or servers[backend].proc.poll() is not None:
+            servers[backend] = ServerProcess(backend, tmp_path_factory.mktemp("results"))
+        return servers[backend].address
 
     try:
         yield start
     finally:
-        for server in servers:
+        for server in servers.values():
             server.stop()

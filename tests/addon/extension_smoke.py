@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(zip_path: str) -> None:
-    import bpy  # first: it puts Blender's script modules (addon_utils) on sys.path
+    import bpy  # noqa: I001 - first: it puts Blender's script modules (addon_utils) on sys.path
     import addon_utils
 
     found: dict[str, object] = {}

@@ -66,7 +66,7 @@ def test_import_builds_mesh_uvs_and_a_gltf_style_material(bpy: Any, addon: Any) 
 
     # Material wired like Blender's glTF importer.
     mat = obj.active_material
-    links = {(l.from_node.type, l.from_socket.name, l.to_node.type, l.to_socket.name) for l in mat.node_tree.links}
+    links = {(l.from_node.type, l.from_socket.name, l.to_node.type, l.to_socket.name) for l in mat.node_tree.links}  # noqa: E741
     assert ("TEX_IMAGE", "Color", "BSDF_PRINCIPLED", "Base Color") in links
     assert ("SEPARATE_COLOR", "Green", "BSDF_PRINCIPLED", "Roughness") in links
     assert ("SEPARATE_COLOR", "Blue", "BSDF_PRINCIPLED", "Metallic") in links

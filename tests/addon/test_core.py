@@ -232,3 +232,26 @@ def test_silence_mid_job_becomes_one_sentence_after_the_grace_period() -> None:
     session = _session(conn, stall_timeout_s=2.0)
     view = wait(session, poll_ms=0)
     assert view.state == "failed" and "stopped answering" in view.message
+
+
+def test_status_probe_reports_backend_device_and_queue() -> None:
+    from blender_addon.client.events import Pong
+    from blender_addon.core.probe import STATUS_TOKEN, StatusProbe
+
+    class PingingConnection(FakeConnection):
+        def ping(self, token: str = "") -> None:
+            self.sent.append(("ping", token))
+
+    conn = PingingConnection([[WELCOME], [Pong(STATUS_TOKEN, {"queued": 2, "running": "job9"})]])
+    probe = StatusProbe(lambda: conn, "tcp://127.0.0.1:7", clock=Clock())
+    probe.start()
+    while not probe.finished:
+        probe.step()
+    assert probe.online and probe.line == "Connected: test on cpu, busy, 2 queued"
+    assert ("ping", STATUS_TOKEN) in conn.sent and conn.closed
+
+    offline = StatusProbe(lambda: PingingConnection([]), "tcp://127.0.0.1:7", timeout_s=1.0, clock=Clock())
+    offline.start()
+    while not offline.finished:
+        offline.step()
+    assert not offline.online and offline.line == wording.offline("tcp://127.0.0.1:7")

@@ -51,7 +51,7 @@ def test_installing_the_zip_with_blenders_installer_works(built_zip: Path, tmp_p
         [sys.executable, str(Path(__file__).with_name("extension_smoke.py")), str(built_zip)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line is not None, proc.stdout[-3000:] + proc.stderr[-3000:]
     found: dict[str, Any] = json.loads(line[len("RESULT "):])
     assert found["install"] == ["FINISHED"] and found["enabled"] and found["operator"]

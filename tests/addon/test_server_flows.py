@@ -57,6 +57,26 @@ def test_generate_end_to_end_with_the_weight_free_backend(bpy: Any, addon: Any, 
     assert any(v.state == "running" for v in views) and views[-1].state == "done"
 
 
+def test_retexture_with_the_weight_free_backend_paints_into_the_objects_uvs(
+    bpy: Any, addon: Any, start_server: Any, ref_image: str
+) -> None:
+    pytest.importorskip("inference_server.pipeline.inflate")
+    addon.server_address = start_server("inflate")
+    from blender_addon import api
+
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=24, ring_count=12, location=(0.0, 3.0, 0.0))
+    obj = bpy.context.active_object
+    obj.name = "Ball"
+    uv_before = np.empty(len(obj.data.loops) * 2, dtype=np.float32)
+    obj.data.uv_layers.active.uv.foreach_get("vector", uv_before)
+    assert api.retexture(obj, [ref_image], texture_size=512, timeout=240) == obj
+    uv_after = np.empty_like(uv_before)
+    obj.data.uv_layers.active.uv.foreach_get("vector", uv_after)
+    assert np.array_equal(uv_before, uv_after)  # the artist's own UVs carry the new maps
+    assert obj.active_material.name == "Ball_step1x3d"
+    assert obj.active_material["step1x3d_backend"] == "inflate"
+
+
 def test_generate_operator_headless_with_lods(bpy: Any, addon: Any, start_server: Any, ref_image: str) -> None:
     addon.server_address = start_server(CUBE)
     before = set(bpy.data.objects.keys())
@@ -189,3 +209,40 @@ def test_bad_input_is_one_sentence_and_no_job(bpy: Any, addon: Any, ref_image: s
         api.generate([ref_image], steps=0)
     with pytest.raises(api.Step1X3DError, match="Select a mesh object"):
         api.retexture(None, [ref_image])  # type: ignore[arg-type]
+
+
+def test_status_line_from_a_real_server(bpy: Any, addon: Any, start_server: Any) -> None:
+    from blender_addon.blender import runtime
+
+    addon.server_address = start_server(CUBE)
+    st = bpy.context.window_manager.step1x3d
+    deadline = time.monotonic() + 30
+    while "on cpu" not in st.server_line:  # a fresh server answers before its backend has loaded
+        assert bpy.ops.step1x3d.refresh_status() == {"FINISHED"}
+        while runtime.poll_step(bpy.context):
+            assert time.monotonic() < deadline, st.server_line
+            time.sleep(0.02)
+        assert st.server_online, st.server_line
+    assert st.server_line == "Connected: test-cube on cpu, idle"
+
+
+def test_disabling_with_a_job_in_flight_is_instant(bpy: Any, addon: Any, start_server: Any, ref_image: str) -> None:
+    import addon_utils
+
+    from blender_addon.blender import jobs, runtime
+    from blender_addon.blender.preferences import get_prefs
+    from blender_addon.blender.references import gather
+
+    addon.server_address = start_server(SLOW)
+    job = jobs.start_generate(gather([ref_image]), {"mode": "full"}, get_prefs())
+    runtime.add_job(job)
+    deadline = time.monotonic() + 30
+    while bpy.context.window_manager.step1x3d.job_state != "running":
+        runtime.poll_step(bpy.context)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    addon_utils.disable("blender_addon", default_set=True)  # what quitting Blender does
+    assert time.monotonic() - started < 1.0
+    assert not runtime._jobs and job.session._conn is None
+    addon_utils.enable("blender_addon", default_set=True)  # the fixture disables it again

@@ -124,3 +124,36 @@ def test_keys(tmp_path: Path) -> None:
     secret = tmp_path / "laptop.key_secret"
     assert secret.is_file() and secret.stat().st_mode & 0o777 == 0o600
     assert "public key:" in proc.stdout
+
+
+def test_quick_start_example_in_process(tmp_path: Path) -> None:
+    """The README's first command: the bundled example through the weight-free default backend."""
+    pytest.importorskip("inference_server.pipeline.inflate")
+    pytest.importorskip("inference_server.export")
+    example = REPO / "examples" / "apple.png"
+    if not example.is_file():
+        pytest.skip("no bundled example image")
+    out = tmp_path / "apple.glb"
+    proc = step1x3d("generate", str(example), "-o", str(out), "--texture-size", "512", "--max-faces", "20000",
+                    timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"glTF"
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    import io
+
+    from inference_server.cli import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(stream, width=10)
+    bar.update("geometry", 15, 50, 0.3, 75.0)
+    bar.update("texture", 50, 50, 1.0, None)
+    bar.finish()
+    out = stream.getvalue()
+    assert out.startswith("\r[###-------]  30.0%  geometry 15/50  ETA 1:15")
+    assert "\r[##########] 100.0%  texture 50/50" in out and out.endswith("\n")

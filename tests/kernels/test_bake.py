@@ -26,28 +26,28 @@ def render_views(pos: np.ndarray, faces: np.ndarray, res: int) -> list[K.BakeVie
 
 @pytest.fixture(scope="module")
 def sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return uv_sphere(48, 96, 0.45, uv_margin=0.02)
+    return uv_sphere(32, 64, 0.45, uv_margin=0.02)  # 4k faces: the reference rasterizer loops in Python
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_baking_own_views_reproduces_known_texture(sphere, backend: str) -> None:  # type: ignore[no-untyped-def]
     pos, faces, uv = sphere
     size = 128
-    res = K.bake_views(pos, faces, uv, render_views(pos, faces, 256), size, backend=backend)
+    res = K.bake_views(pos, faces, uv, render_views(pos, faces, 192), size, backend=backend)
     uvr = K.rasterize_uv(uv, faces, size, size)
     expected = colour_of(K.interpolate(uvr, faces, pos))
     m = res.mask
     # Six axis views see the whole sphere within 75 degrees except small corners near the diagonals.
     assert m.sum() > 0.95 * (uvr.face_id >= 0).sum()
     assert not (m & (uvr.face_id < 0)).any()
-    # Error: bilinear sampling of a smooth colour in 256^2 views (1 pixel = 0.0043 units, slope <= 2.3).
+    # Error: bilinear sampling of a smooth colour in 192^2 views (1 pixel = 0.0057 units, slope <= 2.3).
     err = np.abs(res.texture[m] - expected[m])
     assert err.max() < 0.02 and err.mean() < 2e-3, (err.max(), err.mean())
     assert (res.texture[~m] == 0).all() and (res.weight[~m] == 0).all() and (res.weight[m] > 0).all()
 
 
 def test_cpu_matches_reference(sphere) -> None:  # type: ignore[no-untyped-def]
-    pos, faces, uv = sphere
+    pos, faces, uv = uv_sphere(16, 32, 0.45, uv_margin=0.02)
     views = render_views(pos, faces, 96)
     views.append(K.BakeView(views[0].image, K.perspective("front", 40.0, distance=2.0), 0.7))
     a = K.bake_views(pos, faces, uv, views, 64, backend="reference")

@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,8 +37,11 @@ class ServerProcess:
             "--log-level", "WARNING", *extra,
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe mid-test.
+        self._stderr = tempfile.TemporaryFile(mode="w+t")
+        self._err_text = ""
         self.proc = subprocess.Popen(
-            self.args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
         self.address = self._read_address()
 
@@ -66,11 +70,15 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=timeout_s)
+            self.proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-        return self.proc.returncode, err or ""
+            self.proc.communicate(timeout=10)
+        if not self._stderr.closed:
+            self._stderr.seek(0)
+            self._err_text = self._stderr.read()
+            self._stderr.close()
+        return self.proc.returncode, self._err_text
 
     def __enter__(self) -> "ServerProcess":
         return self

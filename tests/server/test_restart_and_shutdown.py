@@ -158,3 +158,39 @@ def test_inflate_backend_round_trip(results_dir: Path) -> None:
     assert result.mesh["faces"].shape[0] > 100
     assert np.abs(result.mesh["positions"]).max() <= 1.01
     assert "base_color" in result.textures
+
+
+def test_session_survives_a_server_crash_and_restart(results_dir: Path) -> None:
+    """SIGKILL the server mid-job: the client reports offline, then re-attaches and resubmits to the new one."""
+    import socket
+
+    from blender_addon.client import JobSession
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = ServerProcess(results_dir, port=port)
+    second: ServerProcess | None = None
+    conn = ServerConnection(first.address, heartbeat_s=0.2, offline_after_s=1.0)
+    try:
+        wait_ready(first.address)
+        session = JobSession(conn, [png_bytes()], JobSettings(lora="slow", steps=10), job_id="phoenix")
+        session.start()
+        deadline = time.monotonic() + 20
+        while session.tracker.state != "running" and time.monotonic() < deadline:
+            session.step(50)
+        first.stop(sig=signal.SIGKILL)
+        while session.tracker.state != "offline" and time.monotonic() < deadline:
+            session.step(50)
+        assert session.tracker.state == "offline"
+        assert "start it with `step1x3d serve`" in session.tracker.error
+        second = ServerProcess(results_dir, port=port)
+        while not session.tracker.finished and time.monotonic() < deadline + 20:
+            session.step(50)
+        assert session.tracker.state == "done", session.tracker.error
+        assert session.tracker.result is not None and session.tracker.result.job_id == "phoenix"
+    finally:
+        conn.close()
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -104,6 +104,10 @@ def test_side_images_and_fill() -> None:
         assert np.abs(col[centre & covered].mean(0) - c).max() < 0.08, view
     # Top and bottom caps were seen by no view at 75 degrees or less: filled, no black.
     assert tex.reshape(-1, 3).max(axis=1).min() > 20
+    # A missing side (None) is skipped: front and back only.
+    tex2 = project_texture(mesh, [images[0], None, images[2]], texture_size=128)
+    col, covered = rerender(mesh, tex2, images[0].mask, "back")
+    assert np.abs(col[N // 2, N // 2] - colours[2]).max() < 0.08
 
 
 def test_front_only_fills_the_back_without_black() -> None:

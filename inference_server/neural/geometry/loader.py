@@ -172,12 +172,21 @@ def load_weights(module: M, weights: Path, dtype: torch.dtype,
     return module
 
 
-def build_empty(factory: Callable[..., M], *args: Any) -> M:
-    """Build a module with parameters on the meta device (buffers stay real: they are not in the files)."""
+def build_empty(factory: Callable[..., M], *args: Any, config_path: Path | None = None) -> M:
+    """Build a module with parameters on the meta device (buffers stay real: they are not in the files).
+
+    A config the module cannot be built from raises ``PipelineError(code="weights_invalid")``
+    naming ``config_path``.
+    """
     from accelerate import init_empty_weights
 
-    with init_empty_weights(include_buffers=False):
-        return factory(*args)
+    try:
+        with init_empty_weights(include_buffers=False):
+            return factory(*args)
+    except (ValueError, TypeError, KeyError) as exc:
+        where = f"{config_path}: " if config_path else ""
+        raise PipelineError(f"{where}cannot build the model this config describes ({exc})",
+                            code="weights_invalid") from exc
 
 
 @dataclass
@@ -206,23 +215,27 @@ def load_components(model_dir: Path, dtype: torch.dtype = torch.bfloat16,
     if t_cfg.use_caption_condition:
         raise PipelineError("caption-conditioned geometry models are not supported (no such model was released)",
                             code="not_implemented")
-    transformer = load_weights(build_empty(Step1X3DTransformer, t_cfg), t_weights, dtype)
+    transformer = load_weights(build_empty(Step1X3DTransformer, t_cfg, config_path=t_cfg_path), t_weights, dtype)
 
     v_cfg_path, v_weights = component_files(model_dir, "vae")
-    vae = load_weights(build_empty(ShapeVAE, config_from_dict(ShapeVAEConfig, read_config(v_cfg_path))),
-                       v_weights, vae_dtype)
+    v_cfg = config_from_dict(ShapeVAEConfig, read_config(v_cfg_path))
+    vae = load_weights(build_empty(ShapeVAE, v_cfg, config_path=v_cfg_path), v_weights, vae_dtype)
 
     e_cfg_path, e_weights = component_files(model_dir, "visual_encoder")
     e_cfg = config_from_dict(VisualEncoderConfig, read_config(e_cfg_path))
+    if e_cfg.encode_camera:
+        raise PipelineError("camera-conditioned image encoders are not supported (the released models do not use "
+                            f"them); {e_cfg_path} asks for one", code="not_implemented")
     shapes = read_shapes(e_weights)
     with_clip = any(k.startswith("clip_model.") for k in shapes)
-    visual = load_weights(build_empty(ImageConditionEncoder, e_cfg, shapes, with_clip), e_weights, dtype, shapes)
+    visual = load_weights(build_empty(ImageConditionEncoder, e_cfg, shapes, with_clip, config_path=e_cfg_path),
+                          e_weights, dtype, shapes)
 
     label: LabelEncoder | None = None
     if t_cfg.use_label_condition:
         l_cfg_path, l_weights = component_files(model_dir, "label_encoder")
         l_cfg = config_from_dict(LabelEncoderConfig, read_config(l_cfg_path))
-        label = load_weights(build_empty(LabelEncoder, l_cfg), l_weights, dtype)
+        label = load_weights(build_empty(LabelEncoder, l_cfg, config_path=l_cfg_path), l_weights, dtype)
 
     return GeometryComponents(transformer=transformer, vae=vae, visual_encoder=visual,
                               scheduler=load_scheduler(model_dir), label_encoder=label, model_dir=model_dir)

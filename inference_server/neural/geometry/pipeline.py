@@ -132,7 +132,7 @@ class Step1X3DGeometryPipeline:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Step1X3DGeometryPipeline":
         """Move every component (``dtype`` applies to all but the VAE, which keeps its decode precision)."""
         if device is not None:
-            self._device = torch.device(device)
+            self._device = _concrete(device)
             self._offload = False
             self._compiled = None
         for m in self._modules():
@@ -141,7 +141,7 @@ class Step1X3DGeometryPipeline:
 
     def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
         """Keep components on the CPU and move each to ``device`` only for its sub-stage."""
-        self._device = torch.device(device)
+        self._device = _concrete(device)
         self._offload = True
         self._compiled = None
         for m in self._modules():
@@ -410,6 +410,14 @@ def octree_coarse(resolution: int) -> int:
     while r // 2 >= 63:
         r //= 2
     return r
+
+
+def _concrete(device: str | torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:N`` (the current device), so placement checks compare like with like."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def _sync(device: torch.device) -> None:

@@ -144,22 +144,28 @@ class TextureStage:
                 lora = lora_applied(pipe.models.unet, resolve_lora_file(c.lora_dir, settings.lora), settings.lora_scale)
             steps = settings.texture_steps
             ctx.progress(STAGE_DIFFUSION, 0, steps, "multi-view diffusion")
-            with lora as lora_info:
-                images_out = pipe(
-                    reference,
-                    torch.from_numpy(control),
-                    num_inference_steps=steps,
-                    guidance_scale=settings.texture_guidance,
-                    generator=torch.Generator("cpu").manual_seed(int(settings.seed)),
-                    mv_scale=c.mv_scale,
-                    reference_scale=c.reference_scale,
-                    control_scale=c.control_scale,
-                    callback=lambda done, total: ctx.progress(STAGE_DIFFUSION, done, total, "denoising"),
-                )
+            try:
+                with lora as lora_info:
+                    images_out = pipe(
+                        reference,
+                        torch.from_numpy(control),
+                        num_inference_steps=steps,
+                        guidance_scale=settings.texture_guidance,
+                        generator=torch.Generator("cpu").manual_seed(int(settings.seed)),
+                        mv_scale=c.mv_scale,
+                        reference_scale=c.reference_scale,
+                        control_scale=c.control_scale,
+                        callback=lambda done, total: ctx.progress(STAGE_DIFFUSION, done, total, "denoising"),
+                    )
+            except torch.cuda.OutOfMemoryError as exc:
+                pipe.offload_all()
+                hint = "" if pipe.staged else " (or set the texture offload option to 'stages')"
+                raise PipelineError("the GPU ran out of memory while generating the texture views; free VRAM "
+                                    f"and retry{hint}", code="out_of_memory", retryable=True) from exc
             if lora_info is not None:
                 notes.extend(lora_info.notes)
             if pipe.staged:
-                pipe.offload_all()  # the bake runs on the CPU: leave the card to the next job
+                pipe.offload_all()  # the bake and PBR maps need none of the models: free the card
 
         n_views = len(views)
         assert mesh.uvs is not None  # _ensure_uvs guarantees an atlas
@@ -169,7 +175,7 @@ class TextureStage:
             kernel_device=kernel_device,
         )
         ctx.progress(STAGE_BAKE, n_views, n_views + 1, "filling holes, PBR maps")
-        if coverage < 0.999:
+        if coverage < 0.99:
             notes.append(f"{100 * (1 - coverage):.0f}% of the texture was not seen by the six views and was "
                          "filled from neighbouring colours")
         material = self._material(mesh, texture, settings.pbr, notes, ctx, detail_mesh)

@@ -133,3 +133,23 @@ def test_hub_ids_are_refused_not_fetched(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(PipelineError) as err:
         Step1X3DGeometryPipeline.from_pretrained("stepfun-ai/Step1X-3D", subfolder=BASE)
     assert err.value.code == "weights_missing"
+
+
+def test_unbuildable_config_names_the_file(base_copy: Path) -> None:
+    cfg_path = base_copy / "transformer" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_heads"] = 5  # width 32 is not a multiple of 5 heads
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    assert err.value.code == "weights_invalid" and str(cfg_path) in str(err.value)
+
+
+def test_camera_conditioned_encoder_is_not_implemented(base_copy: Path) -> None:
+    cfg_path = base_copy / "visual_encoder" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["encode_camera"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(PipelineError) as err:
+        load_components(base_copy)
+    assert err.value.code == "not_implemented"
