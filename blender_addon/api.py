@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import bpy
 
-from .core.session import SessionView, wait
+from .core.session import SessionView, cancel_and_wait, wait
 from .protocol.settings import JobSettings
 
 ProgressCallback = Callable[[SessionView], None]
@@ -101,8 +101,8 @@ def _finish(
         return jobs.complete(ctx, job, prefs)
     except jobs.JobFailed as exc:
         raise Step1X3DError(str(exc)) from None
-    except BaseException:  # Ctrl+C in the console: tell the server, never leave the socket open
-        job.session.cancel()
+    except BaseException:  # Ctrl+C in the console: cancel on the server, never leave the socket open
+        cancel_and_wait(job.session)
         raise
     finally:
         job.session.close()

@@ -325,6 +325,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}", 2)
     if not args.output.parent.exists():
         raise CliError(f"the output folder {args.output.parent} does not exist", 2)
+    if args.server and (args.backend != "auto" or args.weights is not None):
+        print("note: --backend/--weights are ignored with --server; the server's backend runs the job", file=sys.stderr)
     bar = ProgressBar()
     started = time.monotonic()
     written = _generate_remote(args, settings, bar) if args.server else _generate_local(args, settings, bar)
@@ -378,7 +380,7 @@ def _one_line(exc: Exception) -> str:
 
     from .pipeline.base import PipelineError
 
-    if isinstance(exc, (JobFailed, PipelineError, CurveKeyError, SettingsError)):
+    if isinstance(exc, (JobFailed, PipelineError, CurveKeyError, SettingsError, ValueError)):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"

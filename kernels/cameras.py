@@ -91,10 +91,10 @@ def orthographic(
     """
     side, up_v = _direction_and_up(direction, up)
     c = np.asarray(center, float).reshape(3)
-    hx, hy = (half_extent, half_extent) if np.isscalar(half_extent) else half_extent  # type: ignore[misc]
+    hx, hy = (float(v) for v in np.broadcast_to(np.asarray(half_extent, float), (2,)))
     proj = np.zeros((4, 4))
-    proj[0, 0] = 1.0 / float(hx)
-    proj[1, 1] = 1.0 / float(hy)
+    proj[0, 0] = 1.0 / hx
+    proj[1, 1] = 1.0 / hy
     proj[2, 2] = -2.0 / (far - near)
     proj[2, 3] = -(far + near) / (far - near)
     proj[3, 3] = 1.0

@@ -48,18 +48,20 @@ def cube(half: float = 0.4, subdiv: int = 1, gutter: float = 0.04) -> tuple[np.n
         ((0, -1, 0), (1, 0, 0), (0, 0, -1)),
     ]
     cell_w, cell_h = 1.0 / 3.0, 1.0 / 2.0
-    pos_all, uv_all, face_all = [], [], []
+    pos_all: list[np.ndarray] = []
+    uv_all: list[np.ndarray] = []
+    face_all: list[np.ndarray] = []
     t = np.linspace(0.0, 1.0, subdiv + 1)
     gu, gv = np.meshgrid(t, t, indexing="xy")
-    for k, (n, ua, va) in enumerate(sides):
-        n, ua, va = (np.asarray(x, float) for x in (n, ua, va))
-        p = half * (n + (2 * gu[..., None] - 1) * ua + (2 * gv[..., None] - 1) * va)
+    for k, side in enumerate(sides):
+        nrm, ua, va = (np.asarray(x, float) for x in side)
+        p = half * (nrm + (2 * gu[..., None] - 1) * ua + (2 * gv[..., None] - 1) * va)
         col, row = k % 3, k // 3
         uv = np.stack([
             col * cell_w + gutter / 2 + gu * (cell_w - gutter),
             row * cell_h + gutter / 2 + gv * (cell_h - gutter),
         ], -1)
-        base = sum(len(x) for x in pos_all)
+        base = int(sum(x.shape[0] for x in pos_all))
         idx = base + np.arange((subdiv + 1) ** 2).reshape(subdiv + 1, subdiv + 1)
         a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
         quads = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])

@@ -9,11 +9,17 @@ from typing import Any, Callable
 
 import bpy
 
+from ..client.connection import ServerConnection
 from ..core import wording
 from ..core.history import History, HistoryEntry
 from ..core.naming import asset_name, new_job_id
-from ..core.payload import ResultPayload, load_payload, payload_from_result, save_payload
-from ..core.session import DONE, Connection, JobRequestSpec, JobSession, SessionView
+from ..core.payload import (
+    ResultPayload,
+    load_payload,
+    payload_from_result,
+    save_payload,
+)
+from ..core.session import DONE, JobRequestSpec, JobSession, SessionView
 from ..protocol.settings import JobSettings, SettingsError
 from . import importer, material, retexture
 from .preferences import Prefs, results_root, user_dir
@@ -43,12 +49,10 @@ class ActiveJob:
         return self.session.job_id
 
 
-def connector(prefs: Prefs) -> Callable[[], Connection]:
+def connector(prefs: Prefs) -> Callable[[], ServerConnection]:
     """A factory so the socket is created when the session starts (and never at import time)."""
 
-    def connect() -> Connection:
-        from ..client.connection import ServerConnection
-
+    def connect() -> ServerConnection:
         return ServerConnection(prefs.server_address, curve=prefs.curve(), offline_after_s=prefs.connect_timeout_s)
 
     return connect
@@ -120,6 +124,13 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
     return obj
 
 
+def done_message(job: ActiveJob, obj: bpy.types.Object) -> str:
+    """What the panel says after a success, with the server's notes (e.g. "re-unwrapped UVs")."""
+    verb = "Imported" if job.kind == GENERATE else "Retextured"
+    notes = " ".join(wording.sentence(n) for n in job.session.notes)
+    return f"{verb} '{obj.name}'." + (f" {notes}" if notes else "")
+
+
 def _apply_texture(job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
     obj = bpy.data.objects.get(job.name)  # resolved by name: ID references do not survive undo
     if obj is None or obj.type != "MESH":
@@ -148,6 +159,7 @@ def record(
 ) -> HistoryEntry:
     """Append the job to the history (and keep its result for re-import when asked to)."""
     result_dir = ""
+    save_error = ""
     counts = (0, 0)
     if obj is not None and obj.type == "MESH":
         counts = importer.mesh_counts(obj.data)  # type: ignore[arg-type]
@@ -156,14 +168,15 @@ def record(
         try:
             save_payload(payload, folder)
             result_dir = str(folder)
-        except OSError as exc:
-            view = SessionView(state=view.state, message=wording.sentence(f"Imported, but not kept for History: {exc}"))
+        except OSError as exc:  # a full disk must not undo a good import; say why re-import is missing
+            save_error = wording.sentence(f"Not kept for re-import: {exc}")
+    outcome = view.message if view.state != DONE else " ".join(job.session.notes)
     entry = HistoryEntry(
         job_id=job.job_id,
         name=obj.name if obj is not None else job.name,
         mode=str(job.settings.get("mode", "full")),
         state=view.state,
-        message=view.message if view.state != DONE else "; ".join(job.session.notes),
+        message=" ".join(filter(None, [outcome, save_error])),
         images=list(job.image_names),
         settings=dict(job.settings),
         result_dir=result_dir,

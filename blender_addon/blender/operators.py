@@ -14,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..core import wording
-from ..core.session import DONE, wait
+from ..core.session import cancel_and_wait, wait
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, runtime
 from .preferences import get_prefs
@@ -91,20 +91,19 @@ class _JobOperator:
             runtime.add_job(job, context)
             return {"FINISHED"}
         try:
-            view = wait(job.session, timeout_s=op.timeout or None)
+            wait(job.session, timeout_s=op.timeout or None)
             obj = jobs.complete(context, job, get_prefs(context))
         except jobs.JobFailed as exc:
             return self._fail(context, str(exc))
         except Exception as exc:  # an add-on bug must still read as one sentence, not a traceback
             return self._fail(context, wording.sentence(f"The job failed unexpectedly: {exc}"))
-        except BaseException:  # Ctrl+C in a script: tell the server before the socket goes
-            job.session.cancel()
+        except BaseException:  # Ctrl+C in a script: cancel on the server before the socket goes
+            cancel_and_wait(job.session)
             raise
         finally:
             job.session.close()
-        if view.state == DONE:
-            state(context).last_object = obj.name
-            runtime.report(context, f"Imported '{obj.name}'.", failed=False)
+        state(context).last_object = obj.name
+        runtime.report(context, jobs.done_message(job, obj), failed=False)
         return {"FINISHED"}
 
     def _fail(self, context: bpy.types.Context, message: str) -> Result:
@@ -137,8 +136,13 @@ class STEP1X3D_OT_generate(_JobOperator, bpy.types.Operator):
             return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
         try:
             mode = self.mode if self.properties.is_property_set("mode") else state(context).mode
-            if mode == "texture":
-                return bpy.ops.step1x3d.retexture("EXEC_DEFAULT")  # type: ignore[attr-defined]
+            if mode == "texture":  # the panel's "Texture Selected": same job, on the active object
+                forwarded = {n: getattr(self, n) for n in (*_SETTING_PROPS, "lod_levels", "wait", "timeout")
+                             if self.properties.is_property_set(n)}
+                images = [{"name": item.name} for item in self.images]
+                return bpy.ops.step1x3d.retexture(  # type: ignore[attr-defined]
+                    "EXEC_DEFAULT", images=images, **forwarded
+                )
             refs = self._references(context)
             job = jobs.start_generate(refs, self._settings(context, mode), get_prefs(context), name=self.name)
         except InputError as exc:
@@ -213,9 +217,7 @@ class STEP1X3D_OT_import_result(bpy.types.Operator):
             runtime.report(context, message, failed=True)
             return {"CANCELLED"}
         state(context).last_object = obj.name
-        notes = "; ".join(job.session.notes)
-        message = f"Imported '{obj.name}'." + (f" {wording.sentence(notes)}" if notes else "")
-        runtime.report(context, message, failed=False)
+        runtime.report(context, jobs.done_message(job, obj), failed=False)
         return {"FINISHED"}
 
 

@@ -96,19 +96,24 @@ def finish(context: bpy.types.Context, job_id: str) -> bpy.types.Object | None:
     if job is None:
         return None
     st = state(context)
+    st.last_message = ""
     obj = None
     try:
         if job.session.view.state == "done":
-            # An operator with UNDO makes the whole import one undo step.
-            result = bpy.ops.step1x3d.import_result(job_id=job_id)  # type: ignore[attr-defined]
+            # An UNDO operator makes the whole import one undo step. Called from Python, Blender pushes
+            # that step only when asked: the second positional argument is `undo`.
+            result = bpy.ops.step1x3d.import_result("EXEC_DEFAULT", True, job_id=job_id)  # type: ignore[attr-defined]
             if "FINISHED" in result:
                 obj = bpy.data.objects.get(st.last_object)
         else:
             jobs.complete(context, job, get_prefs(context))  # records history, raises JobFailed
     except jobs.JobFailed as exc:
-        report(context, str(exc), failed=True)
-    except RuntimeError as exc:  # operator could not run (no context): one sentence, no traceback
-        report(context, wording.sentence(f"Could not import the result: {exc}"), failed=True)
+        report(context, str(exc), failed=job.session.view.state != "cancelled")
+    except RuntimeError as exc:
+        # bpy raises the operator's ERROR report as RuntimeError; the operator has already put its
+        # sentence in the panel. Anything else (no usable context) gets one sentence here.
+        if not st.last_message:
+            report(context, wording.sentence(f"Could not import the result: {exc}"), failed=True)
     finally:
         pop_job(job_id)
         st.job_id = ""
@@ -201,7 +206,7 @@ def stop_local_server() -> None:
 
 # -- history --------------------------------------------------------------------------------------
 
-_history_cache: tuple[float, list[HistoryEntry]] = (-1.0, [])
+_history_cache: tuple[tuple[int, int], list[HistoryEntry]] = ((-1, -1), [])
 
 
 def history_entries() -> list[HistoryEntry]:
@@ -209,11 +214,12 @@ def history_entries() -> list[HistoryEntry]:
     global _history_cache
     history = History(user_dir())
     try:
-        mtime = history.path.stat().st_mtime
+        stat = history.path.stat()
     except OSError:
         return []
-    if mtime != _history_cache[0]:
-        _history_cache = (mtime, history.load())
+    key = (stat.st_mtime_ns, stat.st_size)  # size too: coarse file-system clocks can repeat an mtime
+    if key != _history_cache[0]:
+        _history_cache = (key, history.load())
     return _history_cache[1]
 
 

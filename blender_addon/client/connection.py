@@ -42,6 +42,12 @@ class ConnectionClosed(RuntimeError):
     pass
 
 
+def normalize_address(address: str) -> str:
+    """``host:port`` -> ``tcp://host:port`` (people type what their browser taught them)."""
+    address = address.strip()
+    return address if "://" in address else f"tcp://{address}"
+
+
 class ServerConnection:
     def __init__(
         self,
@@ -52,7 +58,7 @@ class ServerConnection:
         offline_after_s: float = 5.0,
         client_name: str = "step1x3d-client",
     ) -> None:
-        self.address = address
+        self.address = address = normalize_address(address)
         self.heartbeat_s = heartbeat_s
         self.offline_after_s = offline_after_s
         self.client_name = client_name
@@ -75,7 +81,12 @@ class ServerConnection:
             self._monitor = sock.get_monitor_socket(
                 zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED
             )
-        sock.connect(address)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            self._context.term()
+            raise ValueError(f"{address} is not a valid server address (expected tcp://HOST:PORT): {exc}") from None
         self._socket: zmq.Socket | None = sock
         self._tokens = itertools.count(1)
         now = time.monotonic()
@@ -252,4 +263,4 @@ class ServerConnection:
             pass
 
 
-__all__ = ["ServerConnection", "ConnectionClosed", "DEFAULT_ADDRESS", "RESULT_LIMITS"]
+__all__ = ["ServerConnection", "ConnectionClosed", "DEFAULT_ADDRESS", "RESULT_LIMITS", "normalize_address"]

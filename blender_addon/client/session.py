@@ -94,6 +94,13 @@ class JobSession:
             self._react(event, now)
             if self.on_update is not None:
                 self.on_update(self.tracker)
+        if self._was_offline and self.connection.seconds_since_last_message() < self.connection.offline_after_s:
+            # The server answers again (maybe a restarted one; its keep-alive pong is not an event):
+            # say hello and re-subscribe; a server that lost the job answers unknown_job -> resubmit.
+            self._was_offline = False
+            self._fetch_sent = self.tracker.result is not None  # a fetch in flight may have been lost
+            self.connection.hello()
+            self.connection.attach(self.job_id)
         if self._resubmit_at is not None and now >= self._resubmit_at:
             self._resubmit_at = None
             self._submit()
@@ -108,11 +115,6 @@ class JobSession:
         tracker = self.tracker
         if isinstance(event, Offline):
             self._was_offline = True
-        elif self._was_offline:
-            # The server is back (maybe restarted): say hello again and re-subscribe to the job.
-            self._was_offline = False
-            self.connection.hello()
-            self.connection.attach(self.job_id)
         if isinstance(event, Rejected) and event.job_id == self.job_id and event.code == "busy":
             if self.retry_busy_until is not None and now < self.retry_busy_until:
                 # The server's hint is an estimate; retrying a little early costs one more "busy".

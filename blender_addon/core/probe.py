@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ..client.connection import ServerConnection
 from ..client.events import Pong, Welcome
 from . import wording
-from .session import Connection, ServerInfo, server_info
-
+from .session import ServerInfo, server_info
 
 STATUS_TOKEN = "status"
 PONG_WAIT_S = 1.0
@@ -17,13 +17,13 @@ PONG_WAIT_S = 1.0
 class StatusProbe:
     """One non-blocking check; call :meth:`step` until :attr:`finished`."""
 
-    def __init__(self, connect: Callable[[], Connection], address: str, *, timeout_s: float = 5.0,
+    def __init__(self, connect: Callable[[], ServerConnection], address: str, *, timeout_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._connect = connect
         self.address = address
         self.timeout_s = timeout_s
         self._clock = clock
-        self._conn: Connection | None = None
+        self._conn: ServerConnection | None = None
         self._started = 0.0
         self._welcomed_at = 0.0
         self.finished = False

@@ -1,42 +1,34 @@
-"""One job, driven by a non-blocking poll step: the heart of the add-on.
+"""One job, driven by a non-blocking poll step: the add-on's policy on top of the client's session.
 
 No threads: :meth:`JobSession.step` polls the connection (``poll(0)`` from
-Blender's timer, or with a short timeout from the blocking API), feeds the
-events to the client's :class:`~blender_addon.client.tracker.JobTracker` and
-returns a :class:`SessionView`. libzmq's own I/O thread does the waiting.
+Blender's timer, or with a short timeout from the blocking API) and returns a
+:class:`SessionView` for the panel. libzmq's own I/O thread does the waiting.
 
-What the session adds to the tracker: it submits only after ``welcome`` (so an
-absent server is reported as such: a DEALER "connects" to nothing without
-complaint), fetches the result when it is announced, gives up on a cancel the
-server never confirms, and turns a server that went silent mid-job into one
-sentence after a grace period instead of waiting for ever.
+The protocol reactions (fetch when ready, re-attach after an outage, resubmit
+to a restarted server, close the job once fetched) live in
+:class:`blender_addon.client.session.JobSession`. What the add-on adds: a
+server that never answered is reported at once with the exact fix, one that
+went silent mid-job after a grace period; a cancel the server never confirms
+still ends the job; and every failure, even a client bug, is one sentence.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
-from ..client.events import Result, ResultReady, Welcome
+from ..client.connection import ServerConnection
+from ..client.events import Result, Welcome
+from ..client.session import JobSession as ClientSession
 from ..client.tracker import CANCELLED, DONE, FAILED, FINAL_STATES, OFFLINE, QUEUED, RUNNING, JobTracker
 from ..client.tracker import format_eta as _format_eta
 from . import wording
 
-__all__ = ["CANCELLED", "DONE", "FAILED", "OFFLINE", "QUEUED", "RUNNING", "JobSession", "SessionView", "wait"]
-
-
-class Connection(Protocol):
-    """What the session needs of ``blender_addon.client.connection.ServerConnection``."""
-
-    def hello(self) -> None: ...
-    def submit(self, job_id: str, images: Any, settings: Any, *, image_names: list[str] | None = None,
-               mesh: dict[str, Any] | None = None, want_glb: bool = False) -> None: ...
-    def cancel(self, job_id: str) -> None: ...
-    def fetch(self, job_id: str) -> None: ...
-    def ping(self, token: str = "") -> None: ...
-    def poll(self, timeout_ms: int = 0) -> list[Any]: ...
-    def close(self) -> None: ...
+__all__ = [
+    "CANCELLED", "DONE", "FAILED", "OFFLINE", "QUEUED", "RUNNING",
+    "JobSession", "SessionView", "cancel_and_wait", "wait",
+]
 
 
 @dataclass(frozen=True)
@@ -64,8 +56,7 @@ class ServerInfo:
             text = f"Connected: {self.backend or 'unknown backend'} on {self.device or 'unknown device'}"
         if status:
             queued = int(status.get("queued", 0) or 0)
-            busy = bool(status.get("running"))
-            text += ", busy" if busy else ", idle"
+            text += ", busy" if status.get("running") else ", idle"
             if queued:
                 text += f", {queued} queued"
         return text
@@ -120,26 +111,24 @@ class JobSession:
 
     def __init__(
         self,
-        connect: Callable[[], Connection],
+        connect: Callable[[], ServerConnection],
         request: JobRequestSpec,
         *,
         address: str,
         offline_timeout_s: float = 5.0,
         stall_timeout_s: float = 60.0,
         cancel_grace_s: float = 3.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
         self.request = request
         self.address = address
+        self.offline_timeout_s = offline_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.cancel_grace_s = cancel_grace_s
-        self._clock = clock
-        self.tracker = JobTracker(request.job_id, address=address, no_answer_s=offline_timeout_s, now=clock())
-        self._conn: Connection | None = None
-        self._submitted = False
-        self._fetched = False
-        self._offline_since: float | None = None
+        # Replaced by the client session's tracker in start(); until then it only records a failure to start.
+        self.tracker = JobTracker(request.job_id, address=address, no_answer_s=offline_timeout_s)
+        self._inner: ClientSession | None = None
+        self._conn: ServerConnection | None = None
         self._cancel_requested_at: float | None = None
 
     @property
@@ -172,87 +161,72 @@ class JobSession:
         )
 
     def start(self) -> None:
+        r = self.request
         try:
             self._conn = self._connect()
-            self._conn.hello()
-        except Exception as exc:  # a malformed address or key file: the socket cannot even be made
-            self._fail_now(wording.sentence(f"Cannot connect to {self.address}: {exc}"))
+            self._inner = ClientSession(
+                self._conn, r.images, r.settings, job_id=r.job_id, image_names=list(r.image_names), mesh=r.mesh,
+                no_answer_s=self.offline_timeout_s,
+            )
+            self.tracker = self._inner.tracker
+            self._inner.start()
+        except Exception as exc:  # a malformed address or key file, a client-side limit: nothing was sent
+            self._fail_now(wording.sentence(f"Cannot send the job to {self.address}: {exc}"))
 
     def step(self, timeout_ms: int = 0) -> SessionView:
-        """Poll once, update the tracker and return :attr:`view`. Harmless after the job ended."""
-        t = self.tracker
-        if t.finished or self._conn is None:
+        """Poll once and return :attr:`view`. Harmless after the job ended."""
+        if self.tracker.finished or self._inner is None:
             return self.view
         try:
-            events = self._conn.poll(timeout_ms)
-            for event in events:
-                t.handle(event)
-                if isinstance(event, Welcome) and not self._submitted and self._cancel_requested_at is None:
-                    self._submit()
-                if (isinstance(event, ResultReady) or t.result_ready) and not self._fetched and t.result is None:
-                    self._fetched = True
-                    self._conn.fetch(self.job_id)
-                if t.finished:
-                    break
+            self._inner.step(timeout_ms)
         except Exception as exc:  # a closed connection or an undecodable reply: one sentence, no traceback
             self._fail_now(wording.sentence(f"Lost the connection to the server: {exc}"))
             return self.view
-        self._check_timeouts(self._clock())
+        self._apply_policy(time.monotonic())  # the client session's clock too
         return self.view
 
     def cancel(self) -> None:
         """Ask the server to cancel; ends as cancelled when it confirms (or after a short grace period)."""
         if self.tracker.finished:
             return
-        if self._conn is None or not self._submitted:  # nothing on the server to cancel
-            self.tracker.mark_cancelled()
+        if self._inner is None or not self._inner.heard_from_server:
+            self.tracker.mark_cancelled()  # no server has answered: there is nothing to cancel there
             return
         if self._cancel_requested_at is None:
-            self._cancel_requested_at = self._clock()
+            self._cancel_requested_at = time.monotonic()
             try:
-                self._conn.cancel(self.job_id)
+                self._inner.cancel()
             except Exception:
                 self.tracker.mark_cancelled()
 
     def close(self) -> None:
-        """Close the socket (LINGER 0 in the client: never blocks). Idempotent."""
-        conn, self._conn = self._conn, None
+        """Close the socket and its context (LINGER 0 in the client: never blocks). Idempotent."""
+        conn, self._conn, self._inner = self._conn, None, None
         if conn is not None:
             try:
                 conn.close()
             except Exception:
                 pass
 
-    def _submit(self) -> None:
-        assert self._conn is not None
-        r = self.request
-        self._submitted = True
-        try:
-            self._conn.submit(r.job_id, list(r.images), dict(r.settings), image_names=list(r.image_names), mesh=r.mesh)
-        except Exception as exc:  # client-side checks (job id, queue full) raise before sending
-            self._fail_now(wording.sentence(str(exc)))
-
-    def _check_timeouts(self, now: float) -> None:
+    def _apply_policy(self, now: float) -> None:
         t = self.tracker
         if self._cancel_requested_at is not None and now - self._cancel_requested_at > self.cancel_grace_s:
             t.mark_cancelled()  # the server may be gone; do not keep the artist waiting
             return
-        t.tick(now)
-        if t.state != OFFLINE:
-            self._offline_since = None
+        if t.state != OFFLINE or self._inner is None:
             return
-        if t.welcome is None:
-            # Never heard from the server at all within the connect timeout: it is not running
-            # (or the address is wrong). Say so now rather than wait for it.
+        if not self._inner.heard_from_server:
+            # Not a word within the connect timeout: no server there (or a wrong address). Say so now.
             self._fail_now(wording.offline(self.address), code="offline")
-        elif self._offline_since is None:
-            self._offline_since = now
-            t.error = wording.lost(self.address, waiting=True)
-        elif now - self._offline_since > self.stall_timeout_s:
+            return
+        silent_since = self._inner.offline_since or now
+        if now - silent_since > self.stall_timeout_s:
             self._fail_now(wording.lost(self.address), code="offline")
+        else:
+            t.error = wording.lost(self.address, waiting=True)
 
     def _fail_now(self, sentence: str, *, code: str = "client") -> None:
-        """A failure the client decides (the tracker only knows the server's failures)."""
+        """A failure the add-on decides (the tracker only knows the server's failures)."""
         t = self.tracker
         if not t.finished:
             t.state = FAILED
@@ -285,3 +259,17 @@ def wait(
         if deadline is not None and clock() > deadline:
             session.cancel()
             deadline = None  # the cancel grace period ends the loop
+
+
+def cancel_and_wait(session: JobSession, seconds: float = 2.0) -> None:
+    """Cancel and give the server a moment to confirm before the socket closes (LINGER 0 drops unsent data).
+
+    For a script interrupted with Ctrl+C; ``unregister()`` does not wait (Blender must quit at once).
+    """
+    session.cancel()
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end and not session.step(50).terminal:
+            pass
+    except KeyboardInterrupt:
+        return

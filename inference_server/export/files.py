@@ -93,11 +93,11 @@ def obj_text(mesh: MeshData, mtl_name: str | None, header: str) -> str:
     parts.append(_rows("v %.6f %.6f %.6f\n", m.positions.astype(np.float64)))
     idx = m.faces.astype(np.int64) + 1
     has_uv, has_n = m.uvs is not None, m.normals is not None
-    if has_uv:
+    if m.uvs is not None:
         uv = m.uvs.astype(np.float64).copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # OBJ's v grows upwards from the bottom-left
         parts.append(_rows("vt %.6f %.6f\n", uv))
-    if has_n:
+    if m.normals is not None:
         parts.append(_rows("vn %.5f %.5f %.5f\n", m.normals.astype(np.float64)))
     if has_uv and has_n:
         parts.append(_rows("f %d/%d/%d %d/%d/%d %d/%d/%d\n", np.repeat(idx, 3, axis=1)))

@@ -60,12 +60,15 @@ BOUNDS = 1.05
 FIT = 0.95  # largest half-extent after normalisation, as the image preparation's fill
 SMOOTH_ITERATIONS = 3  # Taubin passes: removes marching-cubes terracing, keeps the volume
 RIGHT, BACK, LEFT = 1, 2, 3
+THIN_MESSAGE = (
+    "the object is too thin to inflate into a solid: no part of its silhouette is wider than "
+    "about 1/250 of its size"
+)
 
 
 @dataclass(frozen=True)
 class _SideView:
     phi: np.ndarray  # signed distance in its own map pixels, positive inside
-    z_sign: float  # +1 if the view's image x runs towards +Z, -1 if towards -Z
     row_of_y: tuple[float, float]  # row = a * y + b
     col_of_z: tuple[float, float]  # col = a * z + b
     px: float  # world units per map pixel of this view
@@ -106,7 +109,7 @@ def build_geometry(
         seeds=_outline_points(front), ctx=ctx,
     )
     if len(faces) == 0:
-        raise PipelineError("the silhouette is too small or thin to inflate into a solid", code="bad_image")
+        raise PipelineError(THIN_MESSAGE, code="bad_image")
     vertices[:, 2] *= z_scale
     clock.lap("geometry.extract")
 
@@ -129,7 +132,7 @@ def _inflation_field(front: SilhouetteMaps, sides: list[_SideView], depth: float
     px = 2.0 / front.size  # world units per map pixel
     peak = float(np.sqrt(max(front.height2.max(), 0.0))) * px  # inscribed-ish radius, world units
     if peak <= 0:
-        raise PipelineError("the silhouette is too small or thin to inflate into a solid", code="bad_image")
+        raise PipelineError(THIN_MESSAGE, code="bad_image")
     scale = depth
     for side in sides:  # deepen so the side silhouette, not the inflation, limits the depth
         scale = max(scale, 1.05 * side.half_depth / peak)
@@ -182,11 +185,10 @@ def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideVi
     b_y = r_top - a_y * y_top
     px = -1.0 / a_y  # world units per side-map pixel (rows grow downwards)
     centre_col = 0.5 * (s_left + s_right) / ratio - 0.5
-    z_sign = -1.0 if which == RIGHT else 1.0
+    z_sign = -1.0 if which == RIGHT else 1.0  # right view: image x runs towards -Z; left: towards +Z
     a_z = z_sign / px
     half_depth = 0.5 * (s_right - s_left) / ratio * px
-    return _SideView(phi=phi, z_sign=z_sign, row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px,
-                     half_depth=half_depth)
+    return _SideView(phi=phi, row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px, half_depth=half_depth)
 
 
 def _row_extent(mask: np.ndarray) -> tuple[float, float]:

@@ -44,9 +44,12 @@ T = TypeVar("T")
 TEXTURE_FILE = Path("Step1X-3D-Texture") / "step1x-3d-ig2v.safetensors"
 OFFLOAD_BELOW_BYTES = 40 * 1024**3
 OFFLOAD_MODES = ("auto", "none", "stages")
+# Progress weights in running order. The projection chain's stages come before the neural texture
+# stage's because the latter reports "uv_atlas" inside "texture_prepare" when it re-unwraps, and the
+# server's overall fraction never runs backwards.
 STAGES = {"condition": 1.0, "sampling": 10.0, "extract": 3.0, "cleanup": 1.0,
-          "texture_prepare": 2.0, "texture_diffusion": 8.0, "texture_bake": 2.0,
-          "uv_atlas": 2.0, "texture": 2.0, "pbr": 1.0, "lods": 0.5}
+          "uv_atlas": 2.0, "texture": 2.0, "pbr": 1.0,
+          "texture_prepare": 2.0, "texture_diffusion": 8.0, "texture_bake": 2.0, "lods": 0.5}
 
 
 def default_device() -> str:

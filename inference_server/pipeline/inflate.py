@@ -99,7 +99,8 @@ class InflatePipeline:
         timed: Callable[[str, Callable[[], Any]], Any],
         notes: list[str],
     ) -> tuple[MeshData, PBRMaterial]:
-        from ..texturing.pbr import build_material, compute_tangents
+        from ..texturing.pbr import build_material
+        from ..texturing.tangents import compute_tangents
         from ..texturing.project import project_texture
         from ..uv.atlas import unwrap
 

@@ -453,11 +453,14 @@ class JobServer:
         )
 
     def _on_worker_readable(self) -> None:
-        assert self.worker is not None
-        messages, alive = self.worker.receive()
+        handle = self.worker
+        assert handle is not None
+        messages, alive = handle.receive()
         for msg in messages:
+            if self.worker is not handle:
+                return  # a handler replaced the worker; the old one's remaining news is moot
             self._on_worker_message(msg)
-        if not alive and self.worker is not None:
+        if not alive and self.worker is handle:
             self._on_worker_died()
 
     def _on_worker_message(self, msg: tuple[Any, ...]) -> None:

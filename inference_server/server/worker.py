@@ -17,8 +17,10 @@ Worker -> supervisor: ``("ready", name, capabilities, device)``,
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -100,6 +102,8 @@ def _run_job(
         return True
     except BaseException as exc:  # noqa: BLE001 - the worker must report, whatever the pipeline raised
         if _is_out_of_memory(exc):
+            # "retiring" first: the supervisor must not hand this process another job once it hears "failed".
+            conn.send(("retiring",))
             conn.send(
                 (
                     "failed",
@@ -111,8 +115,24 @@ def _run_job(
             )
             return False  # a fresh process is the only reliable way to get the memory back
         traceback.print_exc(file=sys.stderr)
+        exiting = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        if exiting:
+            conn.send(("retiring",))
         conn.send(("failed", job_id, "internal_error", f"the backend failed: {type(exc).__name__}: {exc}", False))
-        return not isinstance(exc, (KeyboardInterrupt, SystemExit))
+        return not exiting
+
+
+def _exit_with_parent(interval_s: float = 1.0) -> None:
+    """Die when the supervisor dies (even by SIGKILL), instead of holding the GPU as an orphan."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def worker_main(
@@ -127,6 +147,7 @@ def worker_main(
     # Ctrl-C in a terminal reaches the whole process group; shutdown is the supervisor's call.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_parent()
     store = ResultStore(Path(results_dir))
     try:
         pipeline = create_pipeline(backend, weights, **options)
@@ -148,7 +169,6 @@ def worker_main(
         if kind == "run":
             _, job_id, request, want_glb = msg
             if not _run_job(conn, pipeline, store, cancel_event, job_id, request, want_glb):
-                conn.send(("retiring",))  # so the supervisor sends nothing more to this process
                 return
         elif kind == "release":
             try:

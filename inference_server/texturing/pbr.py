@@ -60,6 +60,8 @@ class SurfaceSamples:
 def surface_samples(mesh: MeshData, size: int) -> SurfaceSamples:
     from ..export.meshprep import unit_or, vertex_normals
 
+    if mesh.uvs is None:
+        raise ValueError("surface samples need uvs")
     face_id, bary, _ = rasterize_uv(mesh.uvs, mesh.faces, size)
     covered = face_id >= 0
     face = face_id[covered].astype(np.int64)
@@ -85,7 +87,7 @@ def fill_gutters(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def roughness_from_colour(base_color: np.ndarray) -> np.ndarray:

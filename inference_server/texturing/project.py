@@ -11,7 +11,8 @@ what no view saw is filled over the mesh, then in image space (``kernels.fill_ho
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

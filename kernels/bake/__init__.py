@@ -13,8 +13,9 @@ baker's rules (cos^4, 75 degrees, per-view weights [1, 0.1, 0.5, 0.1, 0.05, 0.05
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,18 +96,16 @@ def bake_views(
     if len(tri) == 0 or len(views) == 0:
         return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template))
     max_slope = math.tan(math.radians(min(max_angle_deg, 89.0)))
+    from . import cpu, reference
+
     if impl == "reference":
-        from . import reference as acc_mod
-
         samples = texel_samples(pos, tri, uv, nrm, width, height, "reference")
-        make_maps = view_maps
+        make_maps, accumulate = view_maps, reference.accumulate
     else:
-        from . import cpu as acc_mod  # type: ignore[no-redef]
-
-        samples = acc_mod.texel_samples(pos, tri, uv, nrm, width, height)
-        make_maps = acc_mod.view_maps
+        samples = cpu.texel_samples(pos, tri, uv, nrm, width, height)
+        make_maps, accumulate = cpu.view_maps, cpu.accumulate
     acc = np.zeros((samples.index.size, nch), np.float64 if impl == "reference" else np.float32)
-    wsum = np.zeros(samples.index.size, acc.dtype)
+    wsum: np.ndarray = np.zeros(samples.index.size, acc.dtype)
     for i, view in enumerate(views):
         if on_view is not None:
             on_view(i, len(views))
@@ -115,11 +114,11 @@ def bake_views(
         vm = make_maps(pos, tri, as_numpy, erode_px, depth_edge, max_slope)
         if vm.image.shape[2] != nch:
             raise ValueError(f"all views need {nch} channels, view {i} has {vm.image.shape[2]}")
-        acc_mod.accumulate(samples, vm, acc, wsum, cos_min, cos_power, depth_tolerance)
+        accumulate(samples, vm, acc, wsum, cos_min, cos_power, depth_tolerance)
     if impl == "reference":
         hit = wsum > 0
         texture.reshape(-1, nch)[samples.index[hit]] = (acc[hit] / wsum[hit, None]).astype(np.float32)
         weight_map.reshape(-1)[samples.index] = wsum
     else:
-        acc_mod.resolve(samples.index, acc, wsum, texture.reshape(-1, nch), weight_map.reshape(-1))
+        cpu.resolve(samples.index, acc, wsum, texture.reshape(-1, nch), weight_map.reshape(-1))
     return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template))

@@ -189,8 +189,8 @@ def _accumulate(pos, nrm, vp, ortho, scale, toward, eye, lin_map, valid, image, 
         fy = math.floor(sy)
         if fx < 0 or fx >= w or fy < 0 or fy >= h:
             continue
-        px = int(fx)
-        py = int(fy)
+        px = fx
+        py = fy
         if not valid[py, px]:
             continue
         if ortho:
@@ -206,8 +206,8 @@ def _accumulate(pos, nrm, vp, ortho, scale, toward, eye, lin_map, valid, image, 
         # Bilinear sample at pixel-centre coordinates, edge-clamped (same as the reference).
         bx = min(max(sx - 0.5, 0.0), w - 1.0)
         by = min(max(sy - 0.5, 0.0), h - 1.0)
-        x0 = min(int(math.floor(bx)), w - 2 if w > 1 else 0)
-        y0 = min(int(math.floor(by)), h - 2 if h > 1 else 0)
+        x0 = min(math.floor(bx), w - 2 if w > 1 else 0)
+        y0 = min(math.floor(by), h - 2 if h > 1 else 0)
         x1 = min(x0 + 1, w - 1)
         y1 = min(y0 + 1, h - 1)
         ax = bx - x0

@@ -9,7 +9,8 @@ the weighted bilinear colour. Each texel owns its accumulator slot: no atomics.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

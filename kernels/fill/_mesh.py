@@ -59,7 +59,8 @@ def propagate(
     wid, n = weld(positions)
     # Merge the seen colours of welded copies (a seam vertex seen on one side only still counts).
     cnt = np.bincount(wid, weights=seen.astype(np.float64), minlength=n)
-    wcol = np.stack([np.bincount(wid, weights=colours[:, k] * seen, minlength=n) for k in range(colours.shape[1])], 1)
+    wcol = np.stack([np.bincount(wid, weights=colours[:, k] * seen, minlength=n) for k in range(colours.shape[1])],
+                    1).astype(np.float64)
     wseen = cnt > 0
     wcol[wseen] /= cnt[wseen, None]
     wf = wid[faces]

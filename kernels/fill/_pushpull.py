@@ -28,13 +28,13 @@ def push_pull(texture: np.ndarray, known: np.ndarray) -> np.ndarray:
         col = col.reshape(ph // 2, 2, pw // 2, 2, -1).sum(axis=(1, 3))
         wt = wt.reshape(ph // 2, 2, pw // 2, 2).sum(axis=(1, 3))
     # Push: from the coarsest level down, unknown texels take the coarser level's mean.
-    c, w = levels[-1]
-    filled = c / np.maximum(w, 1e-12)[:, :, None]
-    for c, w in reversed(levels[:-1]):
-        h, wd = w.shape
-        up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[:h, :wd]
-        have = w > 0
-        filled = np.where(have[:, :, None], c / np.where(have, w, 1.0)[:, :, None], up)
+    top_col, top_wt = levels[-1]
+    filled = top_col / np.maximum(top_wt, 1e-12)[:, :, None]
+    for lcol, lwt in reversed(levels[:-1]):
+        lh, lw = lwt.shape
+        up = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[:lh, :lw]
+        have = lwt > 0
+        filled = np.where(have[:, :, None], lcol / np.where(have, lwt, 1.0)[:, :, None], up)
     out = filled.astype(np.float32)
     out[known] = tex[known]
     return out

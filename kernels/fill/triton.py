@@ -87,13 +87,13 @@ def push_pull(tex: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
             wt = torch.nn.functional.pad(wt, (0, pw - w, 0, ph - h))
         col = col.reshape(ph // 2, 2, pw // 2, 2, -1).sum(dim=(1, 3))
         wt = wt.reshape(ph // 2, 2, pw // 2, 2).sum(dim=(1, 3))
-    c, w = levels[-1]
-    filled = c / w.clamp(min=1e-12)[:, :, None]
-    for c, w in reversed(levels[:-1]):
-        h, wd = w.shape
-        up = filled.repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :wd]
-        have = w > 0
-        filled = torch.where(have[:, :, None], c / torch.where(have, w, torch.ones_like(w))[:, :, None], up)
+    top_col, top_wt = levels[-1]
+    filled = top_col / top_wt.clamp(min=1e-12)[:, :, None]
+    for lcol, lwt in reversed(levels[:-1]):
+        lh, lw = lwt.shape
+        up = filled.repeat_interleave(2, 0).repeat_interleave(2, 1)[:lh, :lw]
+        have = lwt > 0
+        filled = torch.where(have[:, :, None], lcol / torch.where(have, lwt, torch.ones_like(lwt))[:, :, None], up)
     return torch.where(known[:, :, None], tex, filled)
 
 

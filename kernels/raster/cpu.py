@@ -17,8 +17,23 @@ from ._setup import HALF_SUBPIXEL, SUBPIXEL, Raster, empty_raster, transform_ver
 
 
 @njit(cache=True, inline="always")
-def _top_left(dx: np.int64, dy: np.int64) -> np.int64:
+def _top_left(dx: int, dy: int) -> int:
     return 1 if (dy < 0 or (dy == 0 and dx > 0)) else 0
+
+
+SPAN_MIN_WIDTH = 12  # below this, testing every pixel of the box beats three integer divisions per row
+
+
+@njit(cache=True, inline="always")
+def _span(e_start: int, step: int, k_lo: int, k_hi: int) -> tuple[int, int]:
+    """Narrow [k_lo, k_hi] to the k where e_start + step * k > 0 (exact integer arithmetic)."""
+    if step > 0:
+        k_lo = max(k_lo, (-e_start) // step + 1)
+    elif step < 0:
+        k_hi = min(k_hi, (e_start - 1) // (-step))  # largest k with -step * k <= e_start - 1
+    elif e_start <= 0:
+        k_hi = k_lo - 1
+    return k_lo, k_hi
 
 
 @njit(cache=True, parallel=True)
@@ -91,12 +106,26 @@ def _raster_bands(ix, iy, z, rows, faces, width, height, nbands, face_id, depth)
             t1 = _top_left(b1, -a1)
             t2 = _top_left(b2, -a2)
             px0 = cx0 * SUBPIXEL + HALF_SUBPIXEL
+            wide = cx1 - cx0 >= SPAN_MIN_WIDTH
             for y in range(cy0, cy1 + 1):
                 py = y * SUBPIXEL + HALF_SUBPIXEL
                 e0 = b0 * (py - y1) + a0 * (px0 - x1)
                 e1 = b1 * (py - y2) + a1 * (px0 - x2)
                 e2 = b2 * (py - y0) + a2 * (px0 - x0)
-                for x in range(cx0, cx1 + 1):
+                k_lo = 0
+                k_hi = cx1 - cx0
+                if wide:
+                    # Exact span of the row inside all three edges (integer division), so wide
+                    # triangles do not test the empty corners of their bounding box.
+                    k_lo, k_hi = _span(e0 + t0, a0 * SUBPIXEL, k_lo, k_hi)
+                    k_lo, k_hi = _span(e1 + t1, a1 * SUBPIXEL, k_lo, k_hi)
+                    k_lo, k_hi = _span(e2 + t2, a2 * SUBPIXEL, k_lo, k_hi)
+                    if k_lo > k_hi:
+                        continue
+                    e0 += a0 * SUBPIXEL * k_lo
+                    e1 += a1 * SUBPIXEL * k_lo
+                    e2 += a2 * SUBPIXEL * k_lo
+                for x in range(cx0 + k_lo, cx0 + k_hi + 1):
                     if e0 + t0 > 0 and e1 + t1 > 0 and e2 + t2 > 0:
                         zz = np.float32((np.float64(e0) * z0 + np.float64(e1) * z1 + np.float64(e2) * z2) / fa)
                         if zz >= 0.0 and zz <= 1.0 and zz < depth[y, x]:

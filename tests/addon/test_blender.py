@@ -189,3 +189,17 @@ def test_retexture_sends_the_evaluated_triangulated_mesh(bpy: Any, addon: Any) -
     with pytest.raises(retexture.InputError, match="not a mesh"):
         bpy.ops.object.camera_add()
         retexture.check_target(bpy.context.active_object)
+
+
+def test_a_mesh_without_uvs_gets_a_smart_uv_project_before_sending(bpy: Any, addon: Any) -> None:
+    from blender_addon.blender import retexture
+
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    obj = bpy.context.active_object
+    while obj.data.uv_layers:
+        obj.data.uv_layers.remove(obj.data.uv_layers[0])
+    assert retexture.ensure_uv_map(bpy.context, obj) == "UVMap"
+    assert obj.mode == "OBJECT" and obj.data.uv_layers.active.name == "UVMap"
+    mesh = retexture.extract_mesh(bpy.context, obj)
+    uvs = mesh["uvs"]
+    assert uvs.min() >= 0.0 and uvs.max() <= 1.0 and np.ptp(uvs, axis=0).min() > 0.5  # a real layout

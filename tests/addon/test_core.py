@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,26 +145,46 @@ def test_names() -> None:
 
 
 class FakeConnection:
-    """Replays scripted events: what the session sends is recorded in ``sent``."""
+    """Replays scripted events (one batch per poll); what the session sends is recorded in ``sent``."""
+
+    address = "tcp://127.0.0.1:7"
+    offline_after_s = 5.0
 
     def __init__(self, script: list[list[Any]]) -> None:
         self.script = script
         self.sent: list[tuple[str, Any]] = []
         self.closed = False
 
+    def _record(self, kind: str, arg: Any = None) -> None:
+        self.sent.append((kind, arg))
+
     def hello(self) -> None:
-        self.sent.append(("hello", None))
+        self._record("hello")
 
     def submit(self, job_id: str, images: Any, settings: Any, **kw: Any) -> None:
-        self.sent.append(("submit", job_id))
+        self._record("submit", job_id)
 
     def cancel(self, job_id: str) -> None:
-        self.sent.append(("cancel", job_id))
+        self._record("cancel", job_id)
 
     def fetch(self, job_id: str) -> None:
-        self.sent.append(("fetch", job_id))
+        self._record("fetch", job_id)
+
+    def close_job(self, job_id: str) -> None:
+        self._record("close_job", job_id)
+
+    def attach(self, job_id: str) -> None:
+        self._record("attach", job_id)
+
+    def ping(self, token: str = "") -> None:
+        self._record("ping", token)
+
+    def seconds_since_last_message(self) -> float:
+        return 0.0
 
     def poll(self, timeout_ms: int = 0) -> list[Any]:
+        if not self.script:
+            time.sleep(timeout_ms / 1000)
         return self.script.pop(0) if self.script else []
 
     def close(self) -> None:
@@ -184,53 +205,57 @@ WELCOME = Welcome("0.1", (1, 0), {}, "test", {}, "cpu")
 
 def _session(conn: FakeConnection, **kw: Any) -> JobSession:
     spec = JobRequestSpec("job1", [b"png"], {"mode": "full"}, image_names=["a.png"])
-    session = JobSession(lambda: conn, spec, address="tcp://127.0.0.1:7", clock=Clock(), **kw)
+    session = JobSession(lambda: conn, spec, address="tcp://127.0.0.1:7", **kw)
     session.start()
     return session
 
 
-def test_session_submits_after_welcome_and_fetches_the_result() -> None:
+def test_session_follows_a_job_to_its_result_and_closes_it_on_the_server() -> None:
     result = Result("job1", {"positions": None}, [], {}, {}, None, {}, {}, ["note"])
     conn = FakeConnection([
-        [WELCOME],
-        [Accepted("job1", 0)],
+        [WELCOME, Accepted("job1", 0)],
         [Progress("job1", "geometry", 1, 4, 0.25, 3.0, "")],
         [StateChanged("job1", "done"), ResultReady("job1")],
         [result],
     ])
     session = _session(conn)
-    views = []
+    views: list[Any] = []
     view = wait(session, poll_ms=0, progress=views.append)
     assert view.state == "done" and session.result is result and session.notes == ["note"]
-    assert [s[0] for s in conn.sent] == ["hello", "submit", "fetch"]
-    assert any(v.state == "running" and v.stage == "geometry" for v in views)
-    assert "Geometry 25%" in next(v for v in views if v.state == "running").progress_text()
+    assert [s[0] for s in conn.sent] == ["hello", "submit", "fetch", "close_job"]
+    running = next(v for v in views if v.state == "running")
+    assert running.stage == "geometry" and running.progress_text() == "Geometry 25%, about 3 s left"
+    assert session.server is not None and session.server.line() == "Connected: test on cpu"
+    session.close()
+    assert conn.closed
 
 
 def test_session_reports_an_absent_server_within_the_timeout() -> None:
     conn = FakeConnection([])
-    session = _session(conn, offline_timeout_s=1.0)
-    view = wait(session, poll_ms=0)
-    assert view.state == "failed"
-    assert view.message == wording.offline("tcp://127.0.0.1:7")
-    assert [s[0] for s in conn.sent] == ["hello"]  # nothing submitted into the void
+    session = _session(conn, offline_timeout_s=0.3)
+    started = time.monotonic()
+    view = wait(session, poll_ms=20)
+    assert time.monotonic() - started < 2.0
+    assert view.state == "failed" and view.message == wording.offline("tcp://127.0.0.1:7")
 
 
 def test_cancel_ends_even_when_the_server_never_confirms() -> None:
-    conn = FakeConnection([[WELCOME], [Accepted("job1", 0)]])
-    session = _session(conn, cancel_grace_s=1.0)
-    session.step()
+    conn = FakeConnection([[WELCOME, Accepted("job1", 0)]])
+    session = _session(conn, cancel_grace_s=0.2)
     session.step()
     session.cancel()
-    view = wait(session, poll_ms=0)
+    view = wait(session, poll_ms=20)
     assert view.state == "cancelled" and view.message == "Cancelled."
     assert ("cancel", "job1") in conn.sent
 
 
 def test_silence_mid_job_becomes_one_sentence_after_the_grace_period() -> None:
-    conn = FakeConnection([[WELCOME], [Accepted("job1", 0)], [Offline("tcp://127.0.0.1:7", 5.0)]])
-    session = _session(conn, stall_timeout_s=2.0)
-    view = wait(session, poll_ms=0)
+    conn = FakeConnection([[WELCOME, Accepted("job1", 0)], [Offline("tcp://127.0.0.1:7", 5.0)]])
+    session = _session(conn, stall_timeout_s=0.3)
+    session.step()
+    waiting = session.step()
+    assert waiting.state == "offline" and "waiting for it to answer again" in waiting.message
+    view = wait(session, poll_ms=20)
     assert view.state == "failed" and "stopped answering" in view.message
 
 
@@ -238,11 +263,7 @@ def test_status_probe_reports_backend_device_and_queue() -> None:
     from blender_addon.client.events import Pong
     from blender_addon.core.probe import STATUS_TOKEN, StatusProbe
 
-    class PingingConnection(FakeConnection):
-        def ping(self, token: str = "") -> None:
-            self.sent.append(("ping", token))
-
-    conn = PingingConnection([[WELCOME], [Pong(STATUS_TOKEN, {"queued": 2, "running": "job9"})]])
+    conn = FakeConnection([[WELCOME], [Pong(STATUS_TOKEN, {"queued": 2, "running": "job9"})]])
     probe = StatusProbe(lambda: conn, "tcp://127.0.0.1:7", clock=Clock())
     probe.start()
     while not probe.finished:
@@ -250,7 +271,7 @@ def test_status_probe_reports_backend_device_and_queue() -> None:
     assert probe.online and probe.line == "Connected: test on cpu, busy, 2 queued"
     assert ("ping", STATUS_TOKEN) in conn.sent and conn.closed
 
-    offline = StatusProbe(lambda: PingingConnection([]), "tcp://127.0.0.1:7", timeout_s=1.0, clock=Clock())
+    offline = StatusProbe(lambda: FakeConnection([]), "tcp://127.0.0.1:7", timeout_s=1.0, clock=Clock())
     offline.start()
     while not offline.finished:
         offline.step()

@@ -246,3 +246,52 @@ def test_disabling_with_a_job_in_flight_is_instant(bpy: Any, addon: Any, start_s
     assert time.monotonic() - started < 1.0
     assert not runtime._jobs and job.session._conn is None
     addon_utils.enable("blender_addon", default_set=True)  # the fixture disables it again
+
+
+def test_ctrl_c_in_a_script_cancels_the_job_on_the_server(bpy: Any, addon: Any, start_server: Any,
+                                                          ref_image: str) -> None:
+    from blender_addon import api
+    from blender_addon.client.connection import ServerConnection
+    from blender_addon.client.events import StateChanged
+
+    addon.server_address = start_server(SLOW)
+    before = scene_snapshot(bpy)
+    job_ids: list[str] = []
+
+    def interrupt(view: Any) -> None:
+        if view.state == "running":
+            raise KeyboardInterrupt
+
+    from blender_addon.blender import jobs
+
+    real_start = jobs.start_generate
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        job = real_start(*args, **kw)
+        job_ids.append(job.job_id)
+        return job
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jobs, "start_generate", spy)
+        with pytest.raises(KeyboardInterrupt):
+            api.generate([ref_image], progress=interrupt, timeout=60)
+    assert scene_snapshot(bpy) == before
+
+    with ServerConnection(addon.server_address) as conn:  # what does the server say about that job now?
+        conn.attach(job_ids[0])
+        deadline = time.monotonic() + 10
+        states: list[str] = []
+        while "cancelled" not in states:
+            states += [e.state for e in conn.poll(100) if isinstance(e, StateChanged)]
+            assert time.monotonic() < deadline, states
+
+
+def test_generate_in_texture_mode_retextures_the_active_object(bpy: Any, addon: Any, start_server: Any,
+                                                                ref_image: str) -> None:
+    addon.server_address = start_server(CUBE)
+    bpy.ops.mesh.primitive_cube_add()
+    obj = bpy.context.active_object
+    bpy.context.window_manager.step1x3d.mode = "texture"  # the panel's "Texture Selected"
+    assert bpy.ops.step1x3d.generate(images=[{"name": ref_image}], texture_size=512) == {"FINISHED"}
+    assert obj.active_material.name == f"{obj.name}_step1x3d"
+    assert bpy.context.window_manager.step1x3d.last_message == f"Retextured '{obj.name}'."

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 class FakeLayout:
     def __init__(self, bpy: Any, calls: list[str]) -> None:
         self._bpy = bpy
@@ -102,7 +101,15 @@ def test_panels_draw_with_valid_names(bpy: Any, addon: Any) -> None:
     settings = _draw(bpy, panel.STEP1X3D_PT_settings, bpy.context)
     assert {"prop:seed", "prop:steps", "prop:guidance", "prop:max_faces", "prop:texture_size",
             "prop:inflate_depth", "prop:lod_levels", "prop:preset"} <= set(settings)
+    assert bpy.ops.step1x3d.history_clear() == {"FINISHED"}
     assert "label:No jobs yet." in _draw(bpy, panel.STEP1X3D_PT_history, bpy.context)
+
+    from blender_addon.blender.preferences import user_dir
+    from blender_addon.core.history import History, HistoryEntry
+
+    History(user_dir()).add(HistoryEntry(job_id="j1", name="chair", mode="full", state="done", result_dir="/x"))
+    history = _draw(bpy, panel.STEP1X3D_PT_history, bpy.context)
+    assert "operator:step1x3d.reimport" in history and any("chair" in c for c in history)
 
 
 def test_reference_list_and_preferences_draw(bpy: Any, addon: Any) -> None:

@@ -64,3 +64,11 @@ def test_submit_refuses_unsafe_job_ids() -> None:
 def test_curve_keys_missing_file_is_one_sentence(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(CurveKeyError, match="does not exist"):
         CurveKeys.load(tmp_path / "nope.key_secret", tmp_path / "server.key")
+
+
+def test_addresses_are_normalised_and_bad_ones_refused() -> None:
+    port = free_port()
+    with ServerConnection(f"127.0.0.1:{port}") as conn:
+        assert conn.address == f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ValueError, match="is not a valid server address"):
+        ServerConnection("tcp://no host")

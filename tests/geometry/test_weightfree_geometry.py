@@ -233,6 +233,14 @@ def test_progress_covers_every_stage_and_cancel_stops_it(sphere_image: PreparedI
         build_geometry([sphere_image], JobSettings(), JobContext(cancel_during_extraction, cancel))
 
 
+def test_hairline_silhouette_is_bad_image() -> None:
+    img = np.zeros((SIZE, SIZE, 4), np.uint8)
+    img[100:900, 500:503] = 255  # 3 px wide, 800 tall: under one Poisson-map pixel once scaled
+    with pytest.raises(PipelineError, match="too thin") as exc:
+        build_geometry([prepare_reference(img)], JobSettings(), JobContext())
+    assert exc.value.code == "bad_image"
+
+
 def test_no_images_is_bad_image() -> None:
     with pytest.raises(PipelineError) as exc:
         build_geometry([], JobSettings(), JobContext())

@@ -60,8 +60,8 @@ def assert_closed(v: np.ndarray, f: np.ndarray) -> None:
 def test_level_resolutions() -> None:
     assert level_resolutions(384, 96) == [96, 192, 384]
     assert level_resolutions(256, 64) == [64, 128, 256]
-    assert level_resolutions(300, 96) == [75, 150, 300]  # not 96 * 2^k: finest level exact
-    assert level_resolutions(385, 96) == [97, 194, 388]  # rounded up to a multiple of 4
+    assert level_resolutions(300, 96) == [75, 150, 300]  # not 96 * 2^k
+    assert level_resolutions(385, 96) == [97, 193, 385]  # odd: the finest level is still exact
     assert level_resolutions(64, 96) == [64]  # coarser than the coarse level: one dense level
     assert level_resolutions(150, 96) == [75, 150]
 
@@ -143,10 +143,28 @@ def test_seeds_find_a_part_the_coarse_grid_steps_over() -> None:
     assert np.abs(np.linalg.norm(small - 0.8, axis=1) - 0.02).max() < 0.003
 
 
-def test_non_power_of_two_resolution() -> None:
-    v, f = extract_surface(sphere, resolution=300, coarse_resolution=96)
+@pytest.mark.parametrize("res", [300, 203])
+def test_resolutions_that_do_not_double_evenly(res: int) -> None:
+    """203 -> 51, 102, 203: the last step is not an exact doubling, cells map by position."""
+    field = CountingField(torus)
+    v, f = extract_surface(field, resolution=res, coarse_resolution=64)
+    dv, df = extract_dense(dense_grid(torus, res), BOUNDS)
     assert_closed(v, f)
-    assert np.abs(np.linalg.norm(v, axis=1) - 0.8).max() < 0.002
+    assert len(f) == len(df)  # the same surface as a dense grid of exactly `res` cells
+    assert field.count < 0.3 * (res + 1) ** 3
+
+
+def test_level_other_than_zero() -> None:
+    """An occupancy-like field thresholded at 0.1 (and +inf deep inside) still gives the right shell."""
+
+    def field(p: np.ndarray) -> np.ndarray:
+        out = sphere(p)
+        out[np.linalg.norm(p, axis=1) < 0.2] = np.inf
+        return out
+
+    v, f = extract_surface(field, resolution=96, coarse_resolution=24, level=0.1)
+    assert_closed(v, f)
+    assert np.abs(np.linalg.norm(v, axis=1) - 0.7).max() < 0.002
 
 
 def test_field_touching_the_bounds_is_closed() -> None:

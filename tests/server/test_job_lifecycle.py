@@ -169,3 +169,30 @@ def test_close_while_running_cancels_and_forgets(conn: ServerConnection) -> None
     err = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]
     assert err.code == "unknown_job"
     assert_next_job_succeeds(conn)
+
+
+def test_progress_fraction_and_eta_track_the_work(conn: ServerConnection) -> None:
+    jid = job_id()
+    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=20))  # 20 steps of 0.1 s
+    events = collect(conn, lambda e: isinstance(e, ResultReady) and e.job_id == jid)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [p.step for p in progress] == list(range(1, 21))  # 10 reports/s: nothing throttled away
+    for p in progress:
+        # Only the geometry stage runs; it weighs 3 of 4 in the test pipeline's stage plan.
+        assert p.fraction == pytest.approx(0.75 * p.step / 20, abs=1e-4)
+    halfway = next(p for p in progress if p.step == 10)
+    # Elapsed ~1 s at 37.5%: the remaining geometry plus the (unreached) texture share, ~1.7 s.
+    assert halfway.eta_s is not None and 0.5 < halfway.eta_s < 4.0
+    assert progress[-1].eta_s is not None and progress[-1].eta_s < halfway.eta_s
+
+
+def test_free_vram_waits_for_the_running_job(conn: ServerConnection) -> None:
+    from blender_addon.client import VramFreed
+
+    jid = job_id()
+    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=10))
+    collect(conn, lambda e: isinstance(e, Progress))
+    conn.free_vram()
+    events = collect(conn, lambda e: isinstance(e, VramFreed))
+    done_at = next(i for i, e in enumerate(events) if isinstance(e, ResultReady))
+    assert done_at < len(events) - 1, "memory is released after the job, never under it"

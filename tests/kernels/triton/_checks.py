@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,11 +153,12 @@ def run_all() -> dict[str, Any]:
         start = time.perf_counter()
         try:
             results[name] = fn()
-        except Exception as exc:  # reported to the test, which fails with the message
+        except Exception as exc:  # noqa: BLE001 - reported to the test, which fails with the message
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["seconds"] = time.perf_counter() - start
     return results
 
 
 if __name__ == "__main__":
-    json.dump(run_all(), open(sys.argv[1], "w"), indent=1)
+    with open(sys.argv[1], "w") as fh:
+        json.dump(run_all(), fh, indent=1)

@@ -146,3 +146,35 @@ def test_image_to_trimesh_end_to_end(base_pipe: Any, reference_rgba: np.ndarray,
         assert set(out.timings) >= {"condition", "sampling", "decode", "extract", "cleanup"}
     glb = mesh.export(file_type="glb")
     assert glb[:4] == b"glTF"
+
+
+def test_vae_encode_shapes_and_fps(base_pipe: Any) -> None:
+    from inference_server.neural.geometry.models.vae import farthest_point_sample
+
+    pts = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [1.0, 0, 0], [0.0, 1, 0], [0.5, 0.5, 0]]])
+    assert farthest_point_sample(pts, 3)[0].tolist() == [0, 2, 3]  # start at 0, then the farthest each time
+    vae = base_pipe.vae
+    gen = torch.Generator().manual_seed(0)
+    surface = torch.cat([torch.rand(1, 64, 3, generator=gen) * 2 - 1, torch.randn(1, 64, 3, generator=gen)], dim=-1)
+    with torch.no_grad():
+        z = vae.encode(surface, sharp_surface=surface.flip(1))
+        again = vae.encode(surface, sharp_surface=surface.flip(1))
+    assert z.shape == (1, *vae.latent_shape) and torch.equal(z, again)
+
+
+def test_extraction_matches_upstreams_dense_marching_cubes(base_pipe: Any, reference_rgba: np.ndarray) -> None:
+    """At a single-level resolution, our vertices are upstream's: MC on the same grid, i/(res+1)*2b-b."""
+    from skimage.measure import marching_cubes
+
+    res, b = 32, 1.05
+    decoded = base_pipe.decode(run_latents(base_pipe, reference_rgba, 4)[None])
+    axis = np.linspace(-b, b, res + 1, dtype=np.float32)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = LatentField(base_pipe.vae, decoded)(grid).reshape((res + 1,) * 3)
+    up_verts, up_faces, _n, _v = marching_cubes(values, 0.0, method="lewiner")
+    up_verts = up_verts / (res + 1) * (2 * b) - b
+    verts, faces = base_pipe.extract(decoded, bounds=b, octree_resolution=res)
+    assert len(faces) == len(up_faces)
+    ours = verts[np.lexsort(verts.T[::-1])]
+    theirs = up_verts[np.lexsort(up_verts.T[::-1])]
+    np.testing.assert_allclose(ours, theirs, atol=5e-5)  # float32 rounding of the two grid formulas
