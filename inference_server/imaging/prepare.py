@@ -6,7 +6,9 @@ scaled so its longer side covers ``fill`` of the canvas, composited over
 silhouette from ``mask``; the texture stage reads colour from ``rgba``.
 
 Pixel -> source mapping, for anyone projecting back onto the original image:
-``source_xy = crop_box[:2] + (canvas_xy + 0.5 - offset) / scale - 0.5``.
+``source_xy = crop_box[:2] + (canvas_xy + 0.5 - offset) / scale - 0.5`` (exact for
+sources up to ``2 * size`` pixels; larger ones are first reduced to that, and the
+mapping holds to about one reduction step).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def prepare_reference(
         raise ValueError(f"size must be at least {MIN_CANVAS}")
     if not 0.0 < fill <= 1.0:
         raise ValueError("fill must be in (0, 1]")
+    source_size = _source_size(rgba)
+    rgba, reduction = _reduce(rgba, 2 * size)
     found = object_mask(rgba)
     if rgba.shape[2] == 3:
         rgba = np.concatenate([rgba, found.alpha[..., None]], axis=2)
@@ -85,12 +89,39 @@ def prepare_reference(
     return PreparedImage(
         rgba=canvas,
         mask=mask,
-        crop_box=(x0, y0, x1, y1),
-        scale=float(scale),
+        crop_box=(
+            int(np.floor(x0 / reduction)), int(np.floor(y0 / reduction)),
+            int(np.ceil(x1 / reduction)), int(np.ceil(y1 / reduction)),
+        ),
+        scale=float(scale * reduction),
         offset=(ox, oy),
-        source_size=(int(rgba.shape[1]), int(rgba.shape[0])),
+        source_size=source_size,
         mask_source=found.source,
     )
+
+
+def _source_size(rgba: np.ndarray) -> tuple[int, int]:
+    shape = getattr(rgba, "shape", ())
+    return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else (0, 0)
+
+
+def _reduce(rgba: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink sources much larger than the canvas before segmenting them.
+
+    The canvas never needs more than this, and keying a 12-megapixel photo at full
+    size takes seconds. Area averaging (PIL's BOX filter, alpha-premultiplied for
+    RGBA) keeps edges anti-aliased. Returns the image and the factor applied.
+    """
+    if not isinstance(rgba, np.ndarray) or rgba.ndim != 3 or rgba.dtype != np.uint8 or rgba.shape[2] not in (3, 4):
+        return rgba, 1.0  # let the segmenter report what is wrong with it
+    h, w = rgba.shape[:2]
+    if max(h, w) <= max_side:
+        return rgba, 1.0
+    factor = max_side / max(h, w)
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    mode = "RGBA" if rgba.shape[2] == 4 else "RGB"
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), mode).resize(size, Image.Resampling.BOX))
+    return small, size[0] / w
 
 
 __all__ = ["PreparedImage", "prepare_reference"]

@@ -5,10 +5,11 @@ Two sources, in order of trust:
 1. The alpha channel, when the image has one that is not fully opaque. This is
    what Step1X-3D expects (its own pipeline runs a background-removal network
    first; we ask the artist for a cut-out instead when the background is busy).
-2. Colour keying against a plain background: the background colour is the
-   median of the image border, and the background is everything connected to
-   the border whose colour stays within a tolerance of it (a flood fill, so an
-   object that contains the background colour inside its outline keeps it).
+2. Colour keying against a plain background: a smooth backdrop (a quadratic
+   colour ramp, which covers vignetting and light falloff) is fitted to the image
+   border, and the background is everything connected to the border whose colour
+   stays within a tolerance of that backdrop (a flood fill, so an object that
+   contains the background colour inside its outline keeps it).
 
 Every failure is a :class:`PipelineError` with code ``bad_image`` and a sentence
 an artist can act on.
@@ -85,16 +86,60 @@ def _border_pixels(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]]).astype(np.float32)
 
 
-def _key_background(rgb: np.ndarray) -> ObjectMask:
+def _border_coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the border pixels, in :func:`_border_pixels` order."""
+    cols = np.arange(w)
+    rows = np.arange(1, h - 1)
+    r = np.concatenate([np.zeros(w), np.full(w, h - 1), rows, rows])
+    c = np.concatenate([cols, cols, np.zeros(h - 2), np.full(h - 2, w - 1)])
+    return r, c
+
+
+def _quadratic_terms(u: np.ndarray, v: np.ndarray) -> list[np.ndarray]:
+    return [np.ones_like(u * v), u, v, u * u, u * v, v * v]
+
+
+def _fit_backdrop(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth backdrop model (quadratic in x and y per channel) fitted to the border.
+
+    Studio backdrops darken towards the corners and phone photos have light
+    falloff; a single key colour would need a tolerance wide enough to swallow pale
+    objects. Returns the model over the whole image (H, W, 3) and the border's
+    distances to it. Two passes: the second ignores border pixels the first could
+    not explain (an object touching the edge).
+    """
+    h, w = rgb.shape[:2]
     border = _border_pixels(rgb)
-    background = np.median(border, axis=0)
-    border_dist = np.linalg.norm(border - background, axis=1)
+    r, c = _border_coords(h, w)
+    u, v = 2 * c / max(w - 1, 1) - 1, 2 * r / max(h - 1, 1) - 1
+    design = np.stack(_quadratic_terms(u, v), axis=1)
+    inliers = np.linalg.norm(border - np.median(border, axis=0), axis=1) <= BUSY_SPREAD
+    for _ in range(2):
+        if inliers.sum() < design.shape[1] * 4:
+            break
+        coef, *_ = np.linalg.lstsq(design[inliers], border[inliers], rcond=None)
+        residual = np.linalg.norm(border - design @ coef, axis=1)
+        inliers = residual <= max(3.0 * float(np.median(residual)), 8.0)
+    else:
+        k = coef.astype(np.float32)
+        gu = np.linspace(-1, 1, w, dtype=np.float32)[None, :, None]
+        gv = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
+        # Same terms as _quadratic_terms, grouped so only three full-size operations remain.
+        model = (k[0] + gu * k[1] + gu * gu * k[3]) + (gv * k[2] + gv * gv * k[5]) + (gv * gu) * k[4]
+        return model.astype(np.float32, copy=False), residual
+    # Too few usable border pixels to fit anything: report them as unexplained.
+    flat = np.broadcast_to(np.median(border, axis=0).astype(np.float32), rgb.shape)
+    return flat, np.linalg.norm(border - np.median(border, axis=0), axis=1)
+
+
+def _key_background(rgb: np.ndarray) -> ObjectMask:
+    backdrop, border_dist = _fit_backdrop(rgb)
     spread = float(np.percentile(border_dist, 90))
     if spread > BUSY_SPREAD:
         raise bad_image(f"the background is too busy to separate the object from it; {CUTOUT_HINT}")
     # Tolerance follows the measured noise of the backdrop, within sane limits.
     tolerance = float(np.clip(3.0 * spread + 12.0, MIN_TOLERANCE, MAX_TOLERANCE))
-    dist = np.linalg.norm(rgb.astype(np.float32) - background, axis=2)
+    dist = np.linalg.norm(rgb.astype(np.float32) - backdrop, axis=2)
     near_bg = dist <= tolerance
     labels, _ = ndimage.label(near_bg)  # 4-connected: a diagonal gap does not leak into the object
     border_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
@@ -112,7 +157,7 @@ def _key_background(rgb: np.ndarray) -> ObjectMask:
     alpha = np.where(mask, np.maximum(soft, ndimage.binary_erosion(mask)), 0.0)
     alpha = np.round(alpha * 255).astype(np.uint8)
     alpha[mask & (alpha < ALPHA_THRESHOLD)] = ALPHA_THRESHOLD  # keep alpha and mask consistent
-    bg = tuple(int(round(c)) for c in background)
+    bg = tuple(int(round(c)) for c in np.median(_border_pixels(rgb), axis=0))
     return ObjectMask(mask=mask, alpha=alpha, source="keyed", background=bg)  # type: ignore[arg-type]
 
 

@@ -68,6 +68,8 @@ def addon(bpy: Any) -> Iterator[Any]:
         sys.path.insert(0, str(ROOT))
     clean_scene(bpy)
     addon_utils.enable(ADDON, default_set=True)
+    # Panel state lives on the WindowManager ID and outlives a disable/enable: start each test from defaults.
+    bpy.context.window_manager.property_unset("step1x3d")
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.connect_timeout_s = 5.0
     try:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import time
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from inference_server.imaging.prepare import prepare_reference
 from inference_server.imaging.segment import object_mask
@@ -47,6 +51,20 @@ def test_alpha_disk_is_cropped_centred_and_fills_95_percent() -> None:
     assert tuple(out.rgba[256, 256]) == (30, 160, 90, 255)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_large_photo_is_reduced_first_but_reports_source_coordinates(channels: int) -> None:
+    img = np.full((3000, 4000, channels), 250, np.uint8)
+    img[..., 3:] = 0
+    img[1000:2000, 1500:2500] = (20, 30, 200, 255)[:channels]
+    start = time.perf_counter()
+    out = prepare_reference(img)
+    assert time.perf_counter() - start < 3.0  # ~0.5 s: keying runs on a 2048-px reduction
+    assert out.source_size == (4000, 3000)
+    assert out.crop_box == (1500, 1000, 2500, 2000)
+    assert out.scale == pytest.approx(0.95 * 1024 / 1000, rel=1e-3)
+    assert abs(int(out.mask.sum()) - round(0.95 * 1024) ** 2) < 4 * 0.95 * 1024
+
+
 def test_wide_object_fills_width_and_is_padded_square() -> None:
     img = np.zeros((120, 300, 4), np.uint8)
     img[40:60, 20:280] = (200, 10, 10, 255)  # a 260 x 20 bar
@@ -69,6 +87,21 @@ def test_plain_background_is_keyed_without_alpha(background: tuple[int, int, int
     assert iou > 0.98
     out = prepare_reference(rgb, size=256)
     assert out.mask_source == "keyed" and out.mask.sum() > 0.6 * np.pi * (0.95 * 128) ** 2
+
+
+def test_vignetted_jpeg_backdrop_and_a_light_object() -> None:
+    """A studio shot: backdrop darkening towards the corners, JPEG artefacts, an off-white object."""
+    cutout = _disk_rgba()
+    cutout[..., :3] = (235, 225, 205)
+    truth = cutout[..., 3] >= 128
+    yy, xx = np.mgrid[0:400, 0:400]
+    backdrop = (255 - 45 * (np.hypot(xx - 200, yy - 200) / 283) ** 2)[..., None]
+    a = cutout[..., 3:4] / 255
+    rgb = np.clip(cutout[..., :3] * a + backdrop * (1 - a), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=75)
+    found = object_mask(np.asarray(Image.open(buf)))
+    assert (found.mask & truth).sum() / (found.mask | truth).sum() > 0.98
 
 
 def test_background_colour_inside_the_outline_stays_object() -> None:
