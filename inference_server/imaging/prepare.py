@@ -101,7 +101,7 @@ def prepare_reference(
 
 
 def _source_size(rgba: np.ndarray) -> tuple[int, int]:
-    shape = getattr(rgba, "shape", ())
+    shape: tuple[int, ...] = tuple(getattr(rgba, "shape", ()))
     return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else (0, 0)
 
 

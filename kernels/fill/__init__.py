@@ -31,7 +31,7 @@ def fill_holes(
     faces: Any = None,
     chart_mask: Any = None,
     gutter_px: int = 8,
-    smooth_iterations: int = 10,
+    smooth_iterations: int = 100,
     backend: str = "auto",
 ) -> Any:
     """(H, W, C) float32 texture with every texel defined.
@@ -41,6 +41,9 @@ def fill_holes(
     or pass ``positions``/``uvs``/``faces`` directly; without them only the image-space fill runs.
     chart_mask: (H, W) bool texels inside UV charts (computed from the mesh when it is given);
     colour outside charts is ignored and replaced by the fill.
+    gutter_px: rounds of nearest-texel dilation around the charts before push-pull fills the rest.
+    smooth_iterations: conjugate-gradient steps blending the propagated vertex colours towards the
+    harmonic fill (0 keeps each unseen vertex at its nearest seen vertex's colour).
     """
     impl = resolve(backend, texture, mask)
     if impl == "triton":
