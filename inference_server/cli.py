@@ -143,6 +143,30 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto",
                         help="auto (step1x3d with --weights, else inflate), inflate, step1x3d, or module:Class")
     parser.add_argument("--weights", type=Path, default=None, help="folder with the official Step1X-3D weights")
+    neural = parser.add_argument_group("step1x3d backend options")
+    neural.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    neural.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="geometry model precision")
+    neural.add_argument("--compile", action="store_true", help="torch.compile the flow transformer")
+    neural.add_argument("--offload", choices=("auto", "none", "stages"), default=None,
+                        help="move idle sub-models to the CPU (auto: on cards under 40 GB)")
+    neural.add_argument("--sdxl-dir", type=Path, default=None,
+                        help="texture stage: local SDXL base 1.0 folder (diffusers layout)")
+    neural.add_argument("--sdxl-vae-dir", type=Path, default=None, help="texture stage: local fp16-fix SDXL VAE folder")
+    neural.add_argument("--lora-dir", type=Path, default=None, help="texture stage: folder of style LoRA .safetensors")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """The neural backend's options given on the command line (unset ones keep its defaults)."""
+    chosen = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile or None,
+        "offload": args.offload,
+        "sdxl_dir": args.sdxl_dir,
+        "sdxl_vae_dir": args.sdxl_vae_dir,
+        "lora_dir": args.lora_dir,
+    }
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in chosen.items() if v is not None}
 
 
 def settings_from_args(args: argparse.Namespace) -> JobSettings:
@@ -190,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_keys=args.allow_keys,
         result_ttl_s=args.result_ttl_hours * 3600.0,
         shutdown_grace_s=args.shutdown_grace,
+        backend_options=backend_options(args),
     )
     try:
         server = JobServer(config)
@@ -297,7 +322,7 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
     from .assets import MeshData
     from .imaging.decode import decode_image
     from .pipeline.base import JobContext, JobRequest
-    from .pipeline.registry import create_pipeline
+    from .pipeline.registry import create_pipeline, resolve_backend
     from .server.progress import ProgressModel, stage_weights
 
     images = [decode_image(data, name=path.name) for data, path in zip(_read_images(args.images), args.images)]
@@ -305,7 +330,8 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
     if args.mesh is not None:
         arrays = load_mesh(args.mesh)
         mesh = MeshData(positions=arrays["positions"], faces=arrays["faces"], uvs=arrays.get("uvs"))
-    pipeline = create_pipeline(args.backend, args.weights)
+    options = backend_options(args) if resolve_backend(args.backend, args.weights) == "step1x3d" else {}
+    pipeline = create_pipeline(args.backend, args.weights, **options)
     model = ProgressModel(stage_weights(dict(pipeline.capabilities())), time.monotonic())
 
     def report(stage: str, step: int, total: int, _message: str) -> None:

@@ -114,5 +114,9 @@ def test_propagation_is_continuous_across_uv_seams(backend: str) -> None:
     baked = K.bake_views(pos, faces, uv, [K.BakeView(img, back, 1.0)], size, backend=backend)
     out = K.fill_holes(baked.texture, baked.mask, positions=pos, uvs=uv, faces=faces, backend=backend)
     assert not baked.mask[:, 0].any()
-    left, right = out[2:-2, 0], out[2:-2, -1]
-    assert np.abs(left - right).max() < 0.03
+    # Across the seam (column -1 to column 0, one texel apart on the surface) colour changes no
+    # more than between neighbouring columns on either side; unwelded, it jumped by 0.45.
+    rows = slice(2, -2)
+    seam = np.abs(out[rows, 0] - out[rows, -1]).max()
+    beside = max(np.abs(out[rows, 1] - out[rows, 0]).max(), np.abs(out[rows, -1] - out[rows, -2]).max())
+    assert seam <= 1.5 * beside + 0.01, (seam, beside)
