@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +32,13 @@ from blender_addon.protocol.settings import JobSettings
 
 from ..assets import Asset, MeshData, PBRMaterial
 from ..pipeline.base import JobContext, JobRequest, PipelineError
+from ..pipeline.stages import (
+    PREPARED_SIZE,
+    StageTimer,
+    lod_chain,
+    projected_material,
+    provenance,
+)
 from .geometry.labels import labels_from_settings
 from .geometry.loader import VARIANTS, load_components, parse_dtype, resolve_model_dir
 from .geometry.pipeline import Step1X3DGeometryPipeline
@@ -178,12 +183,8 @@ class Step1X3DBackend:
         settings = request.settings
         timings: dict[str, float] = {}
         notes: list[str] = []
-
-        def timed(stage: str, fn: Callable[[], T]) -> T:
-            start = time.perf_counter()
-            out = fn()
-            timings[stage] = round(time.perf_counter() - start, 4)
-            return out
+        # The stages report their own progress; the timer only records wall time.
+        timer = StageTimer(ctx, timings)
 
         provenance_extra: dict[str, Any] = {}
         if settings.mode == "texture":
@@ -199,18 +200,9 @@ class Step1X3DBackend:
         if settings.mode != "geometry":
             if self._geometry is not None and self._offload_enabled():
                 self._geometry.release_memory()  # small card: the texture models need the room
-            mesh, material = self._texture_stage(mesh, request, ctx, timed, notes)
+            mesh, material = self._texture_stage(mesh, request, ctx, timer, notes)
 
-        lods: list[MeshData] = []
-        if settings.lods:
-            from ..export.lod import build_lods
-
-            fractions = [f for f in settings.lods if f < 1.0]
-            ctx.progress("lods", 0, 1)
-            lods = timed("lods", lambda: build_lods(mesh, fractions))
-            ctx.progress("lods", 1, 1)
-
-        from ..pipeline.inflate import provenance
+        lods = lod_chain(mesh, settings, timer)
 
         prov = provenance(self.name, settings, request.image_names)
         prov.update(provenance_extra)
@@ -267,15 +259,19 @@ class Step1X3DBackend:
         return out.mesh[0], out.timings, kind
 
     def _texture_stage(self, mesh: MeshData, request: JobRequest, ctx: JobContext,
-                       timed: Callable[[str, Callable[[], Any]], Any], notes: list[str]
+                       timer: StageTimer, notes: list[str]
                        ) -> tuple[MeshData, PBRMaterial]:
         stage = self._neural_texture(notes)
         if stage is not None:
-            out_mesh, material, stage_notes = timed("texture_neural",
-                                                    lambda: stage.run(mesh, list(request.images), request.settings, ctx))
+            out_mesh, material, stage_notes = timer("texture_neural",
+                                                    lambda: stage.run(mesh, list(request.images), request.settings, ctx),
+                                                    report=False)
             notes.extend(stage_notes)
             return out_mesh, material
-        return self._projected_texture(mesh, request, ctx, timed, notes)
+        from ..imaging.prepare import prepare_reference
+
+        prepared = [prepare_reference(np.asarray(img), size=PREPARED_SIZE) for img in request.images]
+        return projected_material(mesh, prepared, request.settings, timer, notes)
 
     def _neural_texture(self, notes: list[str]) -> Any:
         if self._texture is not None:
@@ -295,29 +291,3 @@ class Step1X3DBackend:
         self._texture = TextureStage.from_paths(adapter, sdxl, vae, dtype=opts["dtype"], device=str(self.device),
                                                 lora_dir=opts["lora_dir"])
         return self._texture
-
-    @staticmethod
-    def _projected_texture(mesh: MeshData, request: JobRequest, ctx: JobContext,
-                           timed: Callable[[str, Callable[[], Any]], Any], notes: list[str]
-                           ) -> tuple[MeshData, PBRMaterial]:
-        """The weight-free chain: UV atlas -> projection of the reference image(s) -> PBR maps."""
-        from ..imaging.prepare import prepare_reference
-        from ..pipeline.mesh_input import has_usable_uvs
-        from ..texturing.pbr import build_material
-        from ..texturing.project import project_texture
-        from ..texturing.tangents import compute_tangents
-        from ..uv.atlas import unwrap
-
-        settings = request.settings
-        prepared = [prepare_reference(np.asarray(img), size=1024) for img in request.images]
-        if settings.mode == "texture" and has_usable_uvs(mesh):
-            uv_mesh = mesh
-        else:
-            if settings.mode == "texture":
-                notes.append("The mesh had no usable UVs, so it was given a new UV layout.")
-            uv_mesh = timed("uv_atlas", lambda: unwrap(mesh, texture_size=settings.texture_size, ctx=ctx))
-        base = timed("texture", lambda: project_texture(uv_mesh, prepared, texture_size=settings.texture_size, ctx=ctx))
-        material = timed("pbr", lambda: build_material(uv_mesh, base, pbr=settings.pbr, ctx=ctx))
-        if material.normal is not None and uv_mesh.tangents is None:
-            uv_mesh.tangents = compute_tangents(uv_mesh)
-        return uv_mesh, material

@@ -12,24 +12,24 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
 
 
-def weld(positions: np.ndarray) -> tuple[np.ndarray, int]:
+def weld(positions: np.ndarray, tolerance: float = 1e-6) -> tuple[np.ndarray, int]:
     """(V,) id of each vertex among the distinct positions, and their count.
 
-    Positions are compared on a grid of 2^-21 of the bounding box: seam copies computed by
-    different formulas (sin(2 pi) is not 0) still weld, distinct vertices never do in practice.
+    Vertices closer than ``tolerance`` times the bounding-box diagonal are one: seam copies
+    computed by different formulas (sin(2 pi) is not 0) still weld. A k-d tree finds the close
+    pairs (no grid, so no two copies straddle a cell border), connected components merge them.
     """
     p = np.asarray(positions, np.float64).reshape(-1, 3)
     if len(p) == 0:
         return np.zeros(0, np.int64), 0
-    lo = p.min(axis=0)
-    step = max(float((p.max(axis=0) - lo).max()), 1e-30) * 2.0**-21
-    q = np.ascontiguousarray(np.rint((p - lo) / step).astype(np.int32))
-    keys = q.view(np.dtype((np.void, 12))).reshape(-1)
-    _, inverse = np.unique(keys, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return inverse.astype(np.int64), int(inverse.max()) + 1 if inverse.size else 0
+    diag = float(np.linalg.norm(p.max(axis=0) - p.min(axis=0)))
+    pairs = cKDTree(p).query_pairs(r=max(tolerance * diag, 1e-30), output_type="ndarray")
+    graph = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(p), len(p)))
+    count, labels = csgraph.connected_components(graph, directed=False)
+    return labels.astype(np.int64), int(count)
 
 
 def vertex_colours(
