@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+# The repository root first: run as a script, this file's own folder (and name) would shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels as K  # noqa: E402
-from kernels.meshes import sphere_with_faces  # noqa: E402
+import kernels as K
+from kernels.meshes import sphere_with_faces
 
 VIEW = 2048
 
@@ -96,7 +97,7 @@ def raster_six(pos: Any, faces: Any, views: list[K.View]) -> None:
 
 def bake_and_fill(pos: Any, faces: Any, uv: Any, views: list[K.BakeView], size: int) -> None:
     r = K.bake_views(pos, faces, uv, views, size)
-    K.fill_holes(r.texture, r.mask, positions=pos, uvs=uv, faces=faces)
+    K.fill_holes(r.texture, r.mask, positions=pos, uvs=uv, faces=faces, uv_raster=r.uv_raster)
 
 
 def main() -> None:

@@ -10,6 +10,11 @@ Families (one sub-package each, with ``reference``, ``cpu`` and ``triton`` modul
 - ``kernels.bake``: :func:`bake_views`
 - ``kernels.fill``: :func:`fill_holes`
 - ``kernels.cameras``: :func:`orthographic`, :func:`perspective`, :func:`upstream_views`
+- ``kernels.meshes``: synthetic meshes with UVs (UV sphere, cube) for tests and benchmarks
+
+Typical texture bake: ``r = bake_views(pos, faces, uvs, [BakeView(image, view_proj, weight,
+mask), ...], 2048)`` then ``fill_holes(r.texture, r.mask, positions=pos, uvs=uvs, faces=faces,
+uv_raster=r.uv_raster)``.
 """
 
 from .bake import BakeResult, BakeView, bake_views

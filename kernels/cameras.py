@@ -23,9 +23,11 @@ VIEW_DIRECTIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float,
     "right": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
     "back": ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
     "left": ((-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-    # Looking down, image up is the back of the object (-Z); looking up, it is the front (+Z).
-    "top": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    "bottom": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    # As upstream's cameras: looking down, the object's front (+Z) is at the top of the image;
+    # looking up, its back (-Z) is. The texture model's column attention (front mirrored, back,
+    # top, bottom) relies on this orientation.
+    "top": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "bottom": ((0.0, -1.0, 0.0), (0.0, 0.0, -1.0)),
 }
 UPSTREAM_VIEW_NAMES: tuple[str, ...] = ("front", "right", "back", "left", "top", "bottom")
 UPSTREAM_VIEW_WEIGHTS: tuple[float, ...] = (1.0, 0.1, 0.5, 0.1, 0.05, 0.05)

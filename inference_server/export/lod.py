@@ -17,7 +17,13 @@ import numpy as np
 import fast_simplification
 
 from ..assets import MeshData
+from ..uv.quality import chart_labels
 from .meshprep import unit_or
+
+# Relaxation rounds for the rare UV fold a collapse leaves behind (measured: 1 face
+# in 50k at 25 % of a 200k-face mesh); each round moves only the free vertices of
+# folded faces to the mean UV of their neighbours.
+UNTANGLE_ROUNDS = 20
 
 
 def _closest_barycentric(points: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +94,49 @@ def decimate_keep_uvs(mesh: MeshData, target_faces: int) -> MeshData:
     uvs[unmoved] = np.asarray(mesh.uvs, dtype=np.float64)[source[unmoved]]
     if normals is not None:
         normals[unmoved] = np.asarray(mesh.normals, dtype=np.float64)[source[unmoved]]
+    out_faces = new_faces.astype(np.int64)
+    uvs = untangle_uvs(out_faces, uvs, movable=~unmoved)
     return MeshData(
         positions=new_pos.astype(np.float32),
-        faces=new_faces.astype(np.uint32),
+        faces=out_faces.astype(np.uint32),
         uvs=np.clip(uvs, 0.0, 1.0).astype(np.float32),
         normals=None if normals is None else normals.astype(np.float32),
         tangents=None,
         smooth=mesh.smooth,
     )
+
+
+def _folded(faces: np.ndarray, uvs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    t = uvs[faces]
+    signed = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
+    chart_sign = np.sign(np.bincount(labels, weights=signed))
+    return np.sign(signed) * chart_sign[labels] < 0
+
+
+def untangle_uvs(faces: np.ndarray, uvs: np.ndarray, movable: np.ndarray) -> np.ndarray:
+    """Unfold UV triangles whose winding disagrees with their chart by moving their
+    movable (interior, re-sampled) vertices to the mean UV of their mesh neighbours."""
+    labels = chart_labels(MeshData(np.zeros((uvs.shape[0], 3), np.float32), faces.astype(np.uint32)))
+    uvs = uvs.copy()
+    for _ in range(UNTANGLE_ROUNDS):
+        bad = _folded(faces, uvs, labels)
+        if not bad.any():
+            break
+        verts = np.unique(faces[bad])
+        verts = verts[movable[verts]]
+        if verts.size == 0:
+            break
+        # Neighbour sums over all faces touching the chosen vertices.
+        touch = np.isin(faces, verts).any(axis=1)
+        f = faces[touch]
+        acc = np.zeros_like(uvs)
+        cnt = np.zeros(uvs.shape[0])
+        for k in range(3):
+            for j in (1, 2):
+                np.add.at(acc, f[:, k], uvs[f[:, (k + j) % 3]])
+                np.add.at(cnt, f[:, k], 1.0)
+        uvs[verts] = acc[verts] / np.maximum(cnt[verts], 1.0)[:, None]
+    return uvs
 
 
 def build_lods(mesh: MeshData, fractions: tuple[float, ...] | list[float]) -> list[MeshData]:

@@ -74,6 +74,14 @@ def _image_arrays(image: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
     return rgba, mask
 
 
+class _MirroredFront:
+    """The front reference flipped left-right: what the back would show if it matched the front."""
+
+    def __init__(self, rgba: np.ndarray, mask: np.ndarray) -> None:
+        self.rgba = np.ascontiguousarray(rgba[:, ::-1])
+        self.mask = np.ascontiguousarray(mask[:, ::-1])
+
+
 def project_texture(
     mesh: MeshData,
     images: Sequence[Any],
@@ -83,6 +91,7 @@ def project_texture(
     view_weights: Sequence[float] = UPSTREAM_VIEW_WEIGHTS[:4],
     gutter_px: int = 8,
     backend: str = "auto",
+    mirror_back: bool = True,
 ) -> np.ndarray:
     """Base colour texture (S, S, 3) uint8 (sRGB, glTF UV layout) for ``mesh`` from ``images``.
 
@@ -90,6 +99,10 @@ def project_texture(
     ``.mask`` (N, N) bool), front first, then optionally right, back, left by position (``None``
     skips a side). Reports progress on ``ctx`` (stage ``"texture"``) and stops between steps when
     the job is cancelled. ``backend="triton"`` runs the kernels on the GPU (CUDA).
+
+    ``mirror_back``: when no back image is given, the front image, mirrored, stands in for it.
+    Seen from behind, a single-image object most plausibly looks like its front (a flood of the
+    silhouette's edge colours, the alternative, paints the whole back in the darkest rim shade).
     """
     if mesh.uvs is None:
         raise PipelineError("the mesh has no UVs: unwrap it before texturing", code="bad_mesh")
@@ -103,6 +116,9 @@ def project_texture(
     if not 16 <= size <= 8192:
         raise PipelineError(f"texture size {size} is out of range", code="bad_settings")
     used = [(i, image) for i, image in enumerate(images) if image is not None]
+    back = VIEW_NAMES.index("back")
+    if mirror_back and all(i != back for i, _ in used):
+        used.append((back, _MirroredFront(*_image_arrays(images[0], 0))))
     steps = len(used) + 2
 
     def progress(step: int, message: str) -> None:
@@ -125,6 +141,6 @@ def project_texture(
     )
     progress(1 + len(used), "filling what no view saw")
     filled = to_numpy(fill_holes(baked.texture, baked.mask, positions=positions, uvs=mesh.uvs, faces=faces,
-                                 gutter_px=gutter_px, backend=backend), np.float32)
+                                 uv_raster=baked.uv_raster, gutter_px=gutter_px, backend=backend), np.float32)
     progress(steps, "texture done")
     return np.clip(np.rint(filled * 255.0), 0, 255).astype(np.uint8)

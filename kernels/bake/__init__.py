@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import as_torch, first_torch, like, resolve, to_numpy
+from ..raster import Raster
 from ._prep import BakeView, texel_samples, view_maps
 
 __all__ = ["BakeResult", "BakeView", "bake_views"]
@@ -28,11 +29,14 @@ __all__ = ["BakeResult", "BakeView", "bake_views"]
 @dataclass
 class BakeResult:
     """texture: (H, W, C) float32 weighted mean colour (0 where uncovered); mask: (H, W) bool
-    covered texels; weight: (H, W) float32 sum of the weights."""
+    covered texels; weight: (H, W) float32 sum of the weights; uv_raster: the atlas's
+    :class:`~kernels.raster.Raster` (pass it to ``fill_holes`` to skip rasterizing it again;
+    None when nothing was baked)."""
 
     texture: Any
     mask: Any
     weight: Any
+    uv_raster: Any = None
 
 
 def _size(texture_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -121,4 +125,6 @@ def bake_views(
         weight_map.reshape(-1)[samples.index] = wsum
     else:
         cpu.resolve(samples.index, acc, wsum, texture.reshape(-1, nch), weight_map.reshape(-1))
-    return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template))
+    uvr = samples.uv_raster
+    return BakeResult(like(texture, template), like(weight_map > 0, template), like(weight_map, template),
+                      Raster(like(uvr.face_id, template), like(uvr.bary, template), like(uvr.depth, template)))

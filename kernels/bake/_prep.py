@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..cameras import camera_info
-from ..raster import interpolate, rasterize_uv
+from ..raster import Raster, interpolate, rasterize_uv
 
 
 @dataclass
@@ -36,6 +36,7 @@ class TexelSamples:
     index: np.ndarray
     positions: np.ndarray
     normals: np.ndarray
+    uv_raster: Raster  # the atlas raster they came from (fill_holes reuses it)
 
 
 @dataclass
@@ -78,7 +79,7 @@ def texel_samples(
         nrm = interpolate(uvr, faces, normals, backend=backend).reshape(-1, 3)[index]
         length = np.linalg.norm(nrm, axis=1, keepdims=True)
         nrm = nrm / np.where(length > 0, length, 1.0)
-    return TexelSamples(index, np.ascontiguousarray(pos, np.float32), np.ascontiguousarray(nrm, np.float32))
+    return TexelSamples(index, np.ascontiguousarray(pos, np.float32), np.ascontiguousarray(nrm, np.float32), uvr)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def texel_samples(
     fn = face_normals(positions, faces) if not use_vn else np.zeros((1, 3), np.float32)
     _samples(uvr.face_id, uvr.bary, np.ascontiguousarray(positions, np.float32), faces, vn, fn, use_vn, starts,
              index, pos, nrm)
-    return TexelSamples(index, pos, nrm)
+    return TexelSamples(index, pos, nrm, uvr)
 
 
 @njit(cache=True, parallel=True)

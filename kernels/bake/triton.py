@@ -213,4 +213,4 @@ def bake_views(
     hit = wsum > 0
     texture.reshape(-1, nch)[index[hit]] = acc[hit] / wsum[hit, None]
     weight_map.reshape(-1)[index] = wsum
-    return BakeResult(texture, weight_map > 0, weight_map)
+    return BakeResult(texture, weight_map > 0, weight_map, uvr)

@@ -95,10 +95,12 @@ def _pull_first(tex, known, col, wt):  # type: ignore[no-untyped-def]
                             col[y2, x2, k] += tex[y, x, k]
 
 
-@njit(cache=True, parallel=True)
+# The coarser levels are small and many: serial kernels there, as a parallel region's start-up
+# (and, on a busy machine, its wait for a second core) costs more than the work.
+@njit(cache=True)
 def _pull(c_in, w_in, col, wt):  # type: ignore[no-untyped-def]
     h, w, nch = c_in.shape
-    for y2 in prange(col.shape[0]):
+    for y2 in range(col.shape[0]):
         for x2 in range(col.shape[1]):
             for y in range(2 * y2, min(2 * y2 + 2, h)):
                 for x in range(2 * x2, min(2 * x2 + 2, w)):
@@ -107,10 +109,10 @@ def _pull(c_in, w_in, col, wt):  # type: ignore[no-untyped-def]
                         col[y2, x2, k] += c_in[y, x, k]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _push(col, wt, coarse, out):  # type: ignore[no-untyped-def]
     h, w, nch = col.shape
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             if wt[y, x] > 0:
                 for k in range(nch):

@@ -99,7 +99,7 @@ def push_pull(tex: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 def fill_holes(
     texture: Any, mask: Any, *, mesh: Any, positions: Any, uvs: Any, faces: Any, chart_mask: Any,
-    gutter_px: int, smooth_iterations: int,
+    uv_raster: Any, gutter_px: int, smooth_iterations: int,
 ) -> torch.Tensor:
     dev = texture.device
     tex = texture.to(torch.float32)
@@ -116,7 +116,11 @@ def fill_holes(
         tri = torch.as_tensor(faces, device=dev).to(torch.int64).reshape(-1, 3)
         uv = torch.as_tensor(uvs, device=dev).to(torch.float64).reshape(-1, 2)
         uv_pos = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2, torch.zeros_like(uv[:, 0])], 1)
-        uvr = raster_tr.rasterize(uv_pos, tri, np.eye(4), w, h)
+        if uv_raster is not None and tuple(uv_raster.face_id.shape) == (h, w):
+            uvr = uv_raster
+            uvr = type(uvr)(*(torch.as_tensor(a, device=dev) for a in (uvr.face_id, uvr.bary, uvr.depth)))
+        else:
+            uvr = raster_tr.rasterize(uv_pos, tri, np.eye(4), w, h)
         charts = uvr.face_id >= 0 if chart_mask is None else torch.as_tensor(chart_mask, device=dev).to(torch.bool)
         known &= charts
         # Splat known texels onto their face's vertices (barycentric weights), on the device.

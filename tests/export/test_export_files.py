@@ -109,3 +109,19 @@ def test_lod_texture_lookup_matches_full_mesh(unwrapped_mesh: MeshData) -> None:
     err = np.linalg.norm(pos_tex[row, col][ok] - p_c[ok], axis=1)
     assert ok.mean() > 0.9
     assert float(np.percentile(err, 95)) < 0.03  # a few texels on a 2-unit object at 512^2
+
+
+def test_untangle_unfolds_a_dragged_vertex() -> None:
+    from inference_server.export.lod import untangle_uvs
+
+    # A hexagon fan around vertex 0; drag the centre's UV outside the ring: folds faces.
+    ang = np.linspace(0, 2 * np.pi, 7)[:-1]
+    ring = np.stack([0.5 + 0.3 * np.cos(ang), 0.5 + 0.3 * np.sin(ang)], 1)
+    uvs = np.vstack([[0.95, 0.5], ring])
+    faces = np.array([[0, 1 + i, 1 + (i + 1) % 6] for i in range(6)])
+    movable = np.array([True] + [False] * 6)
+    fixed = untangle_uvs(faces, uvs, movable)
+    t = fixed[faces]
+    signed = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
+    assert (signed > 0).all()
+    np.testing.assert_array_equal(fixed[1:], uvs[1:])  # border/seam vertices never move

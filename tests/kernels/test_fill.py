@@ -120,3 +120,14 @@ def test_propagation_is_continuous_across_uv_seams(backend: str) -> None:
     seam = np.abs(out[rows, 0] - out[rows, -1]).max()
     beside = max(np.abs(out[rows, 1] - out[rows, 0]).max(), np.abs(out[rows, -1] - out[rows, -2]).max())
     assert seam <= 1.5 * beside + 0.01, (seam, beside)
+
+
+def test_reusing_the_bake_uv_raster_changes_nothing() -> None:
+    pos, faces, uv = cube(0.4, subdiv=2)
+    r = K.rasterize(pos, faces, K.orthographic("front"), 64, 64)
+    img = K.interpolate(r, faces, pos + 0.5)
+    baked = K.bake_views(pos, faces, uv, [K.BakeView(img, K.orthographic("front"), 1.0)], 48)
+    assert baked.uv_raster is not None and baked.uv_raster.face_id.shape == (48, 48)
+    a = K.fill_holes(baked.texture, baked.mask, positions=pos, uvs=uv, faces=faces)
+    b = K.fill_holes(baked.texture, baked.mask, positions=pos, uvs=uv, faces=faces, uv_raster=baked.uv_raster)
+    np.testing.assert_array_equal(a, b)

@@ -121,8 +121,9 @@ def test_progress_and_cancellation() -> None:
     mesh = sphere_mesh()
     image = prepared_image(pattern)
     events: list[tuple[str, int, int, str]] = []
+    # front + right, and the mirrored front standing in for the missing back: 3 views, 5 steps.
     project_texture(mesh, [image, image], texture_size=64, ctx=JobContext(lambda *a: events.append(a)))
-    assert [e[1] for e in events] == [0, 1, 2, 3, 4] and all(e[0] == "texture" and e[2] == 4 for e in events)
+    assert [e[1] for e in events] == [0, 1, 2, 3, 4, 5] and all(e[0] == "texture" and e[2] == 5 for e in events)
     cancel = threading.Event()
     ctx = JobContext(lambda *a: cancel.set() if a[1] == 1 else None, cancel)
     with pytest.raises(JobCancelled):
@@ -140,3 +141,20 @@ def test_bad_inputs() -> None:
         project_texture(mesh, [SimpleNamespace(rgba=image.rgba, mask=np.zeros((N, N), bool))], texture_size=64)
     with pytest.raises(PipelineError):
         project_texture(mesh, [object()], texture_size=64)
+
+
+def test_missing_back_shows_the_mirrored_front() -> None:
+    """A front half red (left, -X) and half blue (+X): from behind, +X is on the left and blue."""
+    mesh = sphere_mesh()
+    red, blue = np.array([0.9, 0.1, 0.1]), np.array([0.1, 0.1, 0.9])
+    image = prepared_image(lambda x, y: np.where((x < N / 2)[..., None], red, blue))
+    tex = project_texture(mesh, [image], texture_size=256)
+    col, covered = rerender(mesh, tex, image.mask[:, ::-1], "back")
+    row = N // 2
+    left, right = col[row, N // 2 - 60], col[row, N // 2 + 60]
+    assert covered[row, N // 2 - 60] and covered[row, N // 2 + 60]
+    assert np.abs(left - blue).max() < 0.1 and np.abs(right - red).max() < 0.1
+    # Without the stand-in the back is one blend of the rim colours: neither side matches.
+    flat = project_texture(mesh, [image], texture_size=256, mirror_back=False)
+    col, _ = rerender(mesh, flat, image.mask[:, ::-1], "back")
+    assert np.abs(col[row, N // 2 - 60] - blue).max() > 0.1 or np.abs(col[row, N // 2 + 60] - red).max() > 0.1

@@ -101,3 +101,15 @@ def test_bad_input_is_a_clear_error() -> None:
         unwrap(MeshData(np.zeros((3, 3), np.float32), np.zeros((0, 3), np.uint32)))
     with pytest.raises(PipelineError):
         unwrap(MeshData(np.zeros((3, 3), np.float32), np.array([[0, 1, 5]], np.uint32)))
+
+
+def test_degenerate_faces_are_kept_not_fatal() -> None:
+    """Marching cubes can emit zero-area faces: they must not abort the unwrap or break the atlas."""
+    sphere = trimesh.creation.icosphere(3)
+    v = np.vstack([sphere.vertices, [[5, 5, 5], [6, 6, 6], [7, 7, 7]]]).astype(np.float32)
+    n = len(sphere.vertices)
+    f = np.vstack([sphere.faces, [[0, 0, 1]], [[n, n + 1, n + 2]]]).astype(np.uint32)
+    m = unwrap(MeshData(v, f), texture_size=512)
+    assert m.face_count == len(f)
+    q = measure_atlas(m, 512)
+    assert q.uv_in_range and q.overlap_texels == 0 and q.flipped_faces == 0

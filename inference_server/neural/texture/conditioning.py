@@ -9,8 +9,7 @@ Views. Upstream's cameras (``get_orthogonal_camera``, elevation 0/±89.99, azimu
 front, right, back, left with +Y up; the top view has the object's *front* at the top of the
 image and the bottom view its *back*, so that in both the image x axis runs along -X, like
 the back view and the mirrored front view. That shared column order is what the column
-attention relies on. (``kernels.cameras.upstream_views`` uses the opposite up vectors for top
-and bottom, a 180 degree turn, so the cameras are built here with explicit up vectors.)
+attention relies on; ``kernels.upstream_views`` builds exactly these cameras.
 """
 
 from __future__ import annotations
@@ -22,19 +21,10 @@ import numpy as np
 from PIL import Image
 
 import kernels
-from kernels.cameras import UPSTREAM_DISTANCE, UPSTREAM_HALF_EXTENT, UPSTREAM_VIEW_WEIGHTS, orthographic
 
 from ...imaging.segment import object_mask
 
 VIEW_NAMES = ("front", "right", "back", "left", "top", "bottom")
-VIEW_UP = {
-    "front": (0.0, 1.0, 0.0),
-    "right": (0.0, 1.0, 0.0),
-    "back": (0.0, 1.0, 0.0),
-    "left": (0.0, 1.0, 0.0),
-    "top": (0.0, 0.0, 1.0),  # object's front at the top of the image
-    "bottom": (0.0, 0.0, -1.0),  # object's back at the top of the image
-}
 MESH_EXTENT = 0.5  # upstream scales the mesh so that max |v| = 0.5 inside the +-0.55 ortho box
 BACKGROUND = 0.5  # raw position/normal 0 after the +0.5 and /2+0.5 offsets (upstream's background)
 REFERENCE_FILL = 0.9  # the object's longer side covers 90% of the reference canvas
@@ -71,11 +61,7 @@ def gpu_kernels_available(device: str) -> bool:
 
 def mv_views() -> list[kernels.View]:
     """The six cameras of the texture model with the baker's weights [1, 0.1, 0.5, 0.1, 0.05, 0.05]."""
-    return [
-        kernels.View(name, orthographic(name, UPSTREAM_HALF_EXTENT, distance=UPSTREAM_DISTANCE, up=np.array(VIEW_UP[name])),
-                     float(weight))
-        for name, weight in zip(VIEW_NAMES, UPSTREAM_VIEW_WEIGHTS)
-    ]
+    return kernels.upstream_views()
 
 
 def gltf_to_upstream(vectors: np.ndarray) -> np.ndarray:
