@@ -25,7 +25,8 @@ def built_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         zips = build_addon.build(["linux-x64"], out, ROOT / ".cache" / "wheels")
     except build_addon.BuildError as exc:
-        if "pip download failed" in str(exc):
+        # CI reaches PyPI, so there a failed download is a failure, not a skip.
+        if "pip download failed" in str(exc) and not os.environ.get("CI"):
             pytest.skip(f"cannot fetch the pyzmq/msgpack wheels (no network and no cache): {exc}")
         raise
     assert len(zips) == 1

@@ -34,7 +34,6 @@ def _received(job_name: str) -> dict[str, np.ndarray]:
 
 def test_generate_end_to_end_with_the_weight_free_backend(bpy: Any, addon: Any, start_server: Any,
                                                           ref_image: str) -> None:
-    pytest.importorskip("inference_server.pipeline.inflate")
     addon.server_address = start_server("inflate")
     views: list[Any] = []
     from blender_addon import api
@@ -60,7 +59,6 @@ def test_generate_end_to_end_with_the_weight_free_backend(bpy: Any, addon: Any, 
 def test_retexture_with_the_weight_free_backend_paints_into_the_objects_uvs(
     bpy: Any, addon: Any, start_server: Any, ref_image: str
 ) -> None:
-    pytest.importorskip("inference_server.pipeline.inflate")
     addon.server_address = start_server("inflate")
     from blender_addon import api
 

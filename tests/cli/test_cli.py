@@ -44,11 +44,21 @@ def image(tmp_path: Path) -> Path:
 
 
 def test_generate_remote_writes_glb_and_shows_progress(server: ServerProcess, image: Path, tmp_path: Path) -> None:
-    pytest.importorskip("inference_server.export")
     out = tmp_path / "asset.glb"
     proc = step1x3d("generate", str(image), "-o", str(out), "--server", server.address, "--seed", "4")
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes()[:4] == b"glTF"
+    data = out.read_bytes()
+    assert data[:4] == b"glTF"
+    from tests.gltf_validator import validate_glb
+
+    report = validate_glb(data)
+    assert report["errors"] == 0, report["messages"]
+    import trimesh
+
+    scene = trimesh.load(out, force="scene")
+    mesh = next(iter(scene.geometry.values()))
+    assert 1_000 < len(mesh.faces) <= 20_000  # the face budget was honoured
+    assert mesh.visual.material.baseColorTexture.size == (512, 512)
     assert proc.stdout.startswith(f"wrote {out} in ")
     # Not a terminal: one line per stage instead of a redrawn bar.
     stages = proc.stderr.splitlines()
@@ -56,7 +66,6 @@ def test_generate_remote_writes_glb_and_shows_progress(server: ServerProcess, im
 
 
 def test_generate_remote_obj_goes_through_save_asset(server: ServerProcess, image: Path, tmp_path: Path) -> None:
-    pytest.importorskip("inference_server.export")
     out = tmp_path / "asset.obj"
     proc = step1x3d("generate", str(image), "-o", str(out), "--server", server.address)
     assert proc.returncode == 0, proc.stderr
@@ -64,11 +73,21 @@ def test_generate_remote_obj_goes_through_save_asset(server: ServerProcess, imag
 
 
 def test_generate_in_process(image: Path, tmp_path: Path) -> None:
-    pytest.importorskip("inference_server.export")
     out = tmp_path / "local.glb"
     proc = step1x3d("generate", str(image), "-o", str(out), "--backend", FAST, "--lods", "1,0.5")
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes()[:4] == b"glTF"
+    data = out.read_bytes()
+    assert data[:4] == b"glTF"
+    from tests.gltf_validator import validate_glb
+
+    report = validate_glb(data)
+    assert report["errors"] == 0, report["messages"]
+    import trimesh
+
+    scene = trimesh.load(out, force="scene")
+    mesh = next(iter(scene.geometry.values()))
+    assert 1_000 < len(mesh.faces) <= 20_000  # the face budget was honoured
+    assert mesh.visual.material.baseColorTexture.size == (512, 512)
 
 
 def test_generate_without_server_says_how_to_start_it(image: Path, tmp_path: Path) -> None:
@@ -106,7 +125,6 @@ def test_missing_image_file(tmp_path: Path) -> None:
 
 
 def test_texture_only_with_mesh_file(server: ServerProcess, image: Path, tmp_path: Path) -> None:
-    pytest.importorskip("inference_server.export")
     trimesh = pytest.importorskip("trimesh")
     mesh_path = tmp_path / "box.obj"
     trimesh.creation.box().export(mesh_path)
@@ -128,16 +146,24 @@ def test_keys(tmp_path: Path) -> None:
 
 def test_quick_start_example_in_process(tmp_path: Path) -> None:
     """The README's first command: the bundled example through the weight-free default backend."""
-    pytest.importorskip("inference_server.pipeline.inflate")
-    pytest.importorskip("inference_server.export")
     example = REPO / "examples" / "apple.png"
-    if not example.is_file():
-        pytest.skip("no bundled example image")
+    assert example.is_file(), "the README's quick start needs examples/apple.png"
     out = tmp_path / "apple.glb"
     proc = step1x3d("generate", str(example), "-o", str(out), "--texture-size", "512", "--max-faces", "20000",
                     timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes()[:4] == b"glTF"
+    data = out.read_bytes()
+    assert data[:4] == b"glTF"
+    from tests.gltf_validator import validate_glb
+
+    report = validate_glb(data)
+    assert report["errors"] == 0, report["messages"]
+    import trimesh
+
+    scene = trimesh.load(out, force="scene")
+    mesh = next(iter(scene.geometry.values()))
+    assert 1_000 < len(mesh.faces) <= 20_000  # the face budget was honoured
+    assert mesh.visual.material.baseColorTexture.size == (512, 512)
 
 
 def test_progress_bar_on_a_terminal() -> None:

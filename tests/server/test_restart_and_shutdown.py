@@ -136,7 +136,6 @@ def test_expired_results_are_deleted(results_dir: Path) -> None:
 
 
 def test_inflate_backend_round_trip(results_dir: Path) -> None:
-    pytest.importorskip("inference_server.pipeline.inflate")
     from PIL import Image, ImageDraw
     import io
 

@@ -133,7 +133,6 @@ def test_texture_only_job_gets_the_clients_mesh_back(conn: ServerConnection) -> 
 
 
 def test_glb_only_when_asked(conn: ServerConnection) -> None:
-    pytest.importorskip("inference_server.export")
     jid = job_id()
     result = run_to_result(conn, jid, JobSettings(), want_glb=True)[-1]
     assert result.glb is not None and result.glb[:4] == b"glTF"
