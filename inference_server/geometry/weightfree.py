@@ -39,7 +39,7 @@ from blender_addon.protocol.settings import JobSettings
 
 from ..assets import MeshData
 from ..imaging.prepare import PreparedImage
-from ..meshing.cleanup import clean_mesh
+from ..meshing.cleanup import clean_mesh_with_detail
 from ..meshing.extract import extract_surface
 from ..pipeline.base import JobContext, PipelineError
 from .silhouette import SilhouetteMaps, sample_map, signed_distance, silhouette_maps
@@ -83,7 +83,22 @@ def build_geometry(
     resolution: int | None = None,
     timings: dict[str, float] | None = None,
 ) -> MeshData:
-    """Front silhouette (+ optional side views) -> watertight manifold mesh in the glTF frame.
+    """Front silhouette (+ optional side views) -> watertight manifold mesh in the glTF frame."""
+    return build_geometry_with_detail(images, settings, ctx, resolution=resolution, timings=timings)[0]
+
+
+def build_geometry_with_detail(
+    images: list[PreparedImage],
+    settings: JobSettings,
+    ctx: JobContext,
+    *,
+    resolution: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[MeshData, MeshData | None]:
+    """:func:`build_geometry` plus the surface before decimation when decimation removed most of it
+    (for a normal-map bake; see ``meshing.cleanup.clean_mesh_with_detail``).
+
+    Front silhouette (+ optional side views) -> watertight manifold mesh in the glTF frame.
 
     ``resolution`` overrides the extraction grid (default: 2/3 of
     ``settings.octree_resolution``, i.e. 256 cells at the default 384).
@@ -114,12 +129,16 @@ def build_geometry(
     clock.lap("geometry.extract")
 
     ctx.progress(STAGE, 2, steps, "cleaning up")
-    mesh = clean_mesh(vertices, faces, max_faces=settings.max_faces, smooth_iterations=SMOOTH_ITERATIONS, ctx=ctx)
+    mesh, detail = clean_mesh_with_detail(vertices, faces, max_faces=settings.max_faces,
+                                          smooth_iterations=SMOOTH_ITERATIONS, ctx=ctx)
     ctx.progress(STAGE, 3, steps, "placing in the glTF frame")
-    mesh.positions = _fit(mesh.positions)
+    scale = _fit_scale(mesh.positions)
+    mesh.positions = (mesh.positions * scale).astype(np.float32)
+    if detail is not None:
+        detail.positions = (detail.positions * scale).astype(np.float32)  # the same placement as the mesh
     clock.lap("geometry.cleanup")
     ctx.progress(STAGE, steps, steps, f"{mesh.face_count} faces")
-    return mesh
+    return mesh, detail
 
 
 def _inflation_field(front: SilhouetteMaps, sides: list[_SideView], depth: float
@@ -202,16 +221,14 @@ def _col_extent(mask: np.ndarray) -> tuple[float, float]:
     return float(cols[0]), float(cols[-1] + 1)
 
 
-def _fit(positions: np.ndarray) -> np.ndarray:
-    """Shrink about the origin (never grow, never shift) so every coordinate is within FIT.
+def _fit_scale(positions: np.ndarray) -> np.float32:
+    """Factor that shrinks about the origin (never grows, never shifts) so every coordinate is within FIT.
 
     No shift keeps the front image's canvas aligned with world XY (see the module
     docstring); only very deep inflations trigger the shrink.
     """
     half = float(np.abs(positions).max())
-    if half > FIT:
-        return (positions * np.float32(FIT / half)).astype(np.float32)
-    return positions.astype(np.float32)
+    return np.float32(FIT / half) if half > FIT else np.float32(1.0)
 
 
 class _Clock:

@@ -156,6 +156,11 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# Keep the surface as extracted for a normal-map bake only when decimation drops more than this
+# share of it: below that the decimated mesh carries nearly the same shading and the bake is waste.
+DETAIL_MIN_REDUCTION = 2.0
+
+
 def clean_mesh(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -171,11 +176,30 @@ def clean_mesh(
     closed manifold (the input from marching cubes always is; a failure here is a bug
     or a field that produced no surface).
     """
+    return clean_mesh_with_detail(vertices, faces, max_faces=max_faces, min_fraction=min_fraction,
+                                  smooth_iterations=smooth_iterations, ctx=ctx)[0]
+
+
+def clean_mesh_with_detail(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    max_faces: int,
+    min_fraction: float = 0.001,
+    smooth_iterations: int = 0,
+    ctx: JobContext | None = None,
+) -> tuple[MeshData, MeshData | None]:
+    """:func:`clean_mesh`, plus the floater-free surface before decimation (with normals) when
+    decimation removed most of it: the texture stage bakes that detail into a normal map."""
     steps = 4
     _progress(ctx, 0, steps, f"removing floaters from {len(faces)} faces")
     v, f = remove_floaters(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), min_fraction)
     if len(f) == 0:
         raise PipelineError("the generated surface is empty", code="bad_mesh")
+    detail = None
+    if len(f) > DETAIL_MIN_REDUCTION * max_faces:
+        detail = MeshData(positions=np.ascontiguousarray(v, np.float32), faces=np.ascontiguousarray(f, np.uint32),
+                          normals=vertex_normals(v, f), smooth=True)
     _progress(ctx, 1, steps, f"decimating {len(f)} -> {max_faces} faces")
     v, f, report = _decimate(v, f, max_faces)
     _progress(ctx, 2, steps, "smoothing")
@@ -187,8 +211,9 @@ def clean_mesh(
         raise PipelineError(f"the cleaned mesh is not a closed manifold ({report})", code="bad_mesh")
     normals = vertex_normals(v, f)
     _progress(ctx, steps, steps, f"{len(f)} faces")
-    return MeshData(positions=np.ascontiguousarray(v, np.float32), faces=np.ascontiguousarray(f, np.uint32),
+    mesh = MeshData(positions=np.ascontiguousarray(v, np.float32), faces=np.ascontiguousarray(f, np.uint32),
                     normals=normals, smooth=True)
+    return mesh, detail
 
 
 def _progress(ctx: JobContext | None, step: int, total: int, message: str) -> None:
@@ -196,4 +221,7 @@ def _progress(ctx: JobContext | None, step: int, total: int, message: str) -> No
         ctx.progress(STAGE, step, total, message)
 
 
-__all__ = ["remove_floaters", "decimate", "repair_manifold", "smooth", "vertex_normals", "clean_mesh"]
+__all__ = [
+    "remove_floaters", "decimate", "repair_manifold", "smooth", "vertex_normals", "clean_mesh",
+    "clean_mesh_with_detail",
+]

@@ -187,12 +187,13 @@ class Step1X3DBackend:
         timer = StageTimer(ctx, timings)
 
         provenance_extra: dict[str, Any] = {}
+        detail: MeshData | None = None
         if settings.mode == "texture":
             from ..pipeline.mesh_input import validate_client_mesh
 
             mesh = validate_client_mesh(request.mesh)
         else:
-            mesh, geo_timings, variant = self._geometry_stage(request, ctx, notes)
+            mesh, detail, geo_timings, variant = self._geometry_stage(request, ctx, notes)
             timings.update({f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()})
             provenance_extra["geometry_model"] = VARIANTS[variant]
 
@@ -200,7 +201,7 @@ class Step1X3DBackend:
         if settings.mode != "geometry":
             if self._geometry is not None and self._offload_enabled():
                 self._geometry.release_memory()  # small card: the texture models need the room
-            mesh, material = self._texture_stage(mesh, request, ctx, timer, notes)
+            mesh, material = self._texture_stage(mesh, detail, request, ctx, timer, notes)
 
         lods = lod_chain(mesh, settings, timer)
 
@@ -239,7 +240,9 @@ class Step1X3DBackend:
         return pipe
 
     def _geometry_stage(self, request: JobRequest, ctx: JobContext, notes: list[str]
-                        ) -> tuple[MeshData, dict[str, float], str]:
+                        ) -> tuple[MeshData, MeshData | None, dict[str, float], str]:
+        """The mesh, the surface before decimation (for a normal-map bake, when decimation removed
+        most of it), sub-stage timings and the model variant used."""
         settings = request.settings
         kind = self._pick_variant(settings, notes)
         pipe = self._geometry_pipeline(kind, ctx)
@@ -256,22 +259,23 @@ class Step1X3DBackend:
             pipe.release_memory()
             raise PipelineError("the GPU ran out of memory during geometry generation; lower the octree "
                                 "resolution or free VRAM and retry", code="out_of_memory", retryable=True) from exc
-        return out.mesh[0], out.timings, kind
+        return out.mesh[0], (out.detail[0] if out.detail else None), out.timings, kind
 
-    def _texture_stage(self, mesh: MeshData, request: JobRequest, ctx: JobContext,
+    def _texture_stage(self, mesh: MeshData, detail: MeshData | None, request: JobRequest, ctx: JobContext,
                        timer: StageTimer, notes: list[str]
                        ) -> tuple[MeshData, PBRMaterial]:
         stage = self._neural_texture(notes)
         if stage is not None:
             out_mesh, material, stage_notes = timer("texture_neural",
-                                                    lambda: stage.run(mesh, list(request.images), request.settings, ctx),
+                                                    lambda: stage.run(mesh, list(request.images), request.settings, ctx,
+                                                                      detail_mesh=detail),
                                                     report=False)
             notes.extend(stage_notes)
             return out_mesh, material
         from ..imaging.prepare import prepare_reference
 
         prepared = [prepare_reference(np.asarray(img), size=PREPARED_SIZE) for img in request.images]
-        return projected_material(mesh, prepared, request.settings, timer, notes)
+        return projected_material(mesh, prepared, request.settings, timer, notes, detail)
 
     def _neural_texture(self, notes: list[str]) -> Any:
         if self._texture is not None:

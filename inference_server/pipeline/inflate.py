@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..assets import Asset, PBRMaterial
+from ..assets import Asset, MeshData, PBRMaterial
 from .base import JobContext, JobRequest, PipelineError
 from .mesh_input import validate_client_mesh
 from .stages import PREPARED_SIZE, StageTimer, lod_chain, projected_material, provenance
@@ -47,17 +47,20 @@ class InflatePipeline:
         from ..imaging.prepare import prepare_reference
 
         prepared = timer("prepare", lambda: [prepare_reference(img, size=PREPARED_SIZE) for img in request.images])
+        detail: MeshData | None = None
         if settings.mode == "texture":
             mesh = validate_client_mesh(request.mesh)
         else:
-            from ..geometry.weightfree import build_geometry
+            from ..geometry.weightfree import build_geometry_with_detail
 
             # build_geometry adds its sub-stages (geometry.silhouette, .extract, .cleanup) to the timings.
-            mesh = timer("geometry", lambda: build_geometry(prepared, settings, ctx, timings=timer.timings))
+            mesh, detail = timer(
+                "geometry", lambda: build_geometry_with_detail(prepared, settings, ctx, timings=timer.timings)
+            )
 
         material: PBRMaterial | None = None
         if settings.mode != "geometry":
-            mesh, material = projected_material(mesh, prepared, settings, timer, notes)
+            mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail)
 
         return Asset(
             mesh=mesh,

@@ -31,9 +31,10 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from kernels import rasterize_uv
+
 from ..assets import MeshData, PBRMaterial
 from ..pipeline.base import JobContext, PipelineError
-from ..uv.raster import rasterize_uv
 from .occlusion import bake_occlusion
 from .tangents import compute_tangents
 
@@ -62,7 +63,8 @@ def surface_samples(mesh: MeshData, size: int) -> SurfaceSamples:
 
     if mesh.uvs is None:
         raise ValueError("surface samples need uvs")
-    face_id, bary, _ = rasterize_uv(mesh.uvs, mesh.faces, size)
+    raster = rasterize_uv(mesh.uvs, mesh.faces, size, size)
+    face_id, bary = raster.face_id, raster.bary
     covered = face_id >= 0
     face = face_id[covered].astype(np.int64)
     b = bary[covered].astype(np.float64)

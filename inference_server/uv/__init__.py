@@ -1,4 +1,4 @@
-"""Stage 5: UV atlas (fast chunked xatlas), a small UV rasterizer and atlas quality metrics."""
+"""Stage 5: UV atlas (fast chunked xatlas) and atlas quality metrics (rasterized with ``kernels.rasterize_uv``)."""
 
 from .atlas import UnwrapResult, default_padding, unwrap, unwrap_with_info, unwrap_with_mapping
 

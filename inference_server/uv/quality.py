@@ -15,8 +15,9 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
+from kernels import rasterize_uv
+
 from ..assets import MeshData
-from .raster import rasterize_uv
 
 
 @dataclass
@@ -113,13 +114,49 @@ def min_chart_gap(label_image: np.ndarray, max_gap: int) -> int:
     return lo_r
 
 
+def chart_raster(
+    uvs: np.ndarray, faces: np.ndarray, labels: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rasterize the atlas at ``size`` x ``size`` with ``kernels.rasterize_uv`` and find chart overlaps.
+
+    Returns ``face_id`` (H, W) int32 (-1 where empty), the chart label of each texel (H, W)
+    int64 (-1 where empty) and the number of texel centres covered by two or more charts.
+
+    The shared rasterizer keeps one face per texel (where faces overlap the lowest face id
+    wins), so overlaps cannot be counted while it writes. Instead the faces go in twice,
+    sorted by chart ascending and then descending: each texel then holds the lowest and
+    the highest chart covering it, and it is claimed by two charts exactly when those
+    differ. Charts never overlap in a good atlas, so the second pass almost always agrees.
+    """
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    labels = np.asarray(labels, dtype=np.int64)
+    # Stable sort: within a chart faces keep their order, so pass 1's face ids are the
+    # lowest-id face of the lowest chart at each texel.
+    order = np.argsort(labels, kind="stable")
+    low = rasterize_uv(uvs, faces[order], size, size).face_id
+    covered = low >= 0
+    low_faces = order[low[covered]]  # back to the caller's face ids
+    face_id = np.full(low.shape, -1, np.int32)
+    face_id[covered] = low_faces
+    low_labels = labels[low_faces]
+    label_image = np.full(low.shape, -1, np.int64)
+    label_image[covered] = low_labels
+    if labels.size == 0 or labels.min() == labels.max():
+        return face_id, label_image, 0  # a single chart cannot overlap another
+    order_hi = np.argsort(-labels, kind="stable")
+    high = rasterize_uv(uvs, faces[order_hi], size, size).face_id
+    # Coverage does not depend on face order (the fill rule is per face), so ``high`` covers
+    # exactly the texels of ``low``.
+    high_labels = labels[order_hi[high[covered]]]
+    return face_id, label_image, int(np.count_nonzero(high_labels != low_labels))
+
+
 def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) -> AtlasQuality:
     """All metrics of :class:`AtlasQuality` for a mesh with uvs, rasterized at ``texture_size``."""
     if mesh.uvs is None:
         raise ValueError("mesh has no uvs")
     labels = chart_labels(mesh)
-    face_id, _, conflicts = rasterize_uv(mesh.uvs, mesh.faces, texture_size, labels)
-    label_image = np.where(face_id >= 0, labels[np.maximum(face_id, 0)], -1).astype(np.int64)
+    face_id, label_image, overlap = chart_raster(mesh.uvs, mesh.faces, labels, texture_size)
 
     uv = np.asarray(mesh.uvs, dtype=np.float64)[mesh.faces]
     signed = (uv[:, 1, 0] - uv[:, 0, 0]) * (uv[:, 2, 1] - uv[:, 0, 1]) - (uv[:, 2, 0] - uv[:, 0, 0]) * (uv[:, 1, 1] - uv[:, 0, 1])
@@ -131,7 +168,7 @@ def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) 
     return AtlasQuality(
         charts=int(labels.max()) + 1,
         uv_in_range=bool(np.all((mesh.uvs >= 0.0) & (mesh.uvs <= 1.0))),
-        overlap_texels=conflicts,
+        overlap_texels=overlap,
         flipped_faces=flipped,
         area_distortion_mean=float((weight * area_d).sum() / wsum),
         area_distortion_p95=_weighted_percentile(area_d, weight, 0.95),
@@ -142,4 +179,4 @@ def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) 
     )
 
 
-__all__ = ["AtlasQuality", "chart_labels", "distortion", "measure_atlas", "min_chart_gap"]
+__all__ = ["AtlasQuality", "chart_labels", "chart_raster", "distortion", "measure_atlas", "min_chart_gap"]

@@ -91,11 +91,12 @@ def test_lod_face_counts_and_uvs_stay_valid(unwrapped_mesh: MeshData, fraction: 
 
 def test_lod_texture_lookup_matches_full_mesh(unwrapped_mesh: MeshData) -> None:
     """A texture painted as a function of position reads back the same on the LOD."""
-    from inference_server.uv.raster import rasterize_uv
+    from kernels import rasterize_uv
 
     (lod,) = build_lods(unwrapped_mesh, [0.25])
     size = 512
-    face_id, bary, _ = rasterize_uv(unwrapped_mesh.uvs, unwrapped_mesh.faces, size)
+    raster = rasterize_uv(unwrapped_mesh.uvs, unwrapped_mesh.faces, size, size)
+    face_id, bary = raster.face_id, raster.bary
     covered = face_id >= 0
     pos_tex = np.zeros((size, size, 3))
     tri = unwrapped_mesh.positions[unwrapped_mesh.faces[face_id[covered]]]

@@ -141,3 +141,19 @@ def test_clean_mesh_reports_progress_and_cancels() -> None:
     cancel.set()
     with pytest.raises(JobCancelled):
         clean_mesh(v, f, max_faces=5_000, ctx=JobContext(None, cancel))
+
+
+def test_detail_is_kept_only_when_decimation_removes_most_of_the_surface() -> None:
+    from skimage import measure
+
+    from inference_server.meshing.cleanup import clean_mesh_with_detail
+
+    g = np.linspace(-1.2, 1.2, 64)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    verts, faces, _, _ = measure.marching_cubes(1.0 - np.sqrt(x * x + y * y + z * z), 0.0)
+    n = len(faces)
+    mesh, detail = clean_mesh_with_detail(verts, faces[:, ::-1], max_faces=n // 4)
+    assert mesh.face_count <= n // 4
+    assert detail is not None and detail.face_count == n and detail.normals is not None
+    _, none = clean_mesh_with_detail(verts, faces[:, ::-1], max_faces=int(n * 0.6))
+    assert none is None

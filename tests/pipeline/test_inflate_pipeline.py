@@ -148,3 +148,19 @@ def test_unseparable_image_is_refused() -> None:
     with pytest.raises(PipelineError) as err:
         run(JobSettings(), image=noise)
     assert err.value.code == "bad_image"
+
+
+def test_low_poly_result_carries_the_lost_shape_in_a_normal_map() -> None:
+    """A 1,500-face ball keeps the decimated-away curvature as a tangent-space normal map."""
+    from inference_server.export import asset_to_glb
+    from tests.gltf_validator import validate_glb
+
+    asset = run(JobSettings(max_faces=1_500, texture_size=512, inflate_depth=1.0))
+    assert asset.material is not None and asset.material.normal is not None
+    assert asset.material.normal.shape == (512, 512, 3)
+    assert asset.mesh.tangents is not None and asset.mesh.tangents.shape == (asset.mesh.vertex_count, 4)
+    # A flat-shading-free normal map is not all "straight up" (128, 128, 255): it bends normals.
+    tilt = np.abs(asset.material.normal[..., :2].astype(int) - 128).max()
+    assert tilt > 10
+    report = validate_glb(asset_to_glb(asset))
+    assert report["errors"] == 0 and report["warnings"] == 0, report["messages"]

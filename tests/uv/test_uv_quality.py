@@ -6,7 +6,7 @@ import numpy as np
 
 from inference_server.assets import MeshData
 from inference_server.uv.quality import measure_atlas, min_chart_gap
-from inference_server.uv.raster import rasterize_uv
+from kernels import rasterize_uv
 
 
 def _two_quads(offset_u: float) -> MeshData:
@@ -50,6 +50,7 @@ def test_min_gap_counts_texels() -> None:
 
 def test_rasterizer_covers_triangle_area() -> None:
     uv = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    face_id, bary, _ = rasterize_uv(uv, np.array([[0, 1, 2]]), 200)
+    raster = rasterize_uv(uv, np.array([[0, 1, 2]]), 200, 200)
+    face_id, bary = raster.face_id, raster.bary
     assert abs((face_id >= 0).mean() - 0.5) < 0.01
     assert np.allclose(bary[face_id >= 0].sum(1), 1.0, atol=1e-5)

@@ -45,6 +45,8 @@ class Step1X3DGeometryPipelineOutput:
     image: list[Any]  # the prepared condition images (PIL)
     mesh: list[Any]  # trimesh.Trimesh per output, or (vertices, faces) / MeshData / latents per output_type
     timings: dict[str, float] = field(default_factory=dict)
+    # Per output: the surface before decimation when decimation removed most of it (normal-map bake).
+    detail: list[Any] = field(default_factory=list)
 
 
 class Step1X3DGeometryPipeline:
@@ -314,6 +316,7 @@ class Step1X3DGeometryPipeline:
             return Step1X3DGeometryPipelineOutput(image=prepared, mesh=list(out), timings=timings)
 
         meshes: list[Any] = []
+        details: list[MeshData | None] = []
         timings["decode"] = timings["extract"] = timings["cleanup"] = 0.0
         with self._placed(self.vae):
             for i in range(out.shape[0]):
@@ -332,18 +335,20 @@ class Step1X3DGeometryPipeline:
                     meshes.append((verts, faces))
                     continue
                 t0 = time.perf_counter()
-                meshes.append(self._clean(verts, faces, max_facenum if do_reduce_face else 10**9,
-                                          0.001 if do_remove_floater else 0.0, ctx))
+                mesh, detail = self._clean(verts, faces, max_facenum if do_reduce_face else 10**9,
+                                           0.001 if do_remove_floater else 0.0, ctx)
+                meshes.append(mesh)
+                details.append(detail)
                 timings["cleanup"] += time.perf_counter() - t0
         self.last_timings = timings
-        return Step1X3DGeometryPipelineOutput(image=prepared, mesh=meshes, timings=timings)
+        return Step1X3DGeometryPipelineOutput(image=prepared, mesh=meshes, timings=timings, detail=details)
 
     @staticmethod
     def _clean(verts: np.ndarray, faces: np.ndarray, max_faces: int, min_fraction: float,
-               ctx: JobContext | None) -> MeshData:
-        from ...meshing.cleanup import clean_mesh
+               ctx: JobContext | None) -> tuple[MeshData, MeshData | None]:
+        from ...meshing.cleanup import clean_mesh_with_detail
 
-        return clean_mesh(verts, faces, max_faces=max_faces, min_fraction=min_fraction, ctx=ctx)
+        return clean_mesh_with_detail(verts, faces, max_faces=max_faces, min_fraction=min_fraction, ctx=ctx)
 
     def __call__(
         self,
