@@ -36,6 +36,13 @@ def _frame(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, np.cross(d, e1)
 
 
+# Deliberately not ``kernels.rasterize`` + ``kernels.orthographic``: the depth maps need no face
+# ids, barycentrics or exact fill rule, and here the shared rasterizer is slower. Measured
+# 2026-11-24 on the 2-core CI box (200k-face torus, 64 directions, 512^2 maps, 600k samples,
+# interleaved runs, median of 5): whole bake 2.48 s with this z-buffer vs 3.70 s with kernels
+# (numba 2 threads), 2.40 s vs 2.78 s with 1 thread; the same AO (mean |diff| 4e-6). Per map,
+# kernels spends ~4 ms snapping vertices to fixed point, ~7 ms on per-face row set-up and
+# ~6 ms resolving barycentrics this bake throws away, against ~15 ms for this whole loop.
 @numba.njit(cache=True, nogil=True)
 def _zbuffer(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
     zbuf = np.full((size, size), np.inf)
