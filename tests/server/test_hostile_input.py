@@ -188,8 +188,9 @@ json_values = st.recursive(
 headers = st.fixed_dictionaries(
     {"v": st.sampled_from([[1, 0], [1, 7], [0, 1], [2, 0]]),
      "type": st.sampled_from(["hello", "submit", "cancel", "attach", "fetch", "close", "ping", "free_vram", "x"])},
-    optional={"job_id": st.text(max_size=70) | st.integers(), "settings": json_values,
-              "parts": json_values, "token": json_values},
+    # job ids of the wrong type, across msgpack's whole integer range (it cannot pack beyond it)
+    optional={"job_id": st.text(max_size=70) | st.integers(min_value=-(2**63), max_value=2**64 - 1),
+              "settings": json_values, "parts": json_values, "token": json_values},
 )
 
 
