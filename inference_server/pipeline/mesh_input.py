@@ -61,7 +61,7 @@ def has_usable_uvs(mesh: MeshData, *, min_area: float = 0.05) -> bool:
     if not np.isfinite(uv).all() or uv.min() < -1e-3 or uv.max() > 1 + 1e-3:
         return False
     a, b, c = (uv[mesh.faces[:, i].astype(np.int64)] for i in range(3))
-    cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    cross: np.ndarray = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     area = 0.5 * np.abs(cross)
     if (area > 1e-12).mean() < 0.95:  # many collapsed triangles: the layout cannot hold a texture
         return False

@@ -11,6 +11,8 @@ K rasterizations of the mesh plus K lookups per sample, independent of ray count
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 
@@ -104,7 +106,7 @@ def bake_occlusion(
     *,
     directions: int = DEFAULT_DIRECTIONS,
     map_size: int = DEPTH_MAP_SIZE,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Ambient occlusion in [0, 1] (1 = fully open) at each sample point with its normal."""
     pos = np.asarray(positions, dtype=np.float64)
