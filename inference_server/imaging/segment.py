@@ -8,8 +8,10 @@ Two sources, in order of trust:
 2. Colour keying against a plain background: a smooth backdrop (a quadratic
    colour ramp, which covers vignetting and light falloff) is fitted to the image
    border, and the background is everything connected to the border whose colour
-   stays within a tolerance of that backdrop (a flood fill, so an object that
-   contains the background colour inside its outline keeps it).
+   stays within a tolerance of that backdrop (a flood fill from the border).
+   Regions enclosed by the object are see-through holes (a mug's handle) only when
+   they match the backdrop as closely as the border itself does; paint or a label
+   merely close to the background colour stays part of the object.
 
 Every failure is a :class:`PipelineError` with code ``bad_image`` and a sentence
 an artist can act on.
@@ -35,6 +37,10 @@ MAX_TOLERANCE = 64.0
 MAX_BORDER_OBJECT = 0.25  # more of the border than this covered by "object": keying failed
 MAX_COVERAGE = 0.97  # an object that fills the whole frame was not separated from anything
 MIN_SPECK_FRACTION = 0.002  # keyed islands smaller than this share of the object are noise
+# An enclosed region is a hole when its median distance to the backdrop is within the border's
+# own noise (90th percentile) plus this margin: the backdrop seen through a handle is the same
+# surface as the border, while paint on the object is lit and tinted differently.
+HOLE_MARGIN = 6.0
 
 CUTOUT_HINT = "use an image with a transparent background (a PNG cut-out) or a plain, uniform backdrop"
 
@@ -145,6 +151,7 @@ def _key_background(rgb: np.ndarray) -> ObjectMask:
     border_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border_labels = border_labels[border_labels != 0]
     mask = ~np.isin(labels, border_labels)
+    mask = _open_see_through_holes(mask, labels, border_labels, dist, spread + HOLE_MARGIN)
     mask = _drop_specks(mask)
     if mask.sum() < MIN_OBJECT_PIXELS:
         raise bad_image("no object could be found: the image looks like a plain background")
@@ -159,6 +166,23 @@ def _key_background(rgb: np.ndarray) -> ObjectMask:
     alpha[mask & (alpha < ALPHA_THRESHOLD)] = ALPHA_THRESHOLD  # keep alpha and mask consistent
     bg = tuple(int(round(c)) for c in np.median(_border_pixels(rgb), axis=0))
     return ObjectMask(mask=mask, alpha=alpha, source="keyed", background=bg)  # type: ignore[arg-type]
+
+
+def _open_see_through_holes(
+    mask: np.ndarray, labels: np.ndarray, border_labels: np.ndarray, dist: np.ndarray, hole_tolerance: float
+) -> np.ndarray:
+    """Give back to the background the enclosed near-backdrop regions that match it within noise."""
+    enclosed = np.setdiff1d(np.unique(labels[mask]), np.append(border_labels, 0))
+    if enclosed.size == 0:
+        return mask
+    index = enclosed.astype(np.int64)
+    sizes = ndimage.sum_labels(np.ones_like(dist), labels, index)
+    medians = ndimage.median(dist, labels, index)
+    min_size = max(MIN_OBJECT_PIXELS, MIN_SPECK_FRACTION * float(mask.sum()))
+    holes = enclosed[(np.asarray(medians) <= hole_tolerance) & (np.asarray(sizes) >= min_size)]
+    if holes.size == 0:
+        return mask
+    return mask & ~np.isin(labels, holes)
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from inference_server.imaging.prepare import prepare_reference
 from inference_server.imaging.segment import object_mask
@@ -104,13 +104,28 @@ def test_vignetted_jpeg_backdrop_and_a_light_object() -> None:
     assert (found.mask & truth).sum() / (found.mask | truth).sum() > 0.98
 
 
-def test_background_colour_inside_the_outline_stays_object() -> None:
-    """Flood fill from the border: a white patch enclosed by the object is part of it."""
+def test_paint_close_to_the_background_inside_the_outline_stays_object() -> None:
+    """A light-grey window enclosed by the object is within the keying tolerance of the white
+    backdrop (22.5 < 24) but not the backdrop itself: it is paint, and stays part of the object."""
     img = np.full((200, 200, 3), 255, np.uint8)
     img[50:150, 50:150] = (10, 10, 120)
-    img[80:120, 80:120] = 255  # enclosed white window
+    img[80:120, 80:120] = 242
     found = object_mask(img)
     assert found.mask[100, 100] and found.mask[60, 60] and not found.mask[10, 10]
+
+
+def test_backdrop_seen_through_an_enclosed_opening_is_a_hole() -> None:
+    """A mug handle on a white JPEG: the white inside the loop is the backdrop, so it is cut out."""
+    img = Image.new("RGB", (400, 400), (250, 250, 248))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle([110, 110, 260, 320], radius=15, fill=(40, 90, 170))
+    draw.ellipse([235, 165, 320, 260], outline=(40, 90, 170), width=19)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    found = object_mask(np.asarray(Image.open(buf)))
+    assert not found.mask[212, 280]  # the opening inside the handle
+    assert found.mask[212, 310] and found.mask[200, 180]  # the handle's far side and the body
+    assert not found.mask[20, 20]
 
 
 def _code(exc: pytest.ExceptionInfo[PipelineError]) -> str:
