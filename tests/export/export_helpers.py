@@ -10,7 +10,7 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for gltf_validator
 
-from inference_server.assets import Asset, MeshData, PBRMaterial  # noqa: E402
+from inference_server.assets import MeshData, PBRMaterial  # noqa: E402
 
 
 def bumpy_sphere(subdivisions: int = 4) -> MeshData:
