@@ -82,7 +82,7 @@ ERROR_CODES: dict[str, str] = {
 }
 
 # Job ids become file names in the results directory: keep them boring.
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
 
 # Header fields per message type: name -> (accepted Python types, required).
 _STR = (str,)

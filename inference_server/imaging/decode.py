@@ -19,6 +19,7 @@ from ..pipeline.base import PipelineError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 DEFAULT_MAX_PIXELS = 16_777_216
+MAX_JPEG_SCANS = 500  # progressive encoders write about 10; each scan costs a full pass over the image
 
 
 class ImageError(PipelineError):
@@ -86,6 +87,43 @@ def declared_size(data: bytes | memoryview, fmt: str) -> tuple[int, int] | None:
     return None
 
 
+def jpeg_scan_count(data: bytes, stop_after: int) -> int:
+    """Scans (SOS segments) in a JPEG, counted from its markers; stops once past ``stop_after``.
+
+    libjpeg makes a full pass over the image for every scan of a progressive JPEG and sets no
+    limit, so a small file of repeated tiny scans can keep the decoder busy for minutes.
+    """
+    i, n, scans = 2, len(data), 0
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > stop_after:
+            break
+        while True:  # skip the entropy-coded data: 0xFF there is always followed by 0x00 or a restart marker
+            i = data.find(b"\xff", i)
+            if i < 0 or i + 1 >= n:
+                return scans
+            nxt = data[i + 1]
+            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                i += 2
+            elif nxt == 0xFF:
+                i += 1
+            else:
+                break
+    return scans
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
     if width * height > max_pixels:
         raise ImageError(
@@ -114,6 +152,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(f"{name} is not a PNG, JPEG or WebP file.")
+    if fmt == "JPEG" and jpeg_scan_count(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise ImageError(f"{name} has more than {MAX_JPEG_SCANS} JPEG scans; real photos have a few dozen at most.")
     size = declared_size(data, fmt)
     if size is not None:
         _check_pixels(size[0], size[1], max_pixels, name)

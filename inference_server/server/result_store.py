@@ -41,6 +41,7 @@ class ResultStore:
         final = self.path(job_id)
         tmp = self.root / f"{TMP_PREFIX}{job_id}-{os.getpid()}"
         lengths = [len(memoryview(f).cast("B")) for f in frames]
+        self.root.mkdir(parents=True, exist_ok=True)  # someone may have cleared the cache folder
         with open(tmp, "wb") as fh:
             fh.write(MAGIC)
             fh.write(struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths))
@@ -96,12 +97,16 @@ class ResultStore:
         before a worker may be writing one.
         """
         found: dict[str, float] = {}
+        self.root.mkdir(parents=True, exist_ok=True)  # someone may have cleared the cache folder
         for entry in self.root.iterdir():
             if entry.name.startswith(TMP_PREFIX):
                 if clean_tmp:
                     entry.unlink(missing_ok=True)
             elif entry.suffix == SUFFIX and valid_job_id(entry.stem):
-                found[entry.stem] = entry.stat().st_mtime
+                try:
+                    found[entry.stem] = entry.stat().st_mtime
+                except FileNotFoundError:  # deleted meanwhile by someone else
+                    continue
         return found
 
     def expired(self, ttl_s: float, now: float | None = None) -> list[str]:

@@ -429,7 +429,8 @@ class JobServer:
         self._send(peer, m.PONG, fields)
 
     def _on_free_vram(self, peer: bytes, msg: Message) -> None:
-        self._vram_requests.append(peer)
+        if peer not in self._vram_requests:  # one pending request per client, however often it asks
+            self._vram_requests.append(peer)
         self._release_if_idle()
 
     def _release_if_idle(self) -> None:

@@ -89,7 +89,8 @@ def test_field_schema() -> None:
 
 
 @pytest.mark.parametrize("job_id,ok", [("abc", True), ("a.b-c_9", True), ("../x", False), ("", False),
-                                        (".hidden", False), ("x" * 64, True), ("x" * 65, False), ("a/b", False)])
+                                        (".hidden", False), ("x" * 64, True), ("x" * 65, False), ("a/b", False),
+                                        ("abc\n", False), ("x" * 64 + "\n", False)])
 def test_job_ids_are_safe_file_names(job_id: str, ok: bool) -> None:
     assert valid_job_id(job_id) is ok
 

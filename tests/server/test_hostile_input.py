@@ -207,3 +207,46 @@ def test_fuzzed_messages_always_get_an_answer(raw: RawClient, first: bytes, rest
     # Drain follow-ups (a fuzzed submit may even be valid and run), then check the server still answers.
     raw.replies(timeout_s=0.05, count=100)
     raw.assert_alive()
+
+
+def scan_bomb_jpeg(size: int, scans: int) -> bytes:
+    """A valid progressive JPEG with one tiny scan repeated: every scan is a full pass over the image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), 128, np.uint8)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    i, segments = 2, []
+    while data[i + 1] != 0xD9:
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        end = i + 2 + length
+        if data[i + 1] == 0xDA:  # entropy-coded data runs to the next real marker
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+            segments.append(data[i:end])
+        i = end
+    return data[:i] + min(segments, key=len) * scans + b"\xff\xd9"
+
+
+def test_jpeg_with_endless_scans_is_refused_without_stalling_the_server(tmp_path) -> None:  # noqa: ANN001
+    # ~1 MB of 16-byte scans over a 16 Mpx image kept the single-threaded server decoding for
+    # ~15 s (64 MiB: ~20 min), deaf to every client. Now it is refused before decoding.
+    bomb = scan_bomb_jpeg(4096, 60_000)
+    with ServerProcess(tmp_path / "results") as server:
+        from .harness import wait_ready
+
+        wait_ready(server.address)
+        client = RawClient(server.address)
+        try:
+            started = time.monotonic()
+            client.send(submit_frames(jid(), [bomb]))
+            reply = client.reply(timeout_s=5.0)
+            assert reply.type == "rejected", reply
+            assert reply.fields["code"] == "bad_image"
+            assert "scans" in reply.fields["message"]
+            assert time.monotonic() - started < 3.0
+            client.assert_alive()
+        finally:
+            client.close()

@@ -196,3 +196,23 @@ def test_free_vram_waits_for_the_running_job(conn: ServerConnection) -> None:
     events = collect(conn, lambda e: isinstance(e, VramFreed))
     done_at = next(i for i, e in enumerate(events) if isinstance(e, ResultReady))
     assert done_at < len(events) - 1, "memory is released after the job, never under it"
+
+
+def test_repeated_free_vram_from_one_client_is_remembered_once(conn: ServerConnection) -> None:
+    # Each request while a job runs used to be queued again: a client repeating it (a button held,
+    # a retry loop) grew the server's list without bound and got one reply per request.
+    from blender_addon.client import VramFreed
+
+    jid = job_id()
+    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=10))
+    collect(conn, lambda e: isinstance(e, Progress))
+    for _ in range(200):
+        conn.free_vram()
+    events = collect(conn, lambda e: isinstance(e, VramFreed))
+    assert any(isinstance(e, ResultReady) for e in events)
+    time.sleep(1.0)
+    extra = [e for e in conn.poll(50) if isinstance(e, VramFreed)]
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        extra += [e for e in conn.poll(50) if isinstance(e, VramFreed)]
+    assert extra == [], f"{len(extra) + 1} vram_freed replies for one waiting client"

@@ -193,3 +193,22 @@ def test_session_survives_a_server_crash_and_restart(results_dir: Path) -> None:
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_results_folder_removed_while_running_is_recreated(results_dir: Path) -> None:
+    # Someone clears ~/.cache while the server runs: the next finished job used to fail on writing
+    # its result (and the hourly expiry scan stopped the server); the folder is made again instead.
+    import shutil
+
+    with ServerProcess(results_dir) as server:
+        wait_ready(server.address)
+        shutil.rmtree(results_dir)
+        with ServerConnection(server.address) as conn:
+            conn.submit("after-rm", [png_bytes()], JobSettings())
+            events = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in ("done", "failed"), 15.0)
+            assert events[-1].state == "done", events[-1]
+            conn.fetch("after-rm")
+            collect(conn, lambda e: isinstance(e, Result))
+        status, err = server.stop()
+        assert status == 0, err
+    assert (results_dir / "after-rm.result").is_file()
