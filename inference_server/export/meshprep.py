@@ -9,17 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..assets import MeshData
+from ..meshing.cleanup import vertex_normals as _area_weighted_normals
 
 
 def vertex_normals(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted vertex normals (N, 3) float32; isolated or degenerate vertices get +Y."""
-    p = np.asarray(positions, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    face_n = np.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])  # length = 2 * area
-    acc = np.zeros_like(p)
-    for k in range(3):
-        np.add.at(acc, f[:, k], face_n)
-    return unit_or(acc, np.array([0.0, 1.0, 0.0])).astype(np.float32)
+    return _area_weighted_normals(positions, faces, fallback=(0.0, 1.0, 0.0))
 
 
 def unit_or(vectors: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -142,8 +142,10 @@ def smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 5, lam: fl
     return v.astype(np.float32)
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals, unit length (+Z where a vertex has no area)."""
+def vertex_normals(
+    vertices: np.ndarray, faces: np.ndarray, fallback: tuple[float, float, float] = (0.0, 0.0, 1.0)
+) -> np.ndarray:
+    """Area-weighted vertex normals, unit length (``fallback`` where a vertex has no area)."""
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces, np.int64)
     face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2 x area
@@ -152,7 +154,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         w = np.repeat(face_n[:, axis], 3)
         out[:, axis] = np.bincount(f.ravel(), weights=w, minlength=len(v))
     length = np.linalg.norm(out, axis=1, keepdims=True)
-    out = np.where(length > 1e-20, out / np.maximum(length, 1e-20), np.array([0.0, 0.0, 1.0]))
+    out = np.where(length > 1e-20, out / np.maximum(length, 1e-20), np.asarray(fallback, np.float64))
     return out.astype(np.float32)
 
 
