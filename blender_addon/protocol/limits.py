@@ -23,6 +23,7 @@ class Limits:
     max_mesh_vertices: int = 6_000_000  # texture-only jobs
     max_mesh_faces: int = 4_000_000
     max_queue: int = 8  # jobs waiting behind the running one
+    max_queue_bytes: int = 1024 * MiB  # what the waiting jobs may hold together (their images and meshes)
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)

@@ -9,6 +9,7 @@ Every failure is one :class:`ImageError` sentence that names the image.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 
@@ -19,6 +20,8 @@ from ..pipeline.base import PipelineError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 DEFAULT_MAX_PIXELS = 16_777_216
+Encoded = bytes | bytearray | memoryview
+
 MAX_JPEG_SCANS = 500  # progressive encoders write about 10; each scan costs a full pass over the image
 
 
@@ -87,15 +90,59 @@ def declared_size(data: bytes | memoryview, fmt: str) -> tuple[int, int] | None:
     return None
 
 
-def jpeg_scan_count(data: bytes, stop_after: int) -> int:
+def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width}x{height} pixels ({width * height / 1e6:.1f} Mpx); "
+            f"the limit is {max_pixels / 1e6:.1f} Mpx."
+        )
+
+
+class _ViewReader:
+    """A read-only, seekable file over a buffer, without copying it (for Pillow's header parsing)."""
+
+    def __init__(self, data: Encoded) -> None:
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(self._pos + size, len(self._view))
+        out = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return out
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+# The end of a JPEG scan's entropy-coded data: 0xFF followed by a marker (not a stuffed 0x00, a
+# restart marker or a fill byte).
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_scan_count(data: Encoded, stop_after: int) -> int:
     """Scans (SOS segments) in a JPEG, counted from its markers; stops once past ``stop_after``.
 
     libjpeg makes a full pass over the image for every scan of a progressive JPEG and sets no
-    limit, so a small file of repeated tiny scans can keep the decoder busy for minutes.
+    limit, so a small file of repeated tiny scans can keep the decoder busy for minutes. The
+    entropy-coded data is skipped with a regex, not a Python loop: this runs on the server's
+    event loop for every JPEG submitted, reading the received frame in place.
     """
-    i, n, scans = 2, len(data), 0
-    while i + 4 <= n and data[i] == 0xFF:
-        marker = data[i + 1]
+    view = memoryview(data).cast("B")
+    i, n, scans = 2, len(view), 0
+    while i + 4 <= n and view[i] == 0xFF:
+        marker = view[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
             continue
@@ -104,32 +151,72 @@ def jpeg_scan_count(data: bytes, stop_after: int) -> int:
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
             i += 2
             continue
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        i += 2 + int.from_bytes(view[i + 2 : i + 4], "big")
         if marker != 0xDA:
             continue
         scans += 1
         if scans > stop_after:
             break
-        while True:  # skip the entropy-coded data: 0xFF there is always followed by 0x00 or a restart marker
-            i = data.find(b"\xff", i)
-            if i < 0 or i + 1 >= n:
-                return scans
-            nxt = data[i + 1]
-            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                i += 2
-            elif nxt == 0xFF:
-                i += 1
-            else:
-                break
+        end = _SCAN_END.search(view, i)
+        if end is None:
+            return scans
+        i = end.start()
     return scans
 
 
-def _check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
-    if width * height > max_pixels:
-        raise ImageError(
-            f"{name} is {width}x{height} pixels ({width * height / 1e6:.1f} Mpx); "
-            f"the limit is {max_pixels / 1e6:.1f} Mpx."
-        )
+def _png_chunk_cut(data: memoryview) -> bool:
+    """Whether a PNG chunk before IEND claims more bytes than the file has (a truncated upload).
+
+    Reads only the chunk headers (a few per 64 KiB of image data). Pillow fails to decode every
+    such file. Files that end inside a chunk header (a cut IEND decodes) or lack IEND are left to
+    the decoder.
+    """
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        length = int.from_bytes(data[i : i + 4], "big")
+        if data[i + 4 : i + 8] == b"IEND":
+            return False
+        if i + 8 + length > n:
+            return True
+        i += 12 + length
+    return False
+
+
+def check_encoded_image(data: Encoded, max_pixels: int, name: str) -> None:
+    """Refuse what is cheap to recognise from the file's headers, without decoding any pixel.
+
+    Raises ImageError with the same sentences decode_image uses: empty, not PNG/JPEG/WebP,
+    too many JPEG scans, over the pixel limit (declared size or Pillow's bomb check), no pixels,
+    unreadable headers, a PNG cut short. What passes may still fail to decode (corrupt pixel
+    data). The server runs this at submit (it never decodes pixels on its event loop).
+    """
+    view = memoryview(data).cast("B")
+    if not len(view):
+        raise ImageError(f"{name} is empty.")
+    fmt = sniff_format(view)
+    if fmt is None:
+        raise ImageError(f"{name} is not a PNG, JPEG or WebP file.")
+    if fmt == "JPEG" and jpeg_scan_count(view, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise ImageError(f"{name} has more than {MAX_JPEG_SCANS} JPEG scans; real photos have a few dozen at most.")
+    size = declared_size(view, fmt)
+    if size is not None:
+        _check_pixels(size[0], size[1], max_pixels, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            # Pillow's open() parses headers only; pixels are decoded by load(), which the worker calls.
+            with Image.open(_ViewReader(view), formats=[fmt]) as img:  # type: ignore[arg-type]
+                width, height = img.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name} declares too many pixels (a decompression bomb?); the limit is "
+                             f"{max_pixels / 1e6:.1f} Mpx.") from None
+        except Exception:  # noqa: BLE001 - whatever Pillow raises on a damaged header, it is one refusal
+            raise ImageError(f"{name} could not be read as {fmt}: the file is corrupt or truncated.") from None
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name} has no pixels.")
+    _check_pixels(width, height, max_pixels, name)
+    if fmt == "PNG" and _png_chunk_cut(view):
+        raise ImageError(f"{name} could not be decoded as PNG: the file is corrupt or truncated.")
 
 
 def _to_rgba(img: Image.Image) -> np.ndarray:
@@ -145,32 +232,16 @@ def _to_rgba(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a copy: the array must outlive Pillow's buffer
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+def decode_image(data: Encoded, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
     """Decode PNG/JPEG/WebP bytes to an (H, W, 4) uint8 RGBA array, or raise ImageError."""
-    if not data:
-        raise ImageError(f"{name} is empty.")
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise ImageError(f"{name} is not a PNG, JPEG or WebP file.")
-    if fmt == "JPEG" and jpeg_scan_count(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
-        raise ImageError(f"{name} has more than {MAX_JPEG_SCANS} JPEG scans; real photos have a few dozen at most.")
-    size = declared_size(data, fmt)
-    if size is not None:
-        _check_pixels(size[0], size[1], max_pixels, name)
+    check_encoded_image(data, max_pixels, name)  # every refusal that needs no pixel decoded
+    fmt = sniff_format(memoryview(data).cast("B"))
     with warnings.catch_warnings():
-        # Pillow's own bomb check is a warning between its limits; make it an error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data), formats=[fmt])
-            width, height = img.size
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{name} declares too many pixels (a decompression bomb?); the limit is "
-                             f"{max_pixels / 1e6:.1f} Mpx.") from None
-        except Exception:
+            img = Image.open(_ViewReader(data), formats=[fmt])  # type: ignore[arg-type, list-item]
+        except Exception:  # noqa: BLE001 - the header checks passed; anything now is a damaged file
             raise ImageError(f"{name} could not be read as {fmt}: the file is corrupt or truncated.") from None
-        if width <= 0 or height <= 0:
-            raise ImageError(f"{name} has no pixels.")
-        _check_pixels(width, height, max_pixels, name)
         try:
             img.load()  # full decode inside the try: truncated data fails here, not later
             # Phone photos carry their rotation in EXIF.
@@ -187,4 +258,5 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     return rgba
 
 
-__all__ = ["ImageError", "decode_image", "declared_size", "sniff_format", "ALLOWED_FORMATS"]
+__all__ = ["ALLOWED_FORMATS", "Encoded", "ImageError", "check_encoded_image", "decode_image", "declared_size",
+           "jpeg_scan_count", "sniff_format"]

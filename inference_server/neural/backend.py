@@ -10,7 +10,8 @@ holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and o
   ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
   ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
 * Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
-  weights root by default), ``sdxl_dir``, ``sdxl_vae_dir``, ``lora_dir``, ``texture_dtype``.
+  weights root by default), ``sdxl_dir``, ``sdxl_vae_dir``, ``lora_dir``, ``texture_dtype``,
+  ``texture_sync_ratio`` (0: off; upstream uses 0.5). ``offload`` applies to both stages.
   Without them (or without the texture module) full jobs are textured by the weight-free
   projection chain, and the asset's notes say so.
 
@@ -86,6 +87,7 @@ class Step1X3DBackend:
         sdxl_vae_dir: str | Path | None = None,
         lora_dir: str | Path | None = None,
         texture_dtype: str = "auto",
+        texture_sync_ratio: float = 0.0,
         **_unused: Any,
     ) -> None:
         self.weights = Path(weights_path).expanduser()
@@ -104,7 +106,8 @@ class Step1X3DBackend:
         self.variant = variant
         self.model_dirs = self._find_models()
         self._texture_options: dict[str, Any] = dict(adapter=texture_adapter, sdxl_dir=sdxl_dir, vae_dir=sdxl_vae_dir,
-                                     lora_dir=lora_dir, dtype=texture_dtype)
+                                     lora_dir=lora_dir, dtype=texture_dtype,
+                                     texture_sync_ratio=float(texture_sync_ratio))
         self._geometry: Step1X3DGeometryPipeline | None = None
         self._geometry_variant: str | None = None
         self._texture: Any = None
@@ -293,5 +296,6 @@ class Step1X3DBackend:
         adapter, sdxl, vae = paths
         opts = self._texture_options
         self._texture = TextureStage.from_paths(adapter, sdxl, vae, dtype=opts["dtype"], device=str(self.device),
-                                                lora_dir=opts["lora_dir"])
+                                                lora_dir=opts["lora_dir"], offload=self.offload,
+                                                texture_sync_ratio=opts["texture_sync_ratio"])
         return self._texture

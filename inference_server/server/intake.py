@@ -1,13 +1,20 @@
-"""Turn a decoded ``submit`` message into a validated JobRequest, or one clear refusal.
+"""Turn a decoded ``submit`` message into a validated, still encoded QueuedRequest, or one clear refusal.
 
 Everything here treats the client as untrusted: settings go through
-JobSettings' range checks, images through the pixel-capped decoder, and a
-texture-only mesh through shape, dtype, index and finiteness checks.
+JobSettings' range checks, a texture-only mesh through shape, dtype, index and
+finiteness checks, and images through checks that read only their headers
+(format, declared size, JPEG scan count, PNG chunk structure). This runs on the
+server's event loop, so it never decodes pixels: a queued job keeps its images
+as the bytes the client sent, and the worker decodes them when the job starts
+(:meth:`QueuedRequest.decode`); a file that passes the header checks but does
+not decode fails its job with ``bad_image``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +24,7 @@ from blender_addon.protocol.limits import Limits
 from blender_addon.protocol.settings import JobSettings, SettingsError
 
 from ..assets import MeshData
-from ..imaging.decode import ImageError, decode_image
+from ..imaging.decode import Encoded, ImageError, check_encoded_image, decode_image
 from ..pipeline.base import JobRequest
 
 MESH_PARTS = {"mesh.positions", "mesh.faces", "mesh.uvs", "mesh.normals"}
@@ -32,13 +39,82 @@ class Refusal(Exception):
         self.message = message
 
 
-def fingerprint(msg: Message) -> str:
-    """Digest of what a submit asks for, so a resubmitted id can be told apart from a different job."""
-    digest = hashlib.blake2b(digest_size=32)  # fast on large images; not a security boundary
-    digest.update(repr(sorted((k, repr(v)) for k, v in msg.fields.items())).encode())
-    for name, value in msg.parts.items():
-        digest.update(name.encode())
-        digest.update(memoryview(value).cast("B") if not isinstance(value, np.ndarray) else value.tobytes())
+@dataclass
+class QueuedRequest:
+    """A validated job as it waits in the queue: images still encoded, as the client sent them.
+
+    On the server the images are zero-copy views of the received ZeroMQ frames;
+    they travel to the worker as raw byte strings next to a pickled copy of this
+    record without them (see ``WorkerHandle.run``).
+    """
+
+    images: list[Encoded]  # PNG/JPEG/WebP files, front view first; header-checked, not decoded
+    settings: JobSettings = field(default_factory=JobSettings)
+    mesh: MeshData | None = None
+    image_names: list[str] = field(default_factory=list)
+    max_pixels: int = Limits().max_image_pixels
+    fields: dict[str, Any] = field(default_factory=dict)  # the submit's header fields, for fingerprint()
+
+    @property
+    def nbytes(self) -> int:
+        """What this request holds in memory while it waits (the queue's byte budget counts this)."""
+        total = sum(len(memoryview(image).cast("B")) for image in self.images)
+        if self.mesh is not None:
+            for arr in (self.mesh.positions, self.mesh.faces, self.mesh.uvs, self.mesh.normals):
+                total += arr.nbytes if arr is not None else 0
+        return total
+
+    def fingerprint(self) -> str:
+        """The submit's fingerprint(), from what the queue kept (the mesh is a copy with the same bytes).
+
+        Computed when first needed rather than on arrival: hashing runs at about 1 GB/s, and the
+        event loop must read a flood of large submits faster than that.
+        """
+        parts: dict[str, PartValue] = {f"image{i}": image for i, image in enumerate(self.images)}
+        if self.mesh is not None:
+            for attr in ("positions", "faces", "uvs", "normals"):
+                value = getattr(self.mesh, attr)
+                if value is not None:
+                    parts[f"mesh.{attr}"] = value
+        return fingerprint(self.fields, parts)
+
+    def without_images(self) -> QueuedRequest:
+        return replace(self, images=[])
+
+    def decode(self) -> JobRequest:
+        """Decode the images: the worker's first step of a job (never run on the server's event loop).
+
+        Raises ImageError (a PipelineError with code ``bad_image``) naming the image that failed.
+        """
+        names = self.image_names or [f"image {i + 1}" for i in range(len(self.images))]
+        decoded = [
+            decode_image(data, max_pixels=self.max_pixels, name=name) for data, name in zip(self.images, names)
+        ]
+        return JobRequest(images=decoded, settings=self.settings, mesh=self.mesh, image_names=list(names))
+
+
+def submit_bytes(msg: Message) -> int:
+    """Bytes of a submit's parts: about what the queue holds for it if accepted."""
+    return sum(value.nbytes if isinstance(value, np.ndarray) else len(memoryview(value).cast("B"))
+               for value in msg.parts.values())
+
+
+def fingerprint(fields: Mapping[str, Any], parts: Mapping[str, PartValue]) -> str:
+    """Digest of what a submit asks for, so a resubmitted id can be told apart from a different job.
+
+    Parts are hashed in name order, each with its length, so a queued job's digest can be
+    computed later from its QueuedRequest (see there) and equal the submit's.
+    """
+    digest = hashlib.blake2b(digest_size=32)  # about 1 GB/s; not a security boundary
+    digest.update(repr(sorted((k, repr(v)) for k, v in fields.items())).encode())
+    for name in sorted(parts):
+        value = parts[name]
+        if isinstance(value, np.ndarray):
+            data = memoryview(np.ascontiguousarray(value)).cast("B")  # type: ignore[arg-type]
+        else:
+            data = memoryview(value).cast("B")
+        digest.update(f"{name}:{len(data)}:".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -87,8 +163,8 @@ def _mesh(parts: dict[str, PartValue], limits: Limits) -> MeshData:
     )
 
 
-def build_request(msg: Message, limits: Limits, capabilities: dict[str, Any] | None) -> JobRequest:
-    """Validate a submit; raises Refusal with a code from the protocol's error table."""
+def build_request(msg: Message, limits: Limits, capabilities: dict[str, Any] | None) -> QueuedRequest:
+    """Validate a submit from its headers; raises Refusal with a code from the protocol's error table."""
     try:
         settings = JobSettings.from_wire(msg.fields.get("settings"))
     except SettingsError as exc:
@@ -113,14 +189,22 @@ def build_request(msg: Message, limits: Limits, capabilities: dict[str, Any] | N
     if isinstance(modes, (list, tuple)) and settings.mode not in modes:
         raise Refusal("unsupported", f"the server's backend cannot do mode {settings.mode!r} (it does {', '.join(modes)})")
     names = _image_names(msg, len(image_keys))
-    images = []
+    images: list[Encoded] = []
     for key, name in zip(image_keys, names):
         value = msg.parts[key]
         if isinstance(value, np.ndarray):
             raise Refusal("bad_image", f"{name} must be sent as encoded bytes (PNG, JPEG or WebP), not an array")
         try:
-            images.append(decode_image(bytes(value), max_pixels=limits.max_image_pixels, name=name))
+            check_encoded_image(value, limits.max_image_pixels, name)
         except ImageError as exc:
             raise Refusal("bad_image", str(exc)) from None
+        images.append(value)  # kept encoded (a view of the received frame): the worker decodes it
     mesh = _mesh(msg.parts, limits) if has_mesh else None
-    return JobRequest(images=images, settings=settings, mesh=mesh, image_names=names)
+    return QueuedRequest(
+        images=images,
+        settings=settings,
+        mesh=mesh,
+        image_names=names,
+        max_pixels=limits.max_image_pixels,
+        fields=dict(msg.fields),
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 from blender_addon.protocol.messages import DONE, QUEUED, RUNNING, TERMINAL_STATES
 
-from ..pipeline.base import JobRequest
+from .intake import QueuedRequest
 
 MAX_FINISHED_KEPT = 1000  # finished jobs remembered in memory (done ones also live on disk)
 
@@ -28,8 +28,10 @@ class JobError:
 @dataclass
 class Job:
     job_id: str
-    fingerprint: str | None  # digest of the submit; None for results recovered from disk
-    request: JobRequest | None = None  # dropped once handed to the worker
+    # Digest of the submit (intake.fingerprint), computed when first needed: on a resubmission of the
+    # id, or before the request is dropped (start, finish). None for results recovered from disk.
+    fingerprint: str | None
+    request: QueuedRequest | None = None  # images still encoded; dropped once handed to the worker
     want_glb: bool = False
     state: str = QUEUED
     subscribers: set[bytes] = field(default_factory=set)
@@ -44,6 +46,12 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def settle_fingerprint(self) -> str | None:
+        """The submit's fingerprint, hashed from the queued request the first time it is asked for."""
+        if self.fingerprint is None and self.request is not None:
+            self.fingerprint = self.request.fingerprint()
+        return self.fingerprint
 
 
 class TerminalStateError(RuntimeError):
@@ -63,6 +71,16 @@ class JobTable:
     @property
     def queue_full(self) -> bool:
         return len(self.queue) >= self.max_queue
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes the waiting jobs hold (their encoded images and meshes); the running job holds none here."""
+        total = 0
+        for job_id in self.queue:
+            job = self.jobs.get(job_id)
+            if job is not None and job.request is not None:
+                total += job.request.nbytes
+        return total
 
     def add(self, job: Job) -> None:
         self.jobs[job.job_id] = job
@@ -91,6 +109,7 @@ class JobTable:
         return None
 
     def start(self, job: Job) -> None:
+        job.settle_fingerprint()  # the last moment the images are here to hash
         job.state = RUNNING
         job.started = time.monotonic()
         job.request = None
@@ -102,6 +121,7 @@ class JobTable:
             raise ValueError(f"{state} is not a terminal state")
         if job.terminal:
             raise TerminalStateError(f"job {job.job_id} is already {job.state}; refusing {state}")
+        job.settle_fingerprint()
         job.state = state
         job.error = error
         job.finished = time.monotonic()

@@ -2,9 +2,20 @@
 
 File layout: ``MAGIC``, a little-endian uint32 frame count, one uint64 length per
 frame, then the frames of the ``result`` message back to back. A fetch sends
-those frames as they are. Files are written to a temporary name, fsynced and
-renamed, so a crash never leaves a half-written result under a job's name and
-a result is on disk before any client hears it is ready.
+those frames as they are.
+
+Two steps, so that a job's outcome is decided in one place, the server:
+
+1. the worker **stages** the result: temporary file, fsync, atomic rename to
+   ``.staged-<job_id>``, then it reports ``done``;
+2. the server, on that report, **commits** it: atomic rename to ``<job_id>.result``
+   (and a directory fsync), then it announces ``result_ready``.
+
+A worker killed between writing and reporting leaves only a staged file, which
+the server discards when it ends the job failed or cancelled, and a restart
+discards too; only committed ``.result`` files come back as ``done``. A crash
+never leaves a half-written result under a job's name, and a result is on disk
+before any client hears it is ready.
 """
 
 from __future__ import annotations
@@ -13,14 +24,15 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 from blender_addon.protocol.messages import valid_job_id
 
 MAGIC = b"S3DRES01"
 SUFFIX = ".result"
 TMP_PREFIX = ".tmp-"
+STAGED_PREFIX = ".staged-"  # written by the worker, not yet accepted by the server (job ids never start with ".")
 
 
 class ResultStoreError(Exception):
@@ -37,21 +49,48 @@ class ResultStore:
             raise ResultStoreError(f"invalid job id {job_id!r}")
         return self.root / f"{job_id}{SUFFIX}"
 
-    def write(self, job_id: str, frames: Sequence[Union[bytes, bytearray, memoryview]]) -> Path:
-        final = self.path(job_id)
+    def staged_path(self, job_id: str) -> Path:
+        self.path(job_id)  # validates the id
+        return self.root / f"{STAGED_PREFIX}{job_id}"
+
+    def stage(self, job_id: str, frames: Sequence[bytes | bytearray | memoryview]) -> Path:
+        """Worker side: write the result completely (fsynced) under its staged name; not yet a result."""
+        staged = self.staged_path(job_id)
         tmp = self.root / f"{TMP_PREFIX}{job_id}-{os.getpid()}"
         lengths = [len(memoryview(f).cast("B")) for f in frames]
         self.root.mkdir(parents=True, exist_ok=True)  # someone may have cleared the cache folder
         with open(tmp, "wb") as fh:
             fh.write(MAGIC)
             fh.write(struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths))
-            for frame in frames:
-                fh.write(frame)
+            fh.writelines(frames)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        os.replace(tmp, staged)
+        return staged
+
+    def commit(self, job_id: str) -> Path:
+        """Server side: the job is done; its staged result becomes the job's result (atomically, durably)."""
+        final = self.path(job_id)
+        try:
+            os.replace(self.staged_path(job_id), final)
+        except FileNotFoundError:
+            raise ResultStoreError(f"the result of job {job_id} was not written (its staged file is missing)") from None
+        except OSError as exc:
+            raise ResultStoreError(f"the result of job {job_id} could not be stored: {exc}") from None
         _fsync_dir(self.root)
         return final
+
+    def discard_staged(self, job_id: str) -> None:
+        """Server side: the job did not end done; drop whatever result its worker may have staged."""
+        try:
+            self.staged_path(job_id).unlink()
+        except (FileNotFoundError, ResultStoreError):
+            pass
+
+    def write(self, job_id: str, frames: Sequence[bytes | bytearray | memoryview]) -> Path:
+        """Stage and commit in one go (for callers that decide the outcome themselves)."""
+        self.stage(job_id, frames)
+        return self.commit(job_id)
 
     def read(self, job_id: str) -> list[memoryview]:
         """The stored frames as views over a read-only memory map: nothing is copied before the socket.
@@ -93,13 +132,14 @@ class ResultStore:
     def scan(self, *, clean_tmp: bool = False) -> dict[str, float]:
         """Job id -> modification time of every stored result.
 
-        ``clean_tmp`` removes temp files left by a crash; only safe at startup,
-        before a worker may be writing one.
+        ``clean_tmp`` removes temp files left by a crash and staged results no server
+        committed (their jobs never ended done); only safe at startup, before a worker
+        may be writing one.
         """
         found: dict[str, float] = {}
         self.root.mkdir(parents=True, exist_ok=True)  # someone may have cleared the cache folder
         for entry in self.root.iterdir():
-            if entry.name.startswith(TMP_PREFIX):
+            if entry.name.startswith((TMP_PREFIX, STAGED_PREFIX)):
                 if clean_tmp:
                     entry.unlink(missing_ok=True)
             elif entry.suffix == SUFFIX and valid_job_id(entry.stem):

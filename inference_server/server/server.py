@@ -4,6 +4,14 @@ One thread runs everything here (a ``zmq.Poller`` over the socket and the
 worker's pipe), so job bookkeeping needs no locks. The worker runs the
 pipeline; this process only validates, queues, relays progress and serves
 results from disk, so a crashing or hung job can never take the socket down.
+
+The loop never does per-pixel work: a submit is checked from its headers and
+queued with its images still encoded (the worker decodes them), so it reads
+every client's messages promptly however large they are, and the queue is
+bounded in bytes as well as in jobs (``max_queue_bytes``). A job's terminal
+state is decided here only: in particular a result the worker staged becomes
+the job's result (``ResultStore.commit``) when this loop hears ``done``, and is
+discarded if the job ends any other way.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ import zmq
 
 from blender_addon.protocol import messages as m
 from blender_addon.protocol.codec import Message, ProtocolError, decode, encode
+from blender_addon.protocol.limits import MiB
 from blender_addon.protocol.settings import advertised_ranges
 
 from .. import __version__
 from ..pipeline.registry import resolve_backend
 from .config import ServerConfig
-from .intake import Refusal, build_request, fingerprint
+from .intake import Refusal, build_request, fingerprint, submit_bytes
 from .jobs import Job, JobError, JobTable
 from .progress import ProgressModel, stage_weights
 from .result_codec import plain
@@ -292,10 +301,10 @@ class JobServer:
         if not m.valid_job_id(job_id):
             self._reject(peer, job_id[:64], "bad_job_id", m.ERROR_CODES["bad_job_id"])
             return
-        digest = fingerprint(msg)
         existing = self.jobs.get(job_id)
         if existing is not None:
-            if existing.fingerprint is not None and existing.fingerprint != digest:
+            known = existing.settle_fingerprint()
+            if known is not None and known != fingerprint(msg.fields, msg.parts):
                 self._reject(peer, job_id, "job_id_conflict", f"job id {job_id} is already used by a different job")
                 return
             # Same job again (a retry after a lost reply): never run it twice, just re-subscribe.
@@ -309,13 +318,27 @@ class JobServer:
         if self.backend_error is not None:
             self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
             return
-        if self.jobs.queue_full:
+        # Capacity before content: a flood of submits is refused without hashing or parsing any image.
+        size = submit_bytes(msg)
+        budget = self.limits.max_queue_bytes
+        if size > budget:
+            self._reject(
+                peer,
+                job_id,
+                "too_large",
+                f"the job's images and mesh are {size / MiB:.0f} MiB; this server queues at most "
+                f"{budget / MiB:.0f} MiB (limit max_queue_bytes)",
+            )
+            return
+        waiting_bytes = self.jobs.queued_bytes
+        if self.jobs.queue_full or waiting_bytes + size > budget:
             retry = self._retry_after()
             self._reject(
                 peer,
                 job_id,
                 "busy",
-                f"the server is busy ({len(self.jobs.queue)} jobs waiting); try again in about {retry:.0f} s",
+                f"the server is busy ({len(self.jobs.queue)} jobs, {waiting_bytes / MiB:.0f} MiB waiting); "
+                f"try again in about {retry:.0f} s",
                 retry,
             )
             return
@@ -325,7 +348,8 @@ class JobServer:
         except Refusal as exc:
             self._reject(peer, job_id, exc.code, exc.message)
             return
-        job = Job(job_id=job_id, fingerprint=digest, request=request, want_glb=bool(msg.fields.get("want_glb", False)))
+        # Not hashed now (about 1 GB/s): the fingerprint is computed when first needed (jobs.py).
+        job = Job(job_id=job_id, fingerprint=None, request=request, want_glb=bool(msg.fields.get("want_glb", False)))
         job.subscribers.add(peer)
         self.jobs.add(job)
         self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
@@ -411,12 +435,14 @@ class JobServer:
     def _forget(self, job: Job) -> None:
         self.jobs.remove(job.job_id)
         self.store.delete(job.job_id)
+        self.store.discard_staged(job.job_id)
         self._progress.pop(job.job_id, None)
 
     def _on_ping(self, peer: bytes, msg: Message) -> None:
         fields: dict[str, Any] = {
             "status": {
                 "queued": len(self.jobs.queue),
+                "queued_bytes": self.jobs.queued_bytes,
                 "running": self.jobs.running or "",
                 "worker_pid": self.worker.pid if self.worker is not None else 0,
                 "worker_ready": bool(self.worker is not None and self.worker.ready),
@@ -479,8 +505,16 @@ class JobServer:
             self._on_progress(*msg[1:])
         elif kind == "done":
             job = self.jobs.get(msg[1])
-            if job is not None and not job.terminal:
-                self._finish(job, m.DONE, None)
+            if job is None or job.terminal:
+                self.store.discard_staged(msg[1])
+                return
+            try:
+                self.store.commit(job.job_id)  # the worker staged it; only now is it the job's result
+            except ResultStoreError as exc:
+                log.error("%s", exc)
+                self._finish(job, m.FAILED, JobError("internal_error", str(exc)))
+                return
+            self._finish(job, m.DONE, None)
         elif kind == "cancelled":
             job = self.jobs.get(msg[1])
             if job is not None and not job.terminal:
@@ -580,11 +614,14 @@ class JobServer:
             self._release_if_idle()
             return
         request = job.request
+        if request is None:  # never expected: queued jobs keep their request until this point
+            self._finish(job, m.FAILED, JobError("internal_error", "the job lost its request before it could start"))
+            return
         # Cleared here, by the supervisor, only after the previous job's outcome arrived: a late
         # cancel for that job can never leak into this one.
         self.worker.cancel_event.clear()
         self.jobs.start(job)
-        if not self.worker.send(("run", job.job_id, request, job.want_glb)):
+        if not self.worker.run(job.job_id, request, job.want_glb):
             self._kill_worker_and_finish(m.FAILED, JobError("worker_crashed", "the worker could not take the job", True))
             return
         self._notify(job, m.STATE, self._state_fields(job))
@@ -594,6 +631,10 @@ class JobServer:
     def _finish(self, job: Job, state: str, error: JobError | None) -> None:
         was_running = job.state == m.RUNNING
         self.jobs.finish(job, state, error)
+        if state != m.DONE and was_running:
+            # A worker killed after staging its result but before reporting "done" must not leave
+            # something a restart could take for this job's result: the job ended another way.
+            self.store.discard_staged(job.job_id)
         self._progress.pop(job.job_id, None)
         if was_running and job.started is not None and state == m.DONE:
             self._avg_job_s = 0.7 * self._avg_job_s + 0.3 * (time.monotonic() - job.started)

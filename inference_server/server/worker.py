@@ -6,10 +6,14 @@ If a job crashes the process (a segfault in a native extension, the OOM killer,
 starts a fresh worker for the next one.
 
 Supervisor -> worker (over a ``multiprocessing`` pipe between our own processes):
-``("run", job_id, JobRequest, want_glb)``, ``("release",)``, ``("stop",)``.
+``("run", job_id, QueuedRequest without its images, want_glb, n_images)`` followed by
+``n_images`` raw byte messages (the encoded images, sent from the received frames
+without copies; the worker decodes them as the job's first step),
+``("release",)``, ``("stop",)``.
 Worker -> supervisor: ``("ready", name, capabilities, device)``,
 ``("load_failed", code, message)``, ``("progress", job_id, stage, step, total, message)``,
-``("done", job_id)``, ``("cancelled", job_id)``, ``("failed", job_id, code, message, retryable)``,
+``("done", job_id)`` (the result is staged on disk; the supervisor commits it, see
+``result_store``), ``("cancelled", job_id)``, ``("failed", job_id, code, message, retryable)``,
 ``("released", message)``, ``("retiring",)`` (the worker exits after an out-of-memory). Cancellation is a shared event the pipeline's
 ``ctx.progress`` checks between steps.
 """
@@ -30,8 +34,9 @@ from typing import Any
 from blender_addon.protocol.codec import encode
 from blender_addon.protocol.messages import RESULT
 
-from ..pipeline.base import JobCancelled, JobContext, JobRequest, Pipeline, PipelineError
+from ..pipeline.base import JobCancelled, JobContext, Pipeline, PipelineError
 from ..pipeline.registry import create_pipeline
+from .intake import QueuedRequest
 from .result_codec import asset_to_result
 from .result_store import ResultStore
 
@@ -63,7 +68,7 @@ def _run_job(
     store: ResultStore,
     cancel_event: Any,
     job_id: str,
-    request: JobRequest,
+    queued: QueuedRequest,
     want_glb: bool,
 ) -> bool:
     """Run one job and report its outcome; returns False when the worker should exit afterwards."""
@@ -80,8 +85,15 @@ def _run_job(
     ctx = JobContext(callback=report, cancel_event=cancel_event)
     try:
         started = time.perf_counter()
+        # Decoded here, not on the server's event loop: a bad image fails this job (ImageError is a
+        # PipelineError with code "bad_image"), and a big one stalls no other client.
+        request = queued.decode()
+        queued.images = []  # the decoded arrays replace the encoded files
+        ctx.check_cancelled()
+        decode_s = time.perf_counter() - started
         asset = pipeline.run(request, ctx)
         ctx.check_cancelled()
+        asset.timings.setdefault("decode_images", decode_s)
         asset.timings.setdefault("total", time.perf_counter() - started)
         asset.provenance.setdefault("backend", pipeline.name)
         asset.provenance.setdefault("job_id", job_id)
@@ -91,7 +103,9 @@ def _run_job(
         glb = _glb_bytes(asset, asset.notes) if want_glb else None
         fields, parts = asset_to_result(asset, job_id, glb=glb)
         fields["timings"]["encode"] = time.perf_counter() - encode_started
-        store.write(job_id, encode(RESULT, fields, parts))  # on disk before anyone hears "ready"
+        # On disk before anyone hears "ready", but only staged: the server commits it when it hears
+        # "done", so a worker killed between these two lines leaves nothing that looks done.
+        store.stage(job_id, encode(RESULT, fields, parts))
         conn.send(("done", job_id))
         return True
     except JobCancelled:
@@ -167,8 +181,12 @@ def worker_main(
             return  # the supervisor is gone
         kind = msg[0]
         if kind == "run":
-            _, job_id, request, want_glb = msg
-            if not _run_job(conn, pipeline, store, cancel_event, job_id, request, want_glb):
+            _, job_id, queued, want_glb, n_images = msg
+            try:
+                queued.images = [conn.recv_bytes() for _ in range(n_images)]
+            except (EOFError, OSError):
+                return
+            if not _run_job(conn, pipeline, store, cancel_event, job_id, queued, want_glb):
                 return
         elif kind == "release":
             try:
@@ -212,6 +230,16 @@ class WorkerHandle:
     def send(self, msg: tuple[Any, ...]) -> bool:
         try:
             self.conn.send(msg)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def run(self, job_id: str, request: QueuedRequest, want_glb: bool) -> bool:
+        """Hand a job over: its record, then each encoded image straight from the buffer it arrived in."""
+        try:
+            self.conn.send(("run", job_id, request.without_images(), want_glb, len(request.images)))
+            for image in request.images:
+                self.conn.send_bytes(image)
             return True
         except (OSError, ValueError):
             return False

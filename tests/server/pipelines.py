@@ -8,6 +8,7 @@ restart per test; the named subclasses fix one behaviour each.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -78,6 +79,21 @@ def cube_asset(request: JobRequest, name: str) -> Asset:
     )
 
 
+def die_after_next_rename() -> None:
+    """SIGKILL this (worker) process right after its next ``os.replace``: the moment its result file is written.
+
+    Models a worker killed (OOM killer, a crash in a native extension) after writing the job's
+    result but before telling the server the job is done.
+    """
+    original = os.replace
+
+    def replace_then_die(src: Any, dst: Any, **kwargs: Any) -> None:
+        original(src, dst, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_then_die  # type: ignore[assignment]
+
+
 class ScriptedPipeline:
     name = "test-scripted"
 
@@ -114,6 +130,8 @@ class ScriptedPipeline:
             raise MemoryError("test allocation failed")
         elif behaviour == "fail":
             raise PipelineError("the test pipeline failed on purpose", code="bad_mesh")
+        elif behaviour == "die-after-write":
+            die_after_next_rename()
         elif behaviour == "hang":
             ctx.progress("geometry", 1, 2, "")
             time.sleep(60)  # no progress calls: only a kill ends this

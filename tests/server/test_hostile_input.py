@@ -6,6 +6,7 @@ import struct
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from typing import Iterator
 
 import msgpack
@@ -250,3 +251,44 @@ def test_jpeg_with_endless_scans_is_refused_without_stalling_the_server(tmp_path
             client.assert_alive()
         finally:
             client.close()
+
+
+def corrupt_png_pixels() -> bytes:
+    """A PNG whose headers and chunk structure are fine but whose compressed pixel data is garbage."""
+    data = png_bytes(size=64)
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    garbage = bytes((i * 37 + 11) % 256 for i in range(length))
+    return data[:start] + png_chunk(b"IDAT", garbage) + data[start + 12 + length :]
+
+
+def truncated_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()[: len(buf.getvalue()) // 2]
+
+
+@pytest.mark.parametrize(("build", "fmt"), [(corrupt_png_pixels, "PNG"), (truncated_jpeg, "JPEG")],
+                         ids=["png-garbage-pixels", "jpeg-cut-in-half"])
+def test_image_that_fails_to_decode_fails_its_job_with_bad_image(
+    raw: RawClient, build: Callable[[], bytes], fmt: str
+) -> None:
+    # Headers are checked at submit; pixels are decoded by the worker when the job starts, so a file
+    # whose headers are fine but whose pixel data is not is accepted, then its job fails (bad_image).
+    job = jid()
+    raw.send(encode("submit", {"job_id": job, "image_names": ["front.png"]}, [("image0", build())]))
+    replies = []
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline and not any(
+        r.type == "state" and r.fields["state"] in ("done", "failed", "cancelled") for r in replies
+    ):
+        replies += raw.replies(timeout_s=0.2)
+    assert replies and replies[0].type == "accepted", replies
+    end = replies[-1]
+    assert (end.fields["state"], end.fields["code"], end.fields["retryable"]) == ("failed", "bad_image", False), end
+    assert end.fields["message"] == f"front.png could not be decoded as {fmt}: the file is corrupt or truncated."
+    raw.assert_alive()

@@ -211,3 +211,30 @@ def test_results_folder_removed_while_running_is_recreated(results_dir: Path) ->
         status, err = server.stop()
         assert status == 0, err
     assert (results_dir / "after-rm.result").is_file()
+
+
+def test_result_of_a_worker_killed_before_reporting_done_is_not_resurrected(results_dir: Path) -> None:
+    # The worker writes the result file, then reports "done". Killed in between, the job ends failed
+    # (worker_crashed); the file it left behind used to come back as "done" after a restart.
+    with ServerProcess(results_dir) as first:
+        wait_ready(first.address)
+        with ServerConnection(first.address) as conn:
+            conn.submit("ghost", [png_bytes()], JobSettings(lora="die-after-write"))
+            end = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in ("done", "failed", "cancelled"))[-1]
+            assert (end.state, end.code) == ("failed", "worker_crashed")
+            conn.fetch("ghost")
+            assert collect(conn, lambda e: isinstance(e, ErrorEvent))[-1].code == "not_ready"
+            # The next job on a fresh worker still ends done, and its result survives the restart.
+            conn.submit("after-ghost", [png_bytes()], JobSettings())
+            collect(conn, lambda e: isinstance(e, ResultReady) and e.job_id == "after-ghost", 30.0)
+        status, err = first.stop()
+        assert status == 0, err
+    # Neither a result nor a staged leftover: the job's end was decided (failed) when the worker died.
+    assert sorted(p.name for p in results_dir.iterdir()) == ["after-ghost.result"]
+    with ServerProcess(results_dir) as second, ServerConnection(second.address) as conn:
+        conn.attach("ghost")
+        reply = collect(conn, lambda e: isinstance(e, (ErrorEvent, StateChanged)))[-1]
+        assert isinstance(reply, ErrorEvent) and reply.code == "unknown_job", reply
+        conn.attach("after-ghost")
+        assert collect(conn, lambda e: isinstance(e, StateChanged))[-1].state == "done"
+    assert sorted(p.name for p in results_dir.iterdir()) == ["after-ghost.result"]

@@ -54,9 +54,12 @@ class TextureConfig:
     mv_scale: float = 1.0
     reference_scale: float = 1.0
     control_scale: float = 1.0
-    # Upstream's latent texture synchronisation over the first half of the steps. Off: see
-    # docs/texture.md (not implemented; it could not be measured without the real weights).
-    texture_sync: bool = False
+    # Upstream's latent texture synchronisation (see sync.py): the fraction of the denoising
+    # (by timestep) during which the six views are denoised as one latent UV texture of
+    # texture_sync_size^2. 0 = off. Upstream runs 0.5; off here by default because its
+    # quality gain could not be measured (docs/texture.md, benchmarks/texture_sync.py).
+    texture_sync_ratio: float = 0.0
+    texture_sync_size: int = 1536
 
     def __post_init__(self) -> None:
         self.adapter_file = Path(self.adapter_file)
@@ -67,6 +70,11 @@ class TextureConfig:
             raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
         if self.resolution % 64:
             raise ValueError("resolution must be a multiple of 64")
+        from .sync import SyncSettings
+
+        # Validates the ratio (0..1, a clear error otherwise) and the latent texture size.
+        SyncSettings(ratio=self.texture_sync_ratio, texture_size=self.texture_sync_size)
+        self.texture_sync_ratio = float(self.texture_sync_ratio)
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -6,7 +6,9 @@ texture-only jobs (the artist's mesh). Sub-stages and their progress names:
 
     texture_prepare   UVs (kept, or a new atlas when the mesh has none usable), reference image,
                       position/normal renders of the six views
-    texture_diffusion one report per denoising step; cancelling lands between steps
+    texture_diffusion one report per denoising step; cancelling lands between steps (with
+                      ``texture_sync_ratio`` > 0 the first steps are synchronised through a
+                      latent UV texture, see ``sync.py``)
     texture_bake      one report per view, then hole filling and the PBR maps
 
 The client's geometry is never changed: positions, faces and normals go back as they came;
@@ -37,6 +39,7 @@ from .conditioning import gpu_kernels_available, mv_views, prepare_reference, pr
 from .loading import load_models
 from .lora import LoraInfo, lora_applied, resolve_lora_file
 from .pipelines.multiview_sdxl import MultiViewSDXL
+from .sync import LatentProjection, SyncSettings, TextureSync
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +118,6 @@ class TextureStage:
         normal map where it holds detail the mesh lacks.
         """
         c = self.config
-        if c.texture_sync:
-            raise PipelineError("latent texture synchronisation is not implemented in this server; turn the "
-                                "texture_sync option off", code="not_implemented")
         if not images:
             raise PipelineError("the texture stage needs a reference image", code="bad_image")
         if settings.texture_size > MAX_TEXTURE_SIZE:
@@ -139,6 +139,13 @@ class TextureStage:
 
         with self._lock:
             pipe = self.load()
+            texture_sync = None
+            if c.texture_sync_ratio > 0:
+                assert mesh.uvs is not None  # _ensure_uvs guarantees an atlas
+                latent = c.resolution // pipe.vae_scale_factor
+                projection = LatentProjection.build(view_mesh, mesh.uvs, views, latent, c.texture_sync_size,
+                                                    kernel_device=kernel_device)
+                texture_sync = TextureSync(projection, SyncSettings(c.texture_sync_ratio, c.texture_sync_size))
             lora: AbstractContextManager[LoraInfo | None] = nullcontext(None)
             if settings.lora:
                 lora = lora_applied(pipe.models.unet, resolve_lora_file(c.lora_dir, settings.lora), settings.lora_scale)
@@ -156,6 +163,7 @@ class TextureStage:
                         reference_scale=c.reference_scale,
                         control_scale=c.control_scale,
                         callback=lambda done, total: ctx.progress(STAGE_DIFFUSION, done, total, "denoising"),
+                        texture_sync=texture_sync,
                     )
             except torch.cuda.OutOfMemoryError as exc:
                 pipe.offload_all()

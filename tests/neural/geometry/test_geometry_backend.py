@@ -84,3 +84,26 @@ def test_full_job_falls_back_to_projection_texturing(backend, reference_rgba: np
     assert asset.material is not None and asset.material.base_color is not None
     assert asset.mesh.uvs is not None
     assert any("projecting the reference image" in n for n in asset.notes)
+
+
+def test_cli_texture_options_reach_the_texture_stage(tiny_repo: Path, tmp_path: Path) -> None:
+    # --texture-sync and --offload must arrive in the texture stage's config, not be swallowed
+    # by the backend's catch-all options.
+    from inference_server.cli import backend_options, build_parser
+    from inference_server.neural.backend import Step1X3DBackend
+
+    adapter = tmp_path / "step1x-3d-ig2v.safetensors"
+    adapter.write_bytes(b"")  # only its presence is checked before the first texture job
+    args = build_parser().parse_args([
+        "serve", "--weights", str(tiny_repo), "--device", "cpu", "--offload", "stages", "--texture-sync", "0.5",
+        "--sdxl-dir", str(tmp_path), "--sdxl-vae-dir", str(tmp_path),
+    ])
+    options = backend_options(args)
+    assert options["texture_sync_ratio"] == 0.5
+    backend = Step1X3DBackend(tiny_repo, texture_adapter=adapter, **options)
+    stage = backend._neural_texture([])
+    assert stage is not None
+    assert stage.config.texture_sync_ratio == 0.5 and stage.config.offload == "stages"
+    default = Step1X3DBackend(tiny_repo, texture_adapter=adapter, sdxl_dir=tmp_path, sdxl_vae_dir=tmp_path,
+                              device="cpu")._neural_texture([])
+    assert default.config.texture_sync_ratio == 0.0 and default.config.offload == "auto"

@@ -182,14 +182,22 @@ def test_style_lora_from_a_local_file(tiny_stage, client_mesh: MeshData) -> None
     assert info.value.code == "bad_settings"
 
 
-def test_texture_sync_option_is_refused_clearly(tiny_weights: dict, client_mesh: MeshData) -> None:
+def test_stage_with_texture_sync_end_to_end(tiny_weights: dict, tiny_stage, client_mesh: MeshData) -> None:
     from inference_server.neural.texture import TextureStage
 
     stage = TextureStage.from_paths(tiny_weights["adapter_file"], tiny_weights["sdxl_dir"], tiny_weights["vae_dir"],
-                                    dtype="float32", device="cpu", texture_sync=True)
-    with pytest.raises(PipelineError) as info:
-        stage.run(client_mesh, [reference_image()], SETTINGS, JobContext())
-    assert info.value.code == "not_implemented"
+                                    dtype="float32", device="cpu", resolution=64, bake_resolution=128,
+                                    texture_sync_ratio=0.5)
+    stage._pipe = tiny_stage.load()  # the same loaded models: only the setting differs
+    events: list[tuple[str, int, int]] = []
+    ctx = JobContext(lambda stage_name, step, total, message: events.append((stage_name, step, total)))
+    mesh, material, _ = stage.run(client_mesh, [reference_image()], SETTINGS, ctx)
+    np.testing.assert_array_equal(mesh.positions, client_mesh.positions)
+    assert material.base_color is not None
+    assert material.base_color.shape == (512, 512, 3) and material.base_color.std() > 0
+    assert [step for name, step, _ in events if name == "texture_diffusion"] == [0, 1, 2, 3]
+    plain = tiny_stage.run(client_mesh, [reference_image()], SETTINGS, JobContext())[1].base_color
+    assert plain is not None and not np.array_equal(material.base_color, plain)  # the synchronised views differ
 
 
 def test_upstream_style_api_returns_a_textured_trimesh(tiny_weights: dict, tmp_path: Path) -> None:
@@ -204,6 +212,7 @@ def test_upstream_style_api_returns_a_textured_trimesh(tiny_weights: dict, tmp_p
 
     Image.fromarray(reference_image()).save(image_path)
     untextured = trimesh.creation.icosphere(subdivisions=2)
+    assert pipe.config.texture_sync_ratio == 0.5  # upstream's API synchronises the first half
     textured = pipe(str(image_path), untextured, num_inference_steps=2, texture_size=512)
     assert isinstance(textured, trimesh.Trimesh)
     assert textured.visual.uv is not None and textured.visual.material.baseColorTexture is not None

@@ -12,7 +12,9 @@ encoders and DDPM scheduler) with what a server needs on top:
 * sub-stage placement: with ``staged=True`` only the models of the running sub-stage sit on
   the GPU (VAE for the reference and the decode, UNet + adapters for the denoising);
 * the six views are VAE-decoded one at a time (a 768^2 decode is the memory peak otherwise);
-* a callback after every step, which raises to cancel between steps.
+* a callback after every step, which raises to cancel between steps;
+* optionally upstream's latent texture synchronisation over the first steps (``texture_sync``,
+  see :mod:`..sync`); without it the loop is the plain DDPM loop.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 from ..config import NEGATIVE_PROMPT, PROMPT
 from ..loading import TextureModels
 from ..models import NUM_VIEWS
+from ..sync import BACKGROUND_COLOURS, TextureSync
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
 
@@ -54,6 +57,7 @@ class MultiViewSDXL:
         self.dtype = dtype
         self.staged = staged
         self._prompt_cache: dict[tuple[str, str], PromptEmbeds] = {}
+        self._background_cache: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         for module in self._all_modules():
             _cast(module, dtype)
 
@@ -139,6 +143,29 @@ class MultiViewSDXL:
         return latents.to(self.dtype)
 
     @torch.inference_mode()
+    def background_latents(self, height: int, width: int) -> torch.Tensor:
+        """Latents [len(BACKGROUND_COLOURS), 4, h, w] (float32, CPU) of flat colour images at the view size.
+
+        The texture sync composites them behind the object. Posterior means rather than samples:
+        they are the same for every job, so they are encoded once per pipeline and cached.
+        """
+        dtype = self._vae_dtype()
+        key = (height, width, dtype)
+        cached = self._background_cache.get(key)
+        if cached is not None:
+            return cached
+        vae = self.models.vae
+        self.place(vae)
+        _cast(vae, dtype)
+        latents = []
+        for colour in BACKGROUND_COLOURS:  # one at a time: a 768^2 encode batch of 14 is gigabytes
+            pixels = torch.tensor(colour, dtype=dtype, device=self.device).view(1, 3, 1, 1).expand(1, 3, height, width)
+            latents.append(vae.encode(pixels.contiguous()).latent_dist.mode().float().cpu() * vae.config.scaling_factor)
+        result = torch.cat(latents)
+        self._background_cache[key] = result
+        return result
+
+    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [N, 4, h, w] -> images [N, 3, H, W] float32 in [0, 1] on the CPU, one view at a time."""
         vae = self.models.vae
@@ -189,11 +216,14 @@ class MultiViewSDXL:
         negative_prompt: str = NEGATIVE_PROMPT,
         callback: StepCallback | None = None,
         output_latents: bool = False,
+        texture_sync: TextureSync | None = None,
     ) -> torch.Tensor:
         """Six views [6, 3, H, W] in [0, 1] (CPU, float32), or their latents with ``output_latents``.
 
         ``reference_image``: (H, W, 3) uint8, preprocessed (object centred on grey).
         ``control``: [6, 6, H, W] position and normal maps in [0, 1] for the six views.
+        ``texture_sync``: synchronise the views through a latent texture while its settings'
+        ratio says so (its projection must be built for these views at the latent resolution).
         """
         m = self.models
         views, channels, height, width = control.shape
@@ -212,6 +242,16 @@ class MultiViewSDXL:
         latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
         latents = (latents * scheduler.init_noise_sigma).to(self.device, self.dtype)
         ref_latents = self.encode_reference(reference_image, generator)
+        sync = None
+        if texture_sync is not None:
+            projection = texture_sync.projection
+            if (projection.num_views, projection.height, projection.width) != (views, *latent_shape[2:]):
+                raise ValueError(f"the texture sync projection is for {projection.num_views} views of "
+                                 f"{projection.height}x{projection.width} latents, not {latent_shape}")
+            # Its random numbers come next in the draw order; the VAE is still placed.
+            sync = texture_sync.start(scheduler, self.background_latents(height, width), generator,
+                                      channels=latent_shape[1], device=self.device)
+            latents = sync.initial_latents(latents)
 
         self.place(m.unet, m.cond_encoder)
         ref_states = self.reference_states(ref_latents, embeds)
@@ -247,11 +287,14 @@ class MultiViewSDXL:
             if cfg:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(noise, t, latents, generator=generator, return_dict=False)[0]
+            if sync is not None and sync.active(index):
+                latents = sync.step(index, noise, latents)
+            else:
+                latents = scheduler.step(noise, t, latents, generator=generator, return_dict=False)[0]
             if callback is not None:
                 callback(index + 1, total)  # may raise to cancel: nothing is left half-updated
 
-        del ref_states, adapter_states
+        del ref_states, adapter_states, sync
         if output_latents:
             return latents.float().cpu()
         return self.decode(latents)

@@ -11,6 +11,10 @@ Differences, all deliberate: ``DIR`` must be a local folder (no hub downloads); 
 fp16-fix VAE folders come from keyword arguments or ``STEP1X3D_SDXL_DIR`` /
 ``STEP1X3D_SDXL_VAE_DIR``; there is no background-removal network (the image's alpha is used,
 else a plain background is keyed out); ``seed`` really fixes the result.
+
+Like upstream, this API synchronises the views through a latent texture during the first half
+of the steps (``texture_sync_ratio=0.5``; the server's default is off); pass
+``texture_sync_ratio=0`` to ``from_pretrained`` to turn it off.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ....assets import MeshData, PBRMaterial
 from ....pipeline.base import JobContext, PipelineError
 from ..config import TextureConfig
 from ..stage import TextureStage
+from ..sync import DEFAULT_RATIO as UPSTREAM_SYNC_RATIO
 
 ADAPTER_FILE = "step1x-3d-ig2v.safetensors"
 
@@ -94,7 +99,9 @@ class Step1X3DTexturePipeline:
         dtype: str = "auto",
         **options: Any,
     ) -> "Step1X3DTexturePipeline":
-        """``options``: further :class:`TextureConfig` fields (``offload``, ``resolution``, ...)."""
+        """``options``: further :class:`TextureConfig` fields (``offload``, ``resolution``,
+        ``texture_sync_ratio`` (default 0.5 here, as upstream), ...)."""
+        options.setdefault("texture_sync_ratio", UPSTREAM_SYNC_RATIO)
         adapter = Path(model_path) / subfolder / ADAPTER_FILE if subfolder else Path(model_path) / ADAPTER_FILE
         config = TextureConfig.from_env(adapter, sdxl_dir=sdxl_dir, vae_dir=vae_dir, lora_dir=lora_dir,
                                         device=device, dtype=dtype, **options)
