@@ -29,16 +29,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-FULL_TRANSFORMERS: dict[str, dict[str, Any]] = {
-    "base": dict(input_channels=64, width=1280, layers=12, num_single_layers=24, num_heads=20,
-                 use_visual_condition=True, visual_condition_dim=1024),
-    "label": dict(input_channels=64, width=1536, layers=8, num_single_layers=16, num_heads=16,
-                  use_visual_condition=True, visual_condition_dim=1024, use_label_condition=True,
-                  label_condition_dim=1024),
-}
-FULL_VAE: dict[str, Any] = dict(use_downsample=True, num_latents=2048, embed_dim=64, point_feats=3, out_dim=1, num_freqs=8,
-                include_pi=False, heads=12, width=768, num_encoder_layers=8, num_decoder_layers=16,
-                use_ln_post=True, qkv_bias=False)
+from benchmarks.full_size import GEOMETRY_TRANSFORMERS as FULL_TRANSFORMERS  # noqa: E402
+from benchmarks.full_size import GEOMETRY_VAE as FULL_VAE  # noqa: E402
+
 TINY_TRANSFORMER: dict[str, Any] = dict(input_channels=8, width=64, layers=1, num_single_layers=1, num_heads=2,
                         condition_dim=64, use_visual_condition=True, visual_condition_dim=64)
 TINY_VAE: dict[str, Any] = dict(use_downsample=True, num_latents=16, embed_dim=8, point_feats=3, num_freqs=8, include_pi=False,

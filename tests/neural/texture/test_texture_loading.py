@@ -9,19 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from benchmarks.full_size import SDXL_UNET as SDXL_UNET_CONFIG
 from inference_server.neural.texture.loading import load_models
 from inference_server.neural.texture.models import build_geometry_adapter, install_mv_processors
 from inference_server.pipeline.base import PipelineError
-
-SDXL_UNET_CONFIG = {  # stable-diffusion-xl-base-1.0/unet/config.json (structure only, built on the meta device)
-    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280],
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [5, 10, 20], "cross_attention_dim": 2048,
-    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,
-}
 
 
 def test_official_layout_at_sdxl_size_has_the_published_parameter_count() -> None:
