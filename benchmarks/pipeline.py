@@ -9,7 +9,8 @@ when it is missing) at default settings and prints ``Asset.timings`` plus GLB ex
 Part 2 unwraps smoothly bumped spheres of 50k, 200k and 1M faces with our chunked
 atlas and with ``xatlas.parametrize`` at its defaults; xatlas runs in a child process
 so it can be stopped at ``--xatlas-timeout`` seconds (``--xatlas-timeout-big`` above
-400k faces), printed as "> N".
+400k faces), printed as "> N". ``benchmarks/atlas.py`` compares the atlases themselves
+(coverage, texel density, stretch of both, on the pipeline's own meshes too).
 """
 
 from __future__ import annotations

@@ -1,20 +1,24 @@
-"""Stage 5: a UV atlas with xatlas, fast on big meshes.
+"""Stage 5: a UV atlas with xatlas charts and our own packer, fast on big meshes.
 
 xatlas with defaults spends minutes on one 200k-face mesh because its chart
 clustering is single-threaded per mesh and superlinear in chart count. We cut the
 mesh into edge-connected chunks of at most ``default_chunk_faces(M)`` faces (see
 ``partition.py``) and add each chunk to one ``xatlas.Atlas`` as its own mesh:
-clustering stays small,
-parametrization (LSCM with xatlas' own flip/overlap checks) and packing are xatlas',
-so charts never overlap and stretch stays bounded (tests measure both).
+clustering stays small, and parametrization (LSCM with xatlas' own flip/overlap
+checks) is xatlas', so no chart folds over itself and stretch stays bounded.
+
+Packing is ours (``pack.py``): xatlas' packer filled about half the texture with
+our many small charts; ours brings every chart to the same texel density, turns it
+to its smallest rectangle and fills holes, for about 0.64 coverage at 2048^2 with an
+8-texel gap (tests and ``benchmarks/atlas.py`` measure it). xatlas still packs its
+charts (it cannot be skipped), at a small resolution where that is cheap.
 
 Output follows ``assets.py``: vertices split at seams, one UV per vertex in [0, 1]
-with v growing downwards (xatlas' texel rows grow downwards too, so no flip).
+with v growing downwards.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -23,28 +27,38 @@ import xatlas
 
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
+from .pack import pack_charts
 from .partition import bisect_chunks, connected_chunks, face_features
 
 STAGE = "uv_atlas"
 # Largest chunk handed to xatlas as one mesh, as a share of the face count, clamped.
-# Measured on 2 cores (uncontended): at 200k faces chunks of <=6k faces take 3.9 s,
-# <=3k 3.6 s, <=1.5k 2.4 s, <=400 1.0 s (xatlas defaults: 132 s). Smaller chunks are
-# faster but every chunk is at least one chart with its own gutter, so texture
-# coverage falls (0.52 -> 0.47 at 200k going from 128 to 256 chunks) and seams grow.
-# M/100 keeps about 100-250 chunks for 150k-400k faces, and the clamp keeps small
-# meshes fast (>= 10x at 50k) and huge ones bounded (1M faces: 256 chunks, ~7-10 s).
+# xatlas' clustering is superlinear in a mesh's size, so big chunks chart slowly; every
+# chunk is at least one chart with a gutter around it, so small chunks cost coverage, seams
+# and packing time. Measured with pack.py on 2 busy cores (seconds / coverage at 2048^2):
+#   50k faces, chunks <= 500 / 1500 / 2500:  bumpy sphere 0.68/0.62, 0.62/0.65, 0.81/0.64;
+#                                            apple 1.05/0.62, 0.87/0.64, 1.01/0.60
+#   200k faces, chunks <= 1000 / 2000 / 4000: bumpy sphere 1.79/0.63, 1.42/0.65, 1.76/0.64;
+#                                            apple 1.94/0.61, 2.11/0.64, 2.89/0.68
+# so M/100 clamped to [1500, 4000] stays (1M faces: 256 chunks, about 5 s).
 CHUNK_SHARE = 100
 MIN_CHUNK_FACES = 1500
 MAX_CHUNK_FACES = 4000
+# xatlas packs its charts before we repack them: at this resolution its packing is cheap
+# (about 0.05 s at 200k faces against 0.25 s at 2048). It rounds every chart's extents up
+# to whole texels, a small x/y stretch that pack.uniform_density undoes.
+_XATLAS_RESOLUTION = 512
+# xatlas grows charts from greedily placed seeds, then (per iteration, default 1) relocates
+# the seeds and grows them again. From FAST_CHARTS_FACES faces on we skip that iteration: it
+# cut the unwrap's time by about a third at 20k-200k faces, for more, smaller charts on some
+# meshes (apple at 50k faces: 130 charts instead of 82, 29070 vertices instead of 28742,
+# i.e. 9% more seam vertices; bumpy sphere: unchanged) and the same coverage and stretch once
+# packed. Below it the unwrap takes under half a second either way and the better charts win
+# (5k-face apple: 23 charts instead of 53, coverage 0.65 instead of 0.60).
+FAST_CHARTS_FACES = 30_000
 
 
 def default_chunk_faces(face_count: int) -> int:
     return int(min(MAX_CHUNK_FACES, max(MIN_CHUNK_FACES, face_count // CHUNK_SHARE)))
-# xatlas grows the atlas past the requested resolution (measured 1.28x at 50k and
-# 1.37x at 200k faces) and we scale it back into the texture, which shrinks the
-# gutters by the same factor; ask for this much more padding up front so one
-# packing pass usually suffices (a second pass corrects the rare miss).
-_PADDING_HEADROOM = 1.5
 
 
 def default_padding(texture_size: int) -> int:
@@ -58,9 +72,9 @@ class UnwrapResult:
     vmapping: np.ndarray  # (N_out,) int64: input vertex of each output vertex
     chart_count: int
     chunk_count: int
-    atlas_size: tuple[int, int]  # xatlas' own atlas (width, height) in texels before scaling
+    texels_per_unit: float  # the texel density of every chart (texels per model unit)
     padding_px: int  # guaranteed gap between charts in texels of the requested texture size
-    utilization: float  # fraction of the square texture covered by charts
+    utilization: float  # fraction of the square texture covered by charts (exact UV area)
     seconds: float
 
 
@@ -114,10 +128,12 @@ def unwrap_with_info(
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     chunk_faces_idx = np.split(order, bounds)
 
-    _progress(ctx, 1, 4, f"adding {len(chunk_faces_idx)} chunks")
+    _progress(ctx, 1, 4, f"charting {len(chunk_faces_idx)} chunks")
     atlas = xatlas.Atlas()
     chunk_verts: list[np.ndarray] = []
-    for fidx in chunk_faces_idx:
+    for i, fidx in enumerate(chunk_faces_idx):
+        if ctx is not None and i % 64 == 0:
+            ctx.check_cancelled()
         local_faces = faces[fidx]
         verts, inverse = np.unique(local_faces, return_inverse=True)
         atlas.add_mesh(
@@ -125,31 +141,19 @@ def unwrap_with_info(
             np.ascontiguousarray(inverse.reshape(-1, 3).astype(np.uint32)),
         )
         chunk_verts.append(verts)
-
-    _progress(ctx, 2, 4, "computing and packing charts")
-    chart_options = xatlas.ChartOptions()
     pack_options = xatlas.PackOptions()
-    pack_options.resolution = int(texture_size)
-    pack_options.bilinear = True  # one more texel of border for bilinear filtering
-    pack_options.rotate_charts = True
-    # xatlas pads every chart, so the gap between two charts is twice its padding.
-    pack_options.padding = int(math.ceil(target_padding / 2 * _PADDING_HEADROOM)) if target_padding else 0
+    pack_options.resolution = _XATLAS_RESOLUTION
+    pack_options.padding = 0
+    pack_options.bilinear = False
+    pack_options.rotate_charts = False
+    chart_options = xatlas.ChartOptions()
+    chart_options.max_iterations = 0 if faces.shape[0] >= FAST_CHARTS_FACES else 1
     atlas.generate(chart_options, pack_options)  # one C++ call: not cancellable inside
-    if _gap_px(pack_options.padding, texture_size, atlas) < target_padding:
-        # The atlas grew more than the headroom assumed: pad again, scaled by what we saw.
-        grow = max(atlas.width, atlas.height) / texture_size
-        pack_options.padding = int(math.ceil(target_padding / 2 * grow * 1.1))
-        atlas.generate(chart_options, pack_options)
-    if atlas.atlas_count != 1:
-        raise PipelineError(
-            f"the UV packer produced {atlas.atlas_count} atlases instead of one", code="bad_mesh"
-        )
 
-    _progress(ctx, 3, 4, "assembling the split mesh")
-    width, height = int(atlas.width), int(atlas.height)
-    side = float(max(width, height))
+    # The split mesh, with xatlas' charts (any position and scale: the packer redoes both).
     vmaps: list[np.ndarray] = []
     uv_parts: list[np.ndarray] = []
+    chart_parts: list[np.ndarray] = []
     out_faces = np.empty_like(faces)
     offset = 0
     for i, fidx in enumerate(chunk_faces_idx):
@@ -160,38 +164,52 @@ def unwrap_with_info(
         out_faces[fidx] = idx + offset
         vmaps.append(chunk_verts[i][vmap])
         uv_parts.append(uv)
+        # Chart of every vertex; 2^32 - 1 (-1 as int32) for the vertices of degenerate
+        # faces that xatlas leaves out of every chart.
+        chart_parts.append(atlas.get_mesh_vertex_assignment(i)[1].view(np.int32))
         offset += vmap.shape[0]
     vmapping = np.concatenate(vmaps).astype(np.int64)
-    # xatlas returns uvs normalised per axis by the atlas' width and height; a
-    # non-square atlas scaled into a square texture that way would stretch texels,
-    # so scale both axes by the longer side instead and keep texels square.
-    uvs = np.concatenate(uv_parts).astype(np.float64) * np.array([width, height]) / side
-    uvs = np.clip(uvs, 0.0, 1.0).astype(np.float32)
+    # Per-axis normalisation by the atlas' width and height would stretch a non-square atlas:
+    # back to xatlas' square texels.
+    uvs = np.concatenate(uv_parts).astype(np.float64) * np.array([atlas.width, atlas.height], dtype=np.float64)
+    vertex_chart = np.concatenate(chart_parts).astype(np.int64)
+    face_chart = vertex_chart[out_faces[:, 0].astype(np.int64)]
+    n_charts = int(vertex_chart.max()) + 1 if vertex_chart.size else 0
+    if n_charts == 0:
+        raise PipelineError("the UV unwrapper found no usable faces (all degenerate?)", code="bad_mesh")
+    out_positions = positions[vmapping]
 
+    _progress(ctx, 2, 4, f"packing {n_charts} charts")
+    try:
+        packing = pack_charts(uvs, out_positions, out_faces, face_chart, n_charts, texture_size=texture_size,
+                              gap_px=max(target_padding, 1), check=None if ctx is None else ctx.check_cancelled)
+    except ValueError as exc:
+        raise PipelineError(f"the UV packer failed: {exc}", code="bad_mesh") from exc
+
+    _progress(ctx, 3, 4, "assembling the split mesh")
+    uvs_out = packing.uvs.astype(np.float32)
     out = MeshData(
-        positions=positions[vmapping],
+        positions=out_positions,
         faces=out_faces,
-        uvs=uvs,
+        uvs=uvs_out,
         normals=None if mesh.normals is None else np.asarray(mesh.normals, dtype=np.float32)[vmapping],
         tangents=None,  # tangents depend on the new UVs: recompute with texturing.pbr.compute_tangents
         smooth=mesh.smooth,
     )
-    _progress(ctx, 4, 4, f"{atlas.chart_count} charts")
+    tri = uvs_out.astype(np.float64)[out_faces]
+    uv_area = 0.5 * np.abs((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
+                           - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
+    _progress(ctx, 4, 4, f"{n_charts} charts")
     return UnwrapResult(
         mesh=out,
         vmapping=vmapping,
-        chart_count=int(atlas.chart_count),
+        chart_count=n_charts,
         chunk_count=len(chunk_faces_idx),
-        atlas_size=(width, height),
-        padding_px=_gap_px(pack_options.padding, texture_size, atlas),
-        utilization=float(atlas.utilization) * width * height / side**2,
+        texels_per_unit=packing.texels_per_unit,
+        padding_px=packing.gap_px,
+        utilization=float(uv_area.sum()),
         seconds=time.perf_counter() - t0,
     )
-
-
-def _gap_px(pack_padding: int, texture_size: int, atlas: xatlas.Atlas) -> int:
-    """Smallest gap between charts, in texels of the final texture, that packing guarantees."""
-    return int(math.floor(2 * pack_padding * texture_size / max(atlas.width, atlas.height)))
 
 
 def _check_input(positions: np.ndarray, faces: np.ndarray) -> None:
@@ -210,4 +228,4 @@ def _progress(ctx: JobContext | None, step: int, total: int, message: str) -> No
         ctx.progress(STAGE, step, total, message)
 
 
-__all__ = ["UnwrapResult", "default_padding", "unwrap", "unwrap_with_info", "unwrap_with_mapping", "default_chunk_faces"]
+__all__ = ["UnwrapResult", "default_chunk_faces", "default_padding", "unwrap", "unwrap_with_info", "unwrap_with_mapping"]

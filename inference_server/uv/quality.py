@@ -1,10 +1,11 @@
-"""Measure a UV atlas: overlap, flips, stretch and gutter width.
+"""Measure a UV atlas: overlap, flips, stretch, gutter width, coverage and texel density.
 
 Used by the tests and the benchmark, and cheap enough to log in the pipeline.
 Stretch is measured per face from the singular values s1 >= s2 of the linear map
 from the face's 3-D plane to UV, after normalising by the global texel density:
 - area distortion: max(s1*s2, 1/(s1*s2)) (1 = the face gets its fair share of texels);
 - angle (conformal) distortion: s1/s2 (1 = no shear).
+Texel density per chart is sqrt(UV area / 3-D area): what an artist sees as texel size.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class AtlasQuality:
     angle_distortion_p95: float
     min_gap_px: int  # smallest gap between two charts found (capped at max_gap_checked + 1)
     coverage: float  # fraction of texels covered by a chart
+    density_spread: float  # largest / smallest texel density among charts of >= 0.1% of the surface (1 = uniform)
 
 
 def chart_labels(mesh: MeshData) -> np.ndarray:
@@ -70,6 +72,30 @@ def distortion(mesh: MeshData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     area_d = np.where(ok, np.maximum(area_ratio, 1.0 / np.maximum(area_ratio, 1e-12)), 1.0)
     angle_d = np.where(ok, s1 / s2, 1.0)
     return np.where(ok, area3, 0.0), area_d, angle_d
+
+
+def chart_density(mesh: MeshData, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per chart: texel density sqrt(UV area / 3-D area) (uv units per model unit) and the chart's
+    share of the 3-D surface. Charts without 3-D area get density 0."""
+    labels = chart_labels(mesh) if labels is None else labels
+    p = np.asarray(mesh.positions, dtype=np.float64)[mesh.faces]
+    t = np.asarray(mesh.uvs, dtype=np.float64)[mesh.faces]
+    area3 = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    area_uv = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    a3 = np.bincount(labels, weights=area3)
+    auv = np.bincount(labels, weights=area_uv)
+    density = np.sqrt(np.divide(auv, a3, out=np.zeros_like(auv), where=a3 > 0))
+    return density, a3 / max(float(a3.sum()), 1e-300)
+
+
+def density_spread(mesh: MeshData, labels: np.ndarray | None = None, min_share: float = 1e-3) -> float:
+    """Largest over smallest texel density among charts holding at least ``min_share`` of the surface."""
+    density, share = chart_density(mesh, labels)
+    keep = (share >= min_share) & (density > 0)
+    if not keep.any():
+        return 1.0
+    return float(density[keep].max() / density[keep].min())
 
 
 def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -176,7 +202,17 @@ def measure_atlas(mesh: MeshData, texture_size: int, max_gap_checked: int = 16) 
         angle_distortion_p95=_weighted_percentile(angle_d, weight, 0.95),
         min_gap_px=min_chart_gap(label_image, max_gap_checked),
         coverage=float(np.count_nonzero(face_id >= 0)) / face_id.size,
+        density_spread=density_spread(mesh, labels),
     )
 
 
-__all__ = ["AtlasQuality", "chart_labels", "chart_raster", "distortion", "measure_atlas", "min_chart_gap"]
+__all__ = [
+    "AtlasQuality",
+    "chart_density",
+    "chart_labels",
+    "chart_raster",
+    "density_spread",
+    "distortion",
+    "measure_atlas",
+    "min_chart_gap",
+]

@@ -8,7 +8,12 @@ import trimesh
 
 from inference_server.assets import MeshData
 from inference_server.pipeline.base import JobCancelled, JobContext, PipelineError
-from inference_server.uv import default_padding, unwrap, unwrap_with_info, unwrap_with_mapping
+from inference_server.uv import (
+    default_padding,
+    unwrap,
+    unwrap_with_info,
+    unwrap_with_mapping,
+)
 from inference_server.uv.quality import measure_atlas
 
 
@@ -67,7 +72,7 @@ def test_no_overlap_no_flips_bounded_stretch_and_padding(unwrapped) -> None:
     # Gutter: charts at least default_padding(1024) = 4 texels apart, as promised.
     assert unwrapped.padding_px >= default_padding(1024)
     assert q.min_gap_px >= default_padding(1024)
-    assert q.coverage > 0.35  # the packer is not wasting most of the texture
+    assert q.coverage >= 0.6  # pack.py: 0.67 here; xatlas' packer gave 0.59 (more in test_uv_packing.py)
 
 
 @pytest.mark.parametrize("size", [512, 4096])
