@@ -337,13 +337,19 @@ def geometry_builders(model: str, tiny: bool) -> dict[str, Callable[[], nn.Modul
     shapes = ({**TINY_DINO_SHAPES, **(TINY_CLIP_SHAPES if label else {})}) if tiny else None
     vis_cfg = VisualEncoderConfig(image_size=28 if tiny else 518)
     builders: dict[str, Callable[[], nn.Module]] = {
-        "visual_encoder": lambda: ImageConditionEncoder(vis_cfg, shapes, with_clip=label),
+        "visual_encoder": lambda: _as_loaded(ImageConditionEncoder(vis_cfg, shapes, with_clip=label)),
         "transformer": lambda: Step1X3DTransformer(TransformerConfig(**t_cfg)),
         "vae": lambda: ShapeVAE(ShapeVAEConfig(**vae_cfg)),
     }
     if label:
         builders["label_encoder"] = lambda: LabelEncoder(LabelEncoderConfig(hidden_size=64 if tiny else 1024))
     return builders
+
+
+def _as_loaded(encoder: nn.Module) -> nn.Module:
+    """The encoder as the loader leaves it: without the parts it never runs (CLIP's text tower)."""
+    encoder.drop_unused()  # type: ignore[operator]
+    return encoder
 
 
 def field_chunk(card: Card, vae_dtype: torch.dtype, width: int, used_bytes: int) -> int:

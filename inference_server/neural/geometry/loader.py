@@ -157,10 +157,18 @@ def check_keys(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], weights
 
 def load_weights(module: M, weights: Path, dtype: torch.dtype,
                  shapes: Mapping[str, tuple[int, ...]] | None = None) -> M:
-    """Strictly load ``weights`` into ``module`` (built on the meta device), casting floats to ``dtype``."""
+    """Strictly load ``weights`` into ``module`` (built on the meta device), casting floats to ``dtype``.
+
+    A module with ``drop_unused()`` and ``UNUSED_PREFIXES`` is checked against the whole file,
+    then loses those parts before any tensor is read (their keys are skipped).
+    """
     from safetensors import safe_open
 
     mapping = check_keys(module, shapes if shapes is not None else read_shapes(weights), weights)
+    unused: tuple[str, ...] = getattr(module, "UNUSED_PREFIXES", ())
+    if unused:
+        module.drop_unused()  # type: ignore[operator]
+        mapping = {key: local for key, local in mapping.items() if not local.startswith(unused)}
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(weights), framework="pt") as f:
         for key, local in mapping.items():

@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from inference_server.neural.geometry import Step1X3DGeometryPipeline
-from inference_server.neural.geometry.loader import WEIGHTS_NAME, load_components, resolve_model_dir
+from inference_server.neural.geometry.loader import (
+    WEIGHTS_NAME,
+    load_components,
+    resolve_model_dir,
+)
 from inference_server.pipeline.base import PipelineError
 
 BASE = "Step1X-3D-Geometry-1300m"
@@ -153,3 +158,50 @@ def test_camera_conditioned_encoder_is_not_implemented(base_copy: Path) -> None:
     with pytest.raises(PipelineError) as err:
         load_components(base_copy)
     assert err.value.code == "not_implemented"
+
+
+def test_label_models_clip_text_tower_is_checked_but_never_loaded(tiny_repo: Path) -> None:
+    # Upstream holds the whole CLIPModel; only the vision tower conditions the transformer.
+    from safetensors.torch import load_file
+
+    from inference_server.neural.geometry.loader import (
+        build_empty,
+        check_keys,
+        load_components,
+    )
+    from inference_server.neural.geometry.models.condition import ImageConditionEncoder
+
+    folder = tiny_repo / "Step1X-3D-Geometry-Label-1300m"
+    comps = load_components(folder, dtype=torch.float32)
+    names = [n for n, _ in comps.visual_encoder.named_parameters()]
+    assert any(n.startswith("clip_model.vision_model.") for n in names)
+    assert not any(n.startswith(ImageConditionEncoder.UNUSED_PREFIXES) for n in names)
+
+    # Same tokens as the whole model loaded without dropping anything.
+    file = folder / "visual_encoder" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(file))
+    whole = build_empty(ImageConditionEncoder, comps.visual_encoder.config, {k: tuple(v.shape) for k, v in state.items()},
+                        True)
+    mapping = check_keys(whole, {k: tuple(v.shape) for k, v in state.items()}, file)  # official -> local names
+    whole.load_state_dict({local: state[key] for key, local in mapping.items()}, strict=True, assign=True)
+    whole.eval()
+    assert any(n.startswith("clip_model.text_model.") for n, _ in whole.named_parameters())
+    pixels = comps.visual_encoder.pixel_values([Image.new("RGB", (64, 64), (200, 80, 40))])
+    assert torch.equal(comps.visual_encoder.encode_pixels(pixels), whole.encode_pixels(pixels))
+
+
+def test_a_file_without_the_clip_text_tower_is_still_refused(tiny_repo: Path, tmp_path: Path) -> None:
+    # Dropping the text tower must not relax the strict check of the file's layout.
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from inference_server.neural.geometry.loader import load_components
+
+    folder = tmp_path / "Step1X-3D-Geometry-Label-1300m"
+    shutil.copytree(tiny_repo / "Step1X-3D-Geometry-Label-1300m", folder)
+    file = folder / "visual_encoder" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(file))
+    save_file({k: v for k, v in state.items() if not k.startswith("clip_model.text_model.")}, str(file))
+    with pytest.raises(PipelineError, match="clip_model.text_model"):
+        load_components(folder, dtype=torch.float32)

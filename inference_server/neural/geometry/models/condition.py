@@ -175,6 +175,20 @@ class ImageConditionEncoder(nn.Module):
         names = set(self.state_dict())
         self._renames = [(old, new) for old, new in _DINO_RENAMES if not any(old in n for n in names)]
 
+    # Upstream keeps the whole CLIPModel, but only its vision tower conditions the transformer.
+    UNUSED_PREFIXES = ("clip_model.text_model.", "clip_model.text_projection.", "clip_model.logit_scale")
+
+    def drop_unused(self) -> None:
+        """Remove CLIP's text tower (123M parameters of the ViT-L/14 CLIP, never run).
+
+        The loader checks the file against the whole model first, then calls this before
+        reading tensors, so the text weights are never read, cast or moved to the GPU.
+        """
+        if self.with_clip:
+            for name in ("text_model", "text_projection", "logit_scale"):
+                if hasattr(self.clip_model, name):
+                    delattr(self.clip_model, name)
+
     # -- checkpoint names -------------------------------------------------------------------
     def checkpoint_key_renames(self) -> list[tuple[str, str]]:
         """(official fragment, this module's fragment) pairs the loader applies to checkpoint keys."""
