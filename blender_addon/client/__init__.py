@@ -12,7 +12,7 @@ Used by the Blender add-on's timer poll step, the headless add-on API and the CL
 or, blocking: ``result = run_job(address, [png_bytes], JobSettings())``.
 """
 
-from .connection import DEFAULT_ADDRESS, RESULT_LIMITS, ConnectionClosed, ServerConnection
+from .connection import DEFAULT_ADDRESS, RESULT_LIMITS, ConnectionClosed, ServerConnection, SubmitRefused
 from .curve import CurveKeyError, CurveKeys
 from .events import (
     Accepted,
@@ -55,6 +55,7 @@ __all__ = [
     "ServerConnection",
     "ServerShutdown",
     "StateChanged",
+    "SubmitRefused",
     "VramFreed",
     "Welcome",
     "failure_sentence",

@@ -20,6 +20,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ..protocol import messages as m
 from ..protocol.codec import PartValue, ProtocolError, decode, encode
 from ..protocol.limits import Limits, MiB
+from ..protocol.preflight import SubmitRefused, check_submit
 from ..protocol.settings import JobSettings
 from .curve import CurveKeys
 from .events import ErrorEvent, Event, Offline, Pong, Welcome, event_from_message
@@ -98,10 +99,17 @@ class ServerConnection:
 
     # ------------------------------------------------------------------ sending
 
+    @property
+    def limits(self) -> Limits:
+        """What ``submit`` checks a job against: the last welcome's limits, the defaults before one arrived."""
+        return Limits.from_wire(self.welcome.limits) if self.welcome is not None else Limits()
+
     def _send(self, msg_type: str, fields: dict[str, Any] | None = None, parts: Any = None) -> None:
+        self._send_frames(encode(msg_type, fields, parts))
+
+    def _send_frames(self, frames: list[Any]) -> None:
         if self._socket is None:
             raise ConnectionClosed("the connection is closed")
-        frames = encode(msg_type, fields, parts)
         try:
             self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -120,7 +128,12 @@ class ServerConnection:
         mesh: dict[str, Any] | None = None,
         want_glb: bool = False,
     ) -> None:
-        """Send a job. The id is yours to choose; sending the same job again is harmless."""
+        """Send a job. The id is yours to choose; sending the same job again is harmless.
+
+        Checked first against :attr:`limits` (the server's, once its welcome arrived): a job the
+        server would refuse for its size raises :class:`SubmitRefused` (code ``too_large``, one
+        sentence naming the image or mesh array) and nothing is sent.
+        """
         if not m.valid_job_id(job_id):
             raise ValueError(f"job id {job_id!r}: {m.ERROR_CODES['bad_job_id']}")
         wire_settings = settings.to_wire() if isinstance(settings, JobSettings) else dict(settings)
@@ -128,11 +141,19 @@ class ServerConnection:
         if image_names is not None:
             fields["image_names"] = list(image_names)
         parts: list[tuple[str, PartValue]] = [(f"image{i}", data) for i, data in enumerate(images)]
+        wire_mesh: dict[str, np.ndarray] = {}
         if mesh is not None:
             for key, dtype in MESH_ARRAY_DTYPES.items():
                 if mesh.get(key) is not None:
-                    parts.append((f"mesh.{key}", np.ascontiguousarray(mesh[key], dtype=dtype)))
-        self._send(m.SUBMIT, fields, parts)
+                    wire_mesh[key] = np.ascontiguousarray(mesh[key], dtype=dtype)
+                    parts.append((f"mesh.{key}", wire_mesh[key]))
+        frames = encode(m.SUBMIT, fields, parts)  # zero-copy views: cheap even when refused below
+        try:
+            check_submit(self.limits, images, image_names=image_names, mesh=wire_mesh, header_bytes=len(frames[0]))
+        except SubmitRefused as exc:
+            exc.job_id = job_id
+            raise
+        self._send_frames(frames)
 
     def cancel(self, job_id: str) -> None:
         self._send(m.CANCEL, {"job_id": job_id})
@@ -263,4 +284,6 @@ class ServerConnection:
             pass
 
 
-__all__ = ["ServerConnection", "ConnectionClosed", "DEFAULT_ADDRESS", "RESULT_LIMITS", "normalize_address"]
+__all__ = [
+    "ServerConnection", "ConnectionClosed", "DEFAULT_ADDRESS", "RESULT_LIMITS", "SubmitRefused", "normalize_address",
+]

@@ -5,6 +5,11 @@ that ``run_job`` calls in a loop (``step(100)``): same code, same behaviour.
 It fetches the result when it is ready, waits out "busy" and resubmits,
 re-attaches after the server was unreachable, and resubmits (same id, so at
 most once) when a restarted server no longer knows the job.
+
+The submit waits for the server's ``welcome`` (one round trip), so the job is
+checked against the limits of the server it goes to (see
+``ServerConnection.submit``); a job over them fails at once with the server's
+``too_large`` code and one sentence, and nothing is sent.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import time
 import uuid
 from typing import Any, Callable, Sequence
 
+from ..protocol.preflight import SubmitRefused
 from ..protocol.settings import JobSettings
 from .connection import DEFAULT_ADDRESS, ServerConnection
 from .curve import CurveKeys
-from .events import ErrorEvent, Event, Offline, Rejected, Result, ResultReady, StateChanged
+from .events import ErrorEvent, Event, Offline, Rejected, Result, ResultReady, StateChanged, Welcome
 from .tracker import DONE, OFFLINE, JobTracker
 
 MAX_RESUBMITS = 3
@@ -67,21 +73,35 @@ class JobSession:
         self._resubmit_at: float | None = None
         self._resubmits = 0
         self._was_offline = False
+        self._awaiting_welcome = False  # the submit waits for the limits of the server it goes to
         self.offline_since: float | None = None
         self.heard_from_server = False
 
     def start(self) -> None:
+        """Say hello; the job is submitted when the welcome (with the server's limits) arrives."""
         self.connection.hello()
-        self._submit()
+        if getattr(self.connection, "welcome", None) is not None:
+            self._submit()  # this connection already knows the server's limits
+        else:
+            self._awaiting_welcome = True
 
     def _submit(self) -> None:
-        self.connection.submit(
-            self.job_id, self._images, self._settings,
-            image_names=self._image_names, mesh=self._mesh, want_glb=self._want_glb,
-        )
+        try:
+            self.connection.submit(
+                self.job_id, self._images, self._settings,
+                image_names=self._image_names, mesh=self._mesh, want_glb=self._want_glb,
+            )
+        except SubmitRefused as exc:
+            # Refused here, for the limits the server advertised: nothing was sent. The job ends as
+            # if the server had rejected it (same code, one sentence), so every caller shows it alike.
+            self.tracker.handle(Rejected(self.job_id, exc.code, exc.message))
+            self._resubmit_at = None
 
     def cancel(self) -> None:
-        if not self.tracker.finished:
+        if self._awaiting_welcome:  # never sent: nothing to cancel on the server, and never send it now
+            self._awaiting_welcome = False
+            self.tracker.mark_cancelled()
+        elif not self.tracker.finished:
             self.connection.cancel(self.job_id)
 
     def step(self, timeout_ms: int = 0) -> list[Event]:
@@ -100,7 +120,8 @@ class JobSession:
             self._was_offline = False
             self._fetch_sent = self.tracker.result is not None  # a fetch in flight may have been lost
             self.connection.hello()
-            self.connection.attach(self.job_id)
+            if not self._awaiting_welcome:  # else the job was never sent: the welcome submits it
+                self.connection.attach(self.job_id)
         if self._resubmit_at is not None and now >= self._resubmit_at:
             self._resubmit_at = None
             self._submit()
@@ -115,6 +136,12 @@ class JobSession:
         tracker = self.tracker
         if isinstance(event, Offline):
             self._was_offline = True
+        if isinstance(event, Welcome) and self._awaiting_welcome:
+            tracker.handle(event)
+            self._awaiting_welcome = False
+            if not tracker.finished:  # e.g. cancelled before the server answered
+                self._submit()
+            return
         if isinstance(event, Rejected) and event.job_id == self.job_id and event.code == "busy":
             if self.retry_busy_until is not None and now < self.retry_busy_until:
                 # The server's hint is an estimate; retrying a little early costs one more "busy".

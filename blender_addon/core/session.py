@@ -170,7 +170,7 @@ class JobSession:
             )
             self.tracker = self._inner.tracker
             self._inner.start()
-        except Exception as exc:  # a malformed address or key file, a client-side limit: nothing was sent
+        except Exception as exc:  # a malformed address or key file (over-limit jobs fail in the tracker)
             self._fail_now(wording.sentence(f"Cannot send the job to {self.address}: {exc}"))
 
     def step(self, timeout_ms: int = 0) -> SessionView:

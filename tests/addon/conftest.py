@@ -88,12 +88,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m inference_server.cli serve`` on an ephemeral loopback port."""
 
-    def __init__(self, backend: str, results_dir: Path) -> None:
+    def __init__(self, backend: str, results_dir: Path, *extra: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "inference_server.cli", "serve", "--host", "127.0.0.1", "--port", "0",
              "--backend", backend, "--results-dir", str(results_dir), "--shutdown-grace", "1",
-             "--log-level", "WARNING"],
+             "--log-level", "WARNING", *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.address = self._read_address(timeout_s=60.0)
@@ -128,14 +128,15 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A factory: ``start_server(backend) -> address`` (one server per backend, reused within the module);
-    every server is stopped when the module ends, whatever happened."""
-    servers: dict[str, ServerProcess] = {}
+    """A factory: ``start_server(backend, *extra_args) -> address`` (one server per backend and arguments,
+    reused within the module); every server is stopped when the module ends, whatever happened."""
+    servers: dict[tuple[str, ...], ServerProcess] = {}
 
-    def start(backend: str) -> str:
-        if backend not in servers or servers[backend].proc.poll() is not None:
-            servers[backend] = ServerProcess(backend, tmp_path_factory.mktemp("results"))
-        return servers[backend].address
+    def start(backend: str, *extra: str) -> str:
+        key = (backend, *extra)
+        if key not in servers or servers[key].proc.poll() is not None:
+            servers[key] = ServerProcess(backend, tmp_path_factory.mktemp("results"), *extra)
+        return servers[key].address
 
     try:
         yield start

@@ -293,3 +293,53 @@ def test_generate_in_texture_mode_retextures_the_active_object(bpy: Any, addon: 
     assert bpy.ops.step1x3d.generate(images=[{"name": ref_image}], texture_size=512) == {"FINISHED"}
     assert obj.active_material.name == f"{obj.name}_step1x3d"
     assert bpy.context.window_manager.step1x3d.last_message == f"Retextured '{obj.name}'."
+
+
+def test_a_job_over_the_servers_limits_is_one_sentence_and_no_stuck_job(bpy: Any, addon: Any, start_server: Any,
+                                                                        tmp_path: Path) -> None:
+    from blender_addon import api
+    from blender_addon.blender import jobs, runtime
+    from blender_addon.blender.preferences import get_prefs
+    from blender_addon.blender.references import gather
+    from blender_addon.core.png import encode_png
+
+    # A server that takes images up to 64 KB; this noise PNG is about 156 KB.
+    addon.server_address = start_server(CUBE, "--limit", "max_frame_bytes=65536", "--limit", "max_total_bytes=131072")
+    addon.connect_timeout_s = 2.0
+    addon.stall_timeout_s = 2.0  # before the client checked limits, the job hung until this gave up
+    big = tmp_path / "big.png"
+    big.write_bytes(encode_png(np.random.default_rng(1).integers(0, 256, (200, 200, 4), dtype=np.uint8), level=0))
+    expected = (f"big.png is {big.stat().st_size / 1024:.0f} KB; this server accepts images up to 64 KB per file: "
+                "save it as JPEG (or 8-bit PNG) or scale it down.")
+    st = bpy.context.window_manager.step1x3d
+    before = scene_snapshot(bpy)
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as info:  # the blocking operator: an ERROR report, no traceback
+        bpy.ops.step1x3d.generate(images=[{"name": str(big)}])
+    assert st.last_message == expected and st.last_failed
+    assert time.monotonic() - started < 2.0
+    assert expected in str(info.value) and "Traceback" not in str(info.value)
+    entry = runtime.history_entries()[0]
+    assert (entry.state, entry.message, entry.name) == ("failed", expected, "big")
+
+    # The panel's timer path: the job ends failed on the next poll, nothing stays pending.
+    job = jobs.start_generate(gather([str(big)]), {"mode": "full"}, get_prefs())
+    runtime.add_job(job)
+    deadline = time.monotonic() + 2.0
+    while runtime.active_job() is not None:
+        runtime.poll_step(bpy.context)
+        assert time.monotonic() < deadline, st.job_text
+        time.sleep(0.02)
+    assert st.last_message == expected and st.last_failed and st.job_id == ""
+    assert runtime.history_entries()[0].job_id == job.job_id and runtime.history_entries()[0].state == "failed"
+
+    with pytest.raises(api.Step1X3DError) as api_info:  # the headless API
+        api.generate([str(big)])
+    assert str(api_info.value) == expected
+    assert scene_snapshot(bpy) == before
+
+    # The same server still runs a job within its limits.
+    small = tmp_path / "small.png"
+    small.write_bytes(reference_png(32))
+    assert api.generate([str(small)], timeout=60).name == "small"
