@@ -22,7 +22,7 @@ import msgpack
 import numpy as np
 
 from .limits import Limits
-from .messages import PROTOCOL_VERSION, check_fields
+from .messages import PROTOCOL_VERSION, check_fields, valid_job_id
 
 # Wire dtype name -> numpy dtype (always little-endian on the wire).
 DTYPES: dict[str, np.dtype] = {
@@ -182,27 +182,38 @@ def _decode_part(desc: Any, frame: Buffer, index: int) -> tuple[str, PartValue]:
     return name, np.frombuffer(frame, dtype=dtype).reshape(shape)
 
 
+def _job_id_hint(header_frame: Buffer, limits: Limits) -> str | None:
+    """The job id in a refused message's header, if it has a valid one.
+
+    A size refusal names the job, so the client that sent it (even one that does not check
+    limits itself) sees its job fail instead of waiting for an answer that never comes. The
+    header is bounded by ``max_header_bytes``, so reading it costs nothing whatever the frames hold.
+    """
+    try:
+        job_id = unpack_header(header_frame, limits).get("job_id")
+    except ProtocolError:
+        return None
+    return job_id if valid_job_id(job_id) else None
+
+
 def decode(frames: Sequence[Buffer], limits: Limits | None = None, *, check_schema: bool = True) -> Message:
     """Decode and validate one message's frames (header first). Raises ProtocolError only."""
     limits = limits or Limits()
     if not frames:
         raise ProtocolError("empty message")
     if len(frames) > limits.max_frames:
-        raise ProtocolError(
-            f"the message has {len(frames)} frames; the limit is {limits.max_frames}", code="too_large"
-        )
+        raise ProtocolError(f"the message has {len(frames)} frames; the limit is {limits.max_frames}",
+                            code="too_large", job_id=_job_id_hint(frames[0], limits))
     total = 0
     for i, frame in enumerate(frames):
         size = len(frame)
         total += size
         if i and size > limits.max_frame_bytes:
-            raise ProtocolError(
-                f"frame {i} is {size} bytes; the limit is {limits.max_frame_bytes} per frame", code="too_large"
-            )
+            raise ProtocolError(f"frame {i} is {size} bytes; the limit is {limits.max_frame_bytes} per frame",
+                                code="too_large", job_id=_job_id_hint(frames[0], limits))
     if total > limits.max_total_bytes:
-        raise ProtocolError(
-            f"the message is {total} bytes; the limit is {limits.max_total_bytes}", code="too_large"
-        )
+        raise ProtocolError(f"the message is {total} bytes; the limit is {limits.max_total_bytes}",
+                            code="too_large", job_id=_job_id_hint(frames[0], limits))
     header = unpack_header(frames[0], limits)
     version = check_version(header)
     msg_type = header.pop("type", None)

@@ -151,3 +151,17 @@ def test_a_session_sends_nothing_before_the_welcome_and_a_cancel_then_ends_it() 
         assert session.tracker.state == "connecting"
         session.cancel()
         assert session.tracker.state == "cancelled" and session.tracker.error == "Cancelled."
+
+
+def test_a_client_without_preflight_still_sees_its_oversize_job_fail(server: ServerProcess) -> None:
+    # An older client sends what it is given; the server's size refusal names the job.
+    from blender_addon.protocol.codec import encode
+
+    with ServerConnection(server.address) as conn:
+        welcomed(conn)
+        frames = encode("submit", {"job_id": "old-client-1", "settings": JobSettings().to_wire(), "want_glb": False},
+                        [("image0", b"\x89PNG" + bytes(int(1.5 * MiB)))])  # over the 1 MiB frame limit
+        conn._send_frames(frames)
+        error = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]
+        assert (error.code, error.job_id) == ("too_large", "old-client-1")
+        assert "limit" in error.message

@@ -118,3 +118,20 @@ def test_decode_of_random_msgpack_only_raises_protocol_error(header: object, res
         decode([msgpack.packb(header, use_bin_type=True), *rest])
     except ProtocolError:
         pass
+
+
+def test_size_refusals_name_the_job_from_the_header() -> None:
+    # So a client that sent an oversize job (one without its own limit checks) sees that job fail.
+    limits = Limits(max_frames=3, max_frame_bytes=10, max_total_bytes=25, max_header_bytes=200)
+    head = msgpack.packb({"v": list(PROTOCOL_VERSION), "type": "submit", "job_id": "job-7"})
+    for frames in ([head, b"", b"", b""], [head, b"x" * 11], [head, b"x" * 10, b"x" * 10]):
+        with pytest.raises(ProtocolError) as info:
+            decode(frames, limits)
+        assert (info.value.code, info.value.job_id) == ("too_large", "job-7")
+    bad_id = msgpack.packb({"v": list(PROTOCOL_VERSION), "type": "submit", "job_id": "no spaces allowed\n"})
+    with pytest.raises(ProtocolError) as info:
+        decode([bad_id, b"x" * 11], limits)
+    assert info.value.job_id is None  # an invalid id is never echoed back
+    with pytest.raises(ProtocolError) as info:
+        decode([b"\xc1" * 5, b"x" * 11], limits)  # unreadable header: still the size refusal
+    assert info.value.code == "too_large" and info.value.job_id is None
