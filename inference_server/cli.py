@@ -270,12 +270,6 @@ def load_mesh(path: Path) -> dict[str, Any]:
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_asset(asset: Any, output: Path) -> list[Path]:
     try:
         from .export import save_asset
@@ -317,7 +311,9 @@ def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: Progr
     )
     bar.finish()
     if want_glb and result.glb is not None:
-        _write_atomic(args.output, result.glb)
+        from .export.files import write_atomic
+
+        write_atomic(args.output, result.glb)
         return [args.output]
     return _save_asset(result_to_asset(result), args.output)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .files import write_atomic
 
 HISTORY_FILE = "history.json"
 MAX_ENTRIES = 200  # oldest entries drop off; their result folders stay until the artist deletes them
@@ -76,14 +77,4 @@ class History:
 
     def _write(self, entries: list[HistoryEntry]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".history.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": 1, "jobs": [asdict(e) for e in entries]}, f, indent=1, default=str)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, json.dumps({"version": 1, "jobs": [asdict(e) for e in entries]}, indent=1, default=str))

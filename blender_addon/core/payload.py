@@ -8,13 +8,13 @@ and dicts only, so the Blender layer never sees wire objects.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from .files import write_atomic
 
 MeshDict = dict[str, Any]  # {"positions", "faces", "uvs"?, "normals"?, "smooth"?}, glTF frame
 TEXTURE_KINDS = ("base_color", "orm", "normal")
@@ -67,11 +67,11 @@ def save_payload(payload: ResultPayload, folder: Path) -> None:
         "smooth": [bool(payload.mesh.get("smooth", True))] + [bool(m.get("smooth", True)) for m in payload.lods],
         "textures": sorted(payload.textures),
     }
-    _atomic_write(folder / "mesh.npz", lambda f: np.savez(f, **arrays))
+    write_atomic(folder / "mesh.npz", lambda f: np.savez(f, **arrays))
     for kind, png in payload.textures.items():
-        _atomic_write(folder / f"{kind}.png", lambda f, data=png: f.write(data))
+        write_atomic(folder / f"{kind}.png", lambda f, data=png: f.write(data))
     # meta.json last: its presence marks a complete result.
-    _atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, default=str).encode("utf-8")))
+    write_atomic(folder / "meta.json", lambda f: f.write(json.dumps(meta, default=str).encode("utf-8")))
 
 
 def load_payload(folder: Path) -> ResultPayload:
@@ -96,20 +96,6 @@ def load_payload(folder: Path) -> ResultPayload:
         notes=list(meta.get("notes", [])),
         timings=dict(meta.get("timings", {})),
     )
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def texture_items(textures: Mapping[str, bytes]) -> list[tuple[str, bytes]]:

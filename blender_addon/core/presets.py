@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..protocol.settings import JobSettings, SettingsError
+from .files import write_atomic
 
 # The panel's settings that a preset covers (seed is deliberately not in presets).
 PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "inflate_depth", "lods")
@@ -78,6 +78,4 @@ class PresetStore:
 
     def _write(self, presets: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(presets, indent=1), "utf-8")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(presets, indent=1))

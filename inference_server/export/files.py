@@ -21,8 +21,9 @@ from .meshprep import prepare_mesh
 SUFFIXES = (".glb", ".obj", ".ply", ".stl")
 
 
-def _write(path: Path, data: bytes | str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through a temporary name and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # the pid: two writers never share a temp file
     with open(tmp, "wb") as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
@@ -43,11 +44,11 @@ def save_asset(asset: Asset, path: Path, *, lods_as_files: bool = False) -> list
     written: list[Path] = []
     if suffix == ".glb":
         if lods_as_files and asset.lods:
-            written.append(_write(path, asset_to_glb(_single(asset, asset.mesh))))
+            written.append(write_atomic(path, asset_to_glb(_single(asset, asset.mesh))))
             for level, lod in enumerate(asset.lods, start=1):
-                written.append(_write(_lod_path(path, level), asset_to_glb(_single(asset, lod))))
+                written.append(write_atomic(_lod_path(path, level), asset_to_glb(_single(asset, lod))))
         else:
-            written.append(_write(path, asset_to_glb(asset)))
+            written.append(write_atomic(path, asset_to_glb(asset)))
         return written
 
     meshes = [asset.mesh, *(asset.lods if lods_as_files else [])]
@@ -55,15 +56,15 @@ def save_asset(asset: Asset, path: Path, *, lods_as_files: bool = False) -> list
         mtl_name, _ = _write_obj_material(asset, path, written)
         for level, mesh in enumerate(meshes):
             target = path if level == 0 else _lod_path(path, level)
-            written.append(_write(target, obj_text(mesh, mtl_name, _header(asset))))
+            written.append(write_atomic(target, obj_text(mesh, mtl_name, _header(asset))))
     elif suffix == ".ply":
         for level, mesh in enumerate(meshes):
             target = path if level == 0 else _lod_path(path, level)
-            written.append(_write(target, ply_bytes(mesh, asset.material, _header(asset))))
+            written.append(write_atomic(target, ply_bytes(mesh, asset.material, _header(asset))))
     else:
         for level, mesh in enumerate(meshes):
             target = path if level == 0 else _lod_path(path, level)
-            written.append(_write(target, stl_bytes(mesh, _header(asset))))
+            written.append(write_atomic(target, stl_bytes(mesh, _header(asset))))
     return written
 
 
@@ -126,7 +127,7 @@ def _write_obj_material(asset: Asset, path: Path, written: list[Path]) -> tuple[
 
     def save(image: np.ndarray, suffix: str) -> str:
         target = path.with_name(f"{stem}_{suffix}.png")
-        written.append(_write(target, png_bytes(image)))
+        written.append(write_atomic(target, png_bytes(image)))
         textures.append(target)
         return target.name
 
@@ -141,7 +142,7 @@ def _write_obj_material(asset: Asset, path: Path, written: list[Path]) -> tuple[
     if material.normal is not None:
         lines.append(f"map_Bump -bm {material.normal_scale:.4f} {save(material.normal, 'normal')}")
     mtl = path.with_suffix(".mtl")
-    written.append(_write(mtl, "\n".join(lines) + "\n"))
+    written.append(write_atomic(mtl, "\n".join(lines) + "\n"))
     return mtl.name, textures
 
 
@@ -207,4 +208,4 @@ def stl_bytes(mesh: MeshData, header: str) -> bytes:
     return head + struct.pack("<I", len(tri)) + record.tobytes()
 
 
-__all__ = ["SUFFIXES", "obj_text", "ply_bytes", "save_asset", "stl_bytes"]
+__all__ = ["SUFFIXES", "obj_text", "ply_bytes", "save_asset", "stl_bytes", "write_atomic"]
