@@ -69,9 +69,9 @@ def save_payload(payload: ResultPayload, folder: Path) -> None:
     }
     write_atomic(folder / "mesh.npz", lambda f: np.savez(f, **arrays))
     for kind, png in payload.textures.items():
-        write_atomic(folder / f"{kind}.png", lambda f, data=png: f.write(data))
+        write_atomic(folder / f"{kind}.png", png)
     # meta.json last: its presence marks a complete result.
-    write_atomic(folder / "meta.json", lambda f: f.write(json.dumps(meta, default=str).encode("utf-8")))
+    write_atomic(folder / "meta.json", json.dumps(meta, default=str))
 
 
 def load_payload(folder: Path) -> ResultPayload:
