@@ -12,7 +12,7 @@ python -m pip install -q --upgrade pip
 # A CPU build of torch first: on these machines this pin resolves to a local CPU wheel, and an
 # unpinned torch would pull several GB of CUDA packages.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,neural]"
+python -m pip install -q -e ".[dev,neural,train,ray,export,assets]"
 # The Khronos glTF validator (npm) used by the export tests.
 npm install --silent --no-audit --no-fund --prefix .cache/node gltf-validator@2.0.0-dev.3.10 >/dev/null
 python -m pytest -q -p no:cacheprovider "$@"

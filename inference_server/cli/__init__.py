@@ -1,0 +1,52 @@
+"""``step1x3d``: the command line. One module per subcommand, each with ``register(subparsers)``.
+
+Failures end with a non-zero exit status and one line ``error: <reason>``,
+never a traceback (set ``STEP1X3D_DEBUG=1`` to get one).
+
+To add a subcommand: write ``cli/<name>.py`` with ``register(sub)`` that adds its parser and
+``set_defaults(handler=run)``, and list the module in ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from .. import __version__
+from .args import backend_options
+from .errors import CliError, one_line, print_error
+from .progress import ProgressBar
+
+# Module names under inference_server.cli, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[str, ...] = ("serve", "generate", "keys")
+
+__all__ = ["CliError", "ProgressBar", "backend_options", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="step1x3d", description="Step1X-3D for Blender: images to textured 3D assets.")
+    parser.add_argument("--version", action="version", version=f"step1x3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("\ncancelled", file=sys.stderr)
+        return 130
+    except CliError as exc:
+        print_error(str(exc))
+        return exc.code
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
+        if os.environ.get("STEP1X3D_DEBUG"):
+            raise
+        print_error(one_line(exc))
+        return 1

@@ -1,0 +1,61 @@
+"""Argument types and option groups shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def lods(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("LODs are comma-separated face fractions, e.g. 1,0.5,0.25") from None
+
+
+def limit(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise argparse.ArgumentTypeError("use NAME=NUMBER, e.g. max_queue=4")
+    return name.strip(), int(value)
+
+
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="auto",
+                        help="auto (step1x3d with --weights, else inflate), inflate, step1x3d, or module:Class")
+    parser.add_argument("--weights", type=Path, default=None, help="folder with the official Step1X-3D weights")
+    neural = parser.add_argument_group("step1x3d backend options")
+    neural.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    neural.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="geometry model precision")
+    neural.add_argument("--compile", action="store_true", help="torch.compile the flow transformer")
+    neural.add_argument("--offload", choices=("auto", "none", "stages"), default=None,
+                        help="move idle sub-models to the CPU (auto: on cards under 40 GB)")
+    neural.add_argument("--sdxl-dir", type=Path, default=None,
+                        help="texture stage: local SDXL base 1.0 folder (diffusers layout)")
+    neural.add_argument("--sdxl-vae-dir", type=Path, default=None, help="texture stage: local fp16-fix SDXL VAE folder")
+    neural.add_argument("--lora-dir", type=Path, default=None, help="texture stage: folder of style LoRA .safetensors")
+    neural.add_argument("--texture-sync", type=float, default=None, metavar="RATIO",
+                        help="texture stage: synchronise the first RATIO (0-1) of the denoising steps through a "
+                             "latent UV texture (upstream: 0.5; default 0, off)")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """The neural backend's options given on the command line (unset ones keep its defaults)."""
+    chosen = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile or None,
+        "offload": args.offload,
+        "sdxl_dir": args.sdxl_dir,
+        "sdxl_vae_dir": args.sdxl_vae_dir,
+        "lora_dir": args.lora_dir,
+        "texture_sync_ratio": args.texture_sync,
+    }
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in chosen.items() if v is not None}

@@ -1,0 +1,184 @@
+"""``step1x3d generate``: reference images in, a 3D asset file out (in-process or through a server)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from blender_addon.protocol.settings import TEXTURE_SIZES, JobSettings, SettingsError
+
+from .args import add_backend_args, backend_options, lods
+from .errors import CliError
+from .progress import ProgressBar
+
+MESH_SUFFIXES = (".glb", ".obj", ".ply", ".stl")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    gen = sub.add_parser("generate", help="turn reference images into a 3D asset file")
+    gen.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/WebP, front view first")
+    gen.add_argument("-o", "--output", type=Path, required=True, help=f"output file ({', '.join(MESH_SUFFIXES)})")
+    gen.add_argument("--server", default=None, help="tcp://HOST:PORT of a running server (default: run in-process)")
+    defaults = JobSettings()
+    gen.add_argument("--seed", type=int, default=defaults.seed)
+    gen.add_argument("--steps", type=int, default=defaults.steps, help="geometry sampling steps")
+    gen.add_argument("--guidance", type=float, default=defaults.guidance, help="geometry guidance scale")
+    gen.add_argument("--max-faces", type=int, default=defaults.max_faces)
+    gen.add_argument("--texture-size", type=int, default=defaults.texture_size, choices=TEXTURE_SIZES)
+    gen.add_argument("--geometry-only", action="store_true", help="mesh only, no texture")
+    gen.add_argument("--mesh", type=Path, default=None, help="texture this existing mesh (glTF frame) instead")
+    gen.add_argument("--inflate-depth", type=float, default=defaults.inflate_depth,
+                     help="weight-free backend: thickness relative to the silhouette")
+    gen.add_argument("--lods", type=lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25")
+    gen.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    gen.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a silent server")
+    gen.add_argument("--client-key", type=Path, default=None, help="CURVE: this machine's .key_secret file")
+    gen.add_argument("--server-public-key", type=Path, default=None, help="CURVE: the server's public .key file")
+    add_backend_args(gen)
+    gen.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> JobSettings:
+    mode = "texture" if args.mesh is not None else "geometry" if args.geometry_only else "full"
+    if args.mesh is not None and args.geometry_only:
+        raise CliError("--mesh (texture an existing mesh) and --geometry-only exclude each other", 2)
+    try:
+        return JobSettings().replace(
+            mode=mode,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            max_faces=args.max_faces,
+            texture_size=args.texture_size,
+            inflate_depth=args.inflate_depth,
+            lods=list(args.lods),
+        )
+    except SettingsError as exc:
+        raise CliError(f"{exc}", 2) from None
+
+
+def _read_images(paths: Sequence[Path]) -> list[bytes]:
+    out = []
+    for path in paths:
+        try:
+            out.append(path.read_bytes())
+        except OSError as exc:
+            raise CliError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return out
+
+
+def load_mesh(path: Path) -> dict[str, Any]:
+    """A mesh file as protocol arrays (glTF frame and UV convention: v grows downwards)."""
+    import numpy as np
+    import trimesh
+
+    try:
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - trimesh raises many types for bad files
+        raise CliError(f"cannot read mesh {path}: {exc}") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise CliError(f"{path} holds no triangle mesh")
+    out: dict[str, Any] = {
+        "positions": np.asarray(mesh.vertices, dtype=np.float32),
+        "faces": np.asarray(mesh.faces, dtype=np.uint32),
+    }
+    uv = getattr(mesh.visual, "uv", None)
+    if uv is not None and len(uv) == len(mesh.vertices):
+        uvs = np.asarray(uv, dtype=np.float32).copy()
+        uvs[:, 1] = 1.0 - uvs[:, 1]  # trimesh uses OpenGL's v-up; the protocol uses glTF's v-down
+        out["uvs"] = uvs
+    return out
+
+
+def _save_asset(asset: Any, output: Path) -> list[Path]:
+    try:
+        from ..export import save_asset
+    except ImportError:
+        raise CliError("this installation cannot write mesh files yet (inference_server.export is missing)") from None
+    return list(save_asset(asset, output))
+
+
+def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: ProgressBar) -> list[Path]:
+    from blender_addon.client import CurveKeys, JobTracker, run_job
+
+    from ..server.result_codec import result_to_asset
+
+    curve = None
+    if (args.client_key is None) != (args.server_public_key is None):
+        raise CliError("CURVE needs both --client-key FILE.key_secret and --server-public-key FILE.key", 2)
+    if args.client_key is not None:
+        curve = CurveKeys.load(args.client_key, args.server_public_key)
+
+    def on_progress(tracker: JobTracker) -> None:
+        if tracker.state == "running":
+            bar.update(tracker.stage, tracker.step, tracker.total, tracker.fraction, tracker.eta_s)
+        elif tracker.state == "queued":
+            bar.update(tracker.status_line, 0, 0, 0.0, None)
+
+    mesh = load_mesh(args.mesh) if args.mesh is not None else None
+    want_glb = args.output.suffix.lower() == ".glb"
+    result = run_job(
+        args.server,
+        _read_images(args.images),
+        settings,
+        on_progress=on_progress,
+        timeout_s=args.timeout,
+        mesh=mesh,
+        want_glb=want_glb,
+        image_names=[p.name for p in args.images],
+        curve=curve,
+        connect_timeout_s=args.connect_timeout,
+    )
+    bar.finish()
+    if want_glb and result.glb is not None:
+        from ..export.files import write_atomic
+
+        write_atomic(args.output, result.glb)
+        return [args.output]
+    return _save_asset(result_to_asset(result), args.output)
+
+
+def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: ProgressBar) -> list[Path]:
+    from ..assets import MeshData
+    from ..imaging.decode import decode_image
+    from ..pipeline.base import JobContext, JobRequest
+    from ..pipeline.registry import create_pipeline, resolve_backend
+    from ..server.progress import ProgressModel, stage_weights
+
+    images = [decode_image(data, name=path.name) for data, path in zip(_read_images(args.images), args.images)]
+    mesh = None
+    if args.mesh is not None:
+        arrays = load_mesh(args.mesh)
+        mesh = MeshData(positions=arrays["positions"], faces=arrays["faces"], uvs=arrays.get("uvs"))
+    options = backend_options(args) if resolve_backend(args.backend, args.weights) == "step1x3d" else {}
+    pipeline = create_pipeline(args.backend, args.weights, **options)
+    model = ProgressModel(stage_weights(dict(pipeline.capabilities())), time.monotonic())
+
+    def report(stage: str, step: int, total: int, _message: str) -> None:
+        fraction, eta = model.update(stage, step, total, time.monotonic())
+        bar.update(stage, step, total, fraction, eta)
+
+    request = JobRequest(images=images, settings=settings, mesh=mesh, image_names=[p.name for p in args.images])
+    asset = pipeline.run(request, JobContext(callback=report))
+    bar.finish()
+    return _save_asset(asset, args.output)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    suffix = args.output.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise CliError(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}", 2)
+    if not args.output.parent.exists():
+        raise CliError(f"the output folder {args.output.parent} does not exist", 2)
+    if args.server and (args.backend != "auto" or args.weights is not None):
+        print("note: --backend/--weights are ignored with --server; the server's backend runs the job", file=sys.stderr)
+    bar = ProgressBar()
+    started = time.monotonic()
+    written = _generate_remote(args, settings, bar) if args.server else _generate_local(args, settings, bar)
+    names = ", ".join(str(p) for p in written)
+    print(f"wrote {names} in {time.monotonic() - started:.1f} s")
+    return 0

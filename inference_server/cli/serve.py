@@ -1,0 +1,70 @@
+"""``step1x3d serve``: run the job server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from blender_addon.protocol.limits import Limits
+
+from .. import __version__
+from .args import add_backend_args, backend_options, limit, positive_int
+from .errors import CliError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the job server (clients: the Blender add-on, `generate --server`)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs CURVE keys")
+    serve.add_argument("--port", type=int, default=5555, help="TCP port (0: pick a free one and print it)")
+    add_backend_args(serve)
+    serve.add_argument("--results-dir", type=Path, default=None, help="where finished results are kept")
+    serve.add_argument("--server-key", type=Path, default=None, help="CURVE: this server's .key_secret file")
+    serve.add_argument("--allow-keys", type=Path, default=None, help="CURVE: folder of allowed client .key files")
+    serve.add_argument("--queue-size", type=positive_int, default=None, help="jobs allowed to wait (default 8)")
+    serve.add_argument("--result-ttl-hours", type=float, default=24.0, help="delete unfetched results after this")
+    serve.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds a running job gets on SIGTERM")
+    serve.add_argument("--limit", type=limit, action="append", default=[], metavar="NAME=N",
+                       help=f"override a protocol limit ({', '.join(Limits().to_wire())})")
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..server.config import ServerConfig, default_results_dir
+    from ..server.server import JobServer, StartupError
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    overrides = dict(args.limit)
+    if args.queue_size is not None:
+        overrides["max_queue"] = args.queue_size
+    try:
+        limits = Limits().with_overrides(overrides)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        weights=args.weights,
+        results_dir=args.results_dir or default_results_dir(),
+        limits=limits,
+        server_key=args.server_key,
+        allow_keys=args.allow_keys,
+        result_ttl_s=args.result_ttl_hours * 3600.0,
+        shutdown_grace_s=args.shutdown_grace,
+        backend_options=backend_options(args),
+    )
+    try:
+        server = JobServer(config)
+        server.start()
+    except (ValueError, StartupError) as exc:
+        raise CliError(str(exc), 2) from None
+    # One machine-readable line on stdout (tests and scripts read the port from it).
+    print(f"step1x3d server {__version__} listening on {server.endpoint}", flush=True)
+    server.install_signal_handlers()
+    status = server.serve_forever()
+    if status != 0 and server.backend_error is not None:
+        raise CliError(f"the backend could not start: {server.backend_error.message}", status)
+    return status
