@@ -34,7 +34,10 @@ NUMERIC_RANGES: dict[str, tuple[type, float, float]] = {
     "inflate_depth": (float, 0.05, 2.0),
     "octree_resolution": (int, 64, 512),
     "lora_scale": (float, 0.0, 2.0),
+    "size": (float, 0.001, 1000.0),
 }
+# Settings whose default is None ("not set"); when set they are checked like the numbers above.
+OPTIONAL_SETTINGS = ("size",)
 CHOICES: dict[str, tuple[Any, ...]] = {
     "mode": MODES,
     "texture_size": TEXTURE_SIZES,
@@ -66,6 +69,7 @@ class JobSettings:
     pose: str = "auto"  # Label model only
     lora: str = ""  # texture stage: name of a style LoRA known to the server ("" = none)
     lora_scale: float = 1.0
+    size: float | None = None  # largest dimension of the result in metres (glTF units); None: backend's own scale
 
     @classmethod
     def from_wire(cls, data: Any) -> "JobSettings":
@@ -95,6 +99,8 @@ class JobSettings:
 
 
 def _check(name: str, raw: Any) -> Any:
+    if raw is None and name in OPTIONAL_SETTINGS:
+        return None
     if name in NUMERIC_RANGES:
         kind, lo, hi = NUMERIC_RANGES[name]
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):

@@ -36,6 +36,7 @@ from ..pipeline.base import JobContext, JobRequest, PipelineError
 from ..pipeline.stages import (
     PREPARED_SIZE,
     StageTimer,
+    apply_size,
     lod_chain,
     projected_material,
     provenance,
@@ -207,6 +208,7 @@ class Step1X3DBackend:
             mesh, material = self._texture_stage(mesh, detail, request, ctx, timer, notes)
 
         lods = lod_chain(mesh, settings, timer)
+        apply_size([mesh, *lods], settings.size)
 
         prov = provenance(self.name, settings, request.image_names)
         prov.update(provenance_extra)

@@ -12,7 +12,7 @@ from typing import Any
 from ..assets import Asset, MeshData, PBRMaterial
 from .base import JobContext, JobRequest, PipelineError
 from .mesh_input import validate_client_mesh
-from .stages import PREPARED_SIZE, StageTimer, lod_chain, projected_material, provenance
+from .stages import PREPARED_SIZE, StageTimer, apply_size, lod_chain, projected_material, provenance
 
 __all__ = ["InflatePipeline", "provenance"]
 
@@ -62,10 +62,12 @@ class InflatePipeline:
         if settings.mode != "geometry":
             mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail)
 
+        lods = lod_chain(mesh, settings, timer)
+        apply_size([mesh, *lods], settings.size)
         return Asset(
             mesh=mesh,
             material=material,
-            lods=lod_chain(mesh, settings, timer),
+            lods=lods,
             provenance=provenance(self.name, settings, request.image_names),
             timings=timer.timings,
             notes=notes,

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from blender_addon.protocol.settings import JobSettings
 
 from .. import __version__
@@ -79,6 +81,24 @@ def lod_chain(mesh: MeshData, settings: JobSettings, timer: StageTimer) -> list[
     from ..export.lod import build_lods
 
     return timer("lods", lambda: build_lods(mesh, fractions))
+
+
+def apply_size(meshes: Sequence[MeshData], size: float | None) -> float:
+    """Scale every mesh about the origin so the first one's largest dimension is ``size`` metres.
+
+    glTF is metres, so this is what an exporter writes. All meshes (the result and its LODs)
+    get the same factor, which is returned; ``size=None`` leaves them as they are (factor 1).
+    """
+    if size is None or not meshes:
+        return 1.0
+    positions = np.asarray(meshes[0].positions, np.float64)
+    extent = float((positions.max(axis=0) - positions.min(axis=0)).max()) if len(positions) else 0.0
+    if extent <= 0.0:
+        return 1.0
+    factor = float(size) / extent
+    for mesh in meshes:
+        mesh.positions = (np.asarray(mesh.positions, np.float64) * factor).astype(np.float32)
+    return factor
 
 
 def provenance(backend: str, settings: JobSettings, image_names: list[str]) -> dict[str, Any]:

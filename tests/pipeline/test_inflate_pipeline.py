@@ -14,7 +14,7 @@ from inference_server.assets import Asset, MeshData
 from inference_server.imaging.prepare import prepare_reference
 from inference_server.pipeline.base import JobCancelled, JobContext, JobRequest, PipelineError
 from inference_server.pipeline.inflate import InflatePipeline
-from inference_server.pipeline.stages import PREPARED_SIZE
+from inference_server.pipeline.stages import PREPARED_SIZE, apply_size
 from inference_server.texturing.project import fit_view_camera
 from kernels.bake.reference import bilinear
 
@@ -105,6 +105,22 @@ def test_geometry_only_has_no_material() -> None:
     asset = run(JobSettings(mode="geometry", max_faces=5_000))
     assert asset.material is None and asset.mesh.uvs is None
     assert asset.mesh.face_count <= 5_000 and welded_edges_are_closed(asset.mesh)
+
+
+def test_size_sets_the_largest_dimension_in_metres() -> None:
+    plain = run(JobSettings(mode="geometry", max_faces=5_000))
+    sized = run(JobSettings(mode="geometry", max_faces=5_000, size=0.1))
+    assert np.ptp(sized.mesh.positions, axis=0).max() == pytest.approx(0.1, rel=1e-5)
+    factor = 0.1 / np.ptp(plain.mesh.positions, axis=0).max()
+    assert np.allclose(sized.mesh.positions, plain.mesh.positions * factor, atol=1e-6)  # a pure scale
+
+
+def test_apply_size_scales_the_lods_by_the_same_factor() -> None:
+    big = MeshData(np.array([[0, 0, 0], [2, 0, 0], [0, 1, 0]], np.float32), np.array([[0, 1, 2]], np.uint32))
+    lod = MeshData(big.positions * 0.5, big.faces.copy())
+    assert apply_size([big, lod], 0.5) == pytest.approx(0.25)
+    assert np.allclose(big.positions[1], [0.5, 0, 0]) and np.allclose(lod.positions[1], [0.25, 0, 0])
+    assert apply_size([big], None) == 1.0 and np.allclose(big.positions[1], [0.5, 0, 0])
 
 
 def test_texture_only_keeps_a_client_mesh_with_uvs(ball: Asset) -> None:

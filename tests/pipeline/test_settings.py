@@ -61,3 +61,13 @@ def test_replace_validates() -> None:
     assert s.seed == 3
     with pytest.raises(SettingsError):
         JobSettings().replace(seed=-1)
+
+
+def test_size_is_unset_by_default_and_checked_when_set() -> None:
+    assert JobSettings().size is None and JobSettings.from_wire({"size": None}).size is None
+    assert JobSettings.from_wire({"size": 0.1}).size == pytest.approx(0.1)
+    assert JobSettings.from_wire(JobSettings(size=2.5).to_wire()).size == 2.5
+    for bad, fragment in ((0.0, "size must be between"), ("big", "size must be a number")):
+        with pytest.raises(SettingsError) as err:
+            JobSettings.from_wire({"size": bad})
+        assert fragment in str(err.value)
