@@ -7,8 +7,9 @@ What goes in:
 - one material: base colour (sRGB PNG), the ORM map used twice (occlusionTexture
   reads R, metallicRoughnessTexture reads G and B, as glTF defines), normal map;
 - labelling: ``asset.generator`` names the project, version and backend; the
-  provenance dict goes into ``asset.extras`` and the root node's ``extras`` (Blender
-  imports node extras as custom properties); ``KHR_xmp_json_ld`` carries the IPTC
+  provenance dict, with the seconds each stage took (``stage_seconds``), goes into
+  ``asset.extras`` and the root node's ``extras`` (Blender imports node extras as
+  custom properties); ``KHR_xmp_json_ld`` carries the IPTC
   digital source type ``trainedAlgorithmicMedia`` (listed in extensionsUsed only);
 - LODs: ``MSFT_lod`` on the root node, coarser levels as nodes outside the scene
   (engines that know MSFT_lod switch by ``MSFT_screencoverage``; the others show
@@ -39,6 +40,9 @@ _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
 # zlib level for embedded PNGs: 6 is ~3x slower than 3 at 2048^2 for ~5 % smaller files.
 PNG_COMPRESS_LEVEL = 3
+# Provenance key under which a GLB records the seconds each stage took (``Asset.timings``):
+# a file says how long its making took, and benchmarks/pipeline.py reads the stage split back.
+STAGE_SECONDS_KEY = "stage_seconds"
 
 
 def generator_string(provenance: dict[str, Any]) -> str:
@@ -190,7 +194,8 @@ def _xmp_packet(provenance: dict[str, Any], generator: str) -> dict[str, Any]:
 
 def asset_to_glb(asset: Asset, *, xmp: bool = True) -> bytes:
     """Serialise an asset (with its LOD chain, if any) to GLB bytes."""
-    provenance = json_safe({**asset.provenance, "AI-generated": True})
+    timings = {STAGE_SECONDS_KEY: {k: round(float(v), 3) for k, v in asset.timings.items()}} if asset.timings else {}
+    provenance = json_safe({**asset.provenance, **timings, "AI-generated": True})
     generator = generator_string(provenance)
     has_normal_map = asset.material is not None and asset.material.normal is not None
     levels = [prepare_mesh(m, need_tangents=has_normal_map) for m in [asset.mesh, *asset.lods]]
