@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from .args import backend_options
+from .args import DefaultsFormatter, backend_options
 from .errors import CliError, one_line, print_error
 from .progress import ProgressBar
 
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = DefaultsFormatter  # every option's help states its default
     return parser
 
 

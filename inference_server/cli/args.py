@@ -6,6 +6,17 @@ import argparse
 from pathlib import Path
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help unless its text already states the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        empty = action.default is None or action.default is False or action.default in ((), [], argparse.SUPPRESS)
+        if "default" in text or empty or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -30,13 +41,13 @@ def limit(text: str) -> tuple[str, int]:
 def add_backend_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto",
                         help="auto (step1x3d with --weights, else inflate), inflate, step1x3d, or module:Class")
-    parser.add_argument("--weights", type=Path, default=None, help="folder with the official Step1X-3D weights")
+    parser.add_argument("--weights", type=Path, default=None, help="folder with the official Step1X-3D weights (default: none, the weight-free backend)")
     neural = parser.add_argument_group("step1x3d backend options")
     neural.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    neural.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="geometry model precision")
+    neural.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="geometry model precision (default: bf16 on GPUs that have it, fp16 on others, fp32 on the CPU)")
     neural.add_argument("--compile", action="store_true", help="torch.compile the flow transformer")
     neural.add_argument("--offload", choices=("auto", "none", "stages"), default=None,
-                        help="move idle sub-models to the CPU (auto: on cards under 40 GB)")
+                        help="move idle sub-models to the CPU (default: auto, which offloads on cards under 40 GB)")
     neural.add_argument("--sdxl-dir", type=Path, default=None,
                         help="texture stage: local SDXL base 1.0 folder (diffusers layout)")
     neural.add_argument("--sdxl-vae-dir", type=Path, default=None, help="texture stage: local fp16-fix SDXL VAE folder")

@@ -15,32 +15,78 @@ from .errors import CliError
 from .progress import ProgressBar
 
 MESH_SUFFIXES = (".glb", ".obj", ".ply", ".stl")
+VIEW_ORDER = ("front", "right", "back", "left")
+# Measured by benchmarks/quickstart.py (cold minus warm run of the quick start, 2-core CPU).
+COMPILE_ESTIMATE = "about 20-40 s on a 2-core CPU"
+
+
+VIEW_HELP = (
+    "Views (glTF frame, Y up, metres): the FRONT camera sits on +Z looking at the object's front; "
+    "RIGHT sits on +X (to your right as you face the front: a character facing you shows its left side), "
+    "BACK on -Z, LEFT on -X. Give the front and optionally the right, back and left views, in that order "
+    "(see docs/views.md for a picture)."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    gen = sub.add_parser("generate", help="turn reference images into a 3D asset file")
-    gen.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/WebP, front view first")
-    gen.add_argument("-o", "--output", type=Path, required=True, help=f"output file ({', '.join(MESH_SUFFIXES)})")
+    gen = sub.add_parser(
+        "generate",
+        help="turn reference images into a 3D asset file",
+        description="Turn reference images into a textured 3D asset. " + VIEW_HELP,
+    )
+    gen.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
+                     help="PNG/JPEG/WebP in the order front, right, back, left (or use --front/--right/--back/--left)")
+    views = gen.add_argument_group("named views (instead of, not as well as, positional images)")
+    for name in VIEW_ORDER:
+        views.add_argument(f"--{name}", type=Path, default=None, metavar="IMG", help=f"the {name} view")
+    gen.add_argument("-o", "--output", type=Path, required=True,
+                     help=f"output file; its suffix picks the format ({', '.join(MESH_SUFFIXES)}); "
+                          "missing folders are created")
     gen.add_argument("--server", default=None, help="tcp://HOST:PORT of a running server (default: run in-process)")
     defaults = JobSettings()
-    gen.add_argument("--seed", type=int, default=defaults.seed)
-    gen.add_argument("--steps", type=int, default=defaults.steps, help="geometry sampling steps")
-    gen.add_argument("--guidance", type=float, default=defaults.guidance, help="geometry guidance scale")
-    gen.add_argument("--max-faces", type=int, default=defaults.max_faces)
-    gen.add_argument("--texture-size", type=int, default=defaults.texture_size, choices=TEXTURE_SIZES)
+    gen.add_argument("--seed", type=int, default=defaults.seed, help="random seed (same seed, same result)")
+    gen.add_argument("--steps", type=int, default=defaults.steps, help="geometry sampling steps (step1x3d backend)")
+    gen.add_argument("--guidance", type=float, default=defaults.guidance,
+                     help="geometry guidance scale (step1x3d backend)")
+    gen.add_argument("--max-faces", type=int, default=defaults.max_faces, help="face budget of the result")
+    gen.add_argument("--texture-size", type=int, default=defaults.texture_size, choices=TEXTURE_SIZES,
+                     help="edge of the square texture maps in pixels")
     gen.add_argument("--geometry-only", action="store_true", help="mesh only, no texture")
     gen.add_argument("--mesh", type=Path, default=None, help="texture this existing mesh (glTF frame) instead")
     gen.add_argument("--inflate-depth", type=float, default=defaults.inflate_depth,
                      help="weight-free backend: thickness relative to the silhouette")
     gen.add_argument("--size", type=float, default=None, metavar="METRES",
                      help="largest dimension of the result in metres (e.g. 0.1 for a mug); default: about 1.9")
-    gen.add_argument("--lods", type=lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25")
+    gen.add_argument("--lods", type=lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25 (default: none)")
     gen.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     gen.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a silent server")
     gen.add_argument("--client-key", type=Path, default=None, help="CURVE: this machine's .key_secret file")
     gen.add_argument("--server-public-key", type=Path, default=None, help="CURVE: the server's public .key file")
     add_backend_args(gen)
     gen.set_defaults(handler=run)
+
+
+def image_paths(args: argparse.Namespace) -> list[Path]:
+    """The reference images in view order (front, right, back, left), from either form."""
+    named = {name: getattr(args, name) for name in VIEW_ORDER if getattr(args, name) is not None}
+    if named and args.images:
+        raise CliError("give the images either positionally or with --front/--right/--back/--left, not both", 2)
+    if not named:
+        if not args.images:
+            raise CliError("give at least the front view: step1x3d generate FRONT.png -o OUT.glb", 2)
+        if len(args.images) > len(VIEW_ORDER):
+            raise CliError(f"at most {len(VIEW_ORDER)} images (front, right, back, left), got {len(args.images)}", 2)
+        return list(args.images)
+    if "front" not in named:
+        raise CliError("--front is required when views are named (the other views are optional)", 2)
+    missing = [name for name in VIEW_ORDER if name not in named]
+    if missing and max(VIEW_ORDER.index(n) for n in named) > min(VIEW_ORDER.index(n) for n in missing):
+        # The protocol carries views by position; a gap (front + back, no right) is filled by
+        # repeating nothing: say so rather than silently shifting the back into the right slot.
+        raise CliError(
+            f"views are sent in the order front, right, back, left; missing {', '.join(missing)} before a later one "
+            "is not supported yet: give the earlier views too", 2)
+    return [named[name] for name in VIEW_ORDER if name in named]
 
 
 def settings_from_args(args: argparse.Namespace) -> JobSettings:
@@ -122,16 +168,17 @@ def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: Progr
             bar.update(tracker.status_line, 0, 0, 0.0, None)
 
     mesh = load_mesh(args.mesh) if args.mesh is not None else None
+    paths = image_paths(args)
     want_glb = args.output.suffix.lower() == ".glb"
     result = run_job(
         args.server,
-        _read_images(args.images),
+        _read_images(paths),
         settings,
         on_progress=on_progress,
         timeout_s=args.timeout,
         mesh=mesh,
         want_glb=want_glb,
-        image_names=[p.name for p in args.images],
+        image_names=[p.name for p in paths],
         curve=curve,
         connect_timeout_s=args.connect_timeout,
     )
@@ -151,32 +198,47 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
     from ..pipeline.registry import create_pipeline, resolve_backend
     from ..server.progress import ProgressModel, stage_weights
 
-    images = [decode_image(data, name=path.name) for data, path in zip(_read_images(args.images), args.images)]
+    from kernels.jit import NUMBA_CACHE_DIR, on_compile
+
+    paths = image_paths(args)
+    images = [decode_image(data, name=path.name) for data, path in zip(_read_images(paths), paths)]
     mesh = None
     if args.mesh is not None:
         arrays = load_mesh(args.mesh)
         mesh = MeshData(positions=arrays["positions"], faces=arrays["faces"], uvs=arrays.get("uvs"))
     options = backend_options(args) if resolve_backend(args.backend, args.weights) == "step1x3d" else {}
     pipeline = create_pipeline(args.backend, args.weights, **options)
-    model = ProgressModel(stage_weights(dict(pipeline.capabilities())), time.monotonic())
+    model = ProgressModel(stage_weights(dict(pipeline.capabilities()), settings.mode), time.monotonic())
 
     def report(stage: str, step: int, total: int, _message: str) -> None:
         fraction, eta = model.update(stage, step, total, time.monotonic())
         bar.update(stage, step, total, fraction, eta)
 
-    request = JobRequest(images=images, settings=settings, mesh=mesh, image_names=[p.name for p in args.images])
-    asset = pipeline.run(request, JobContext(callback=report))
+    compiled: list[str] = []
+
+    def compiling(name: str) -> None:
+        if not compiled:
+            bar.note(f"note: compiling the CPU kernels once (first run only, {COMPILE_ESTIMATE}); "
+                     f"later runs load them from {NUMBA_CACHE_DIR}")
+        compiled.append(name)
+
+    request = JobRequest(images=images, settings=settings, mesh=mesh, image_names=[p.name for p in paths])
+    with on_compile(compiling):
+        asset = pipeline.run(request, JobContext(callback=report))
     bar.finish()
     return _save_asset(asset, args.output)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    image_paths(args)  # a usage error is reported before anything runs
     suffix = args.output.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise CliError(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}", 2)
-    if not args.output.parent.exists():
-        raise CliError(f"the output folder {args.output.parent} does not exist", 2)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the output folder {args.output.parent}: {exc.strerror or exc}", 2) from None
     if args.server and (args.backend != "auto" or args.weights is not None):
         print("note: --backend/--weights are ignored with --server; the server's backend runs the job", file=sys.stderr)
     bar = ProgressBar()

@@ -19,15 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs CURVE keys")
     serve.add_argument("--port", type=int, default=5555, help="TCP port (0: pick a free one and print it)")
     add_backend_args(serve)
-    serve.add_argument("--results-dir", type=Path, default=None, help="where finished results are kept")
+    serve.add_argument("--results-dir", type=Path, default=None, help="where finished results are kept (default: ~/.cache/step1x3d/results)")
     serve.add_argument("--server-key", type=Path, default=None, help="CURVE: this server's .key_secret file")
     serve.add_argument("--allow-keys", type=Path, default=None, help="CURVE: folder of allowed client .key files")
-    serve.add_argument("--queue-size", type=positive_int, default=None, help="jobs allowed to wait (default 8)")
+    serve.add_argument("--queue-size", type=positive_int, default=None, help="jobs allowed to wait (default: 8)")
     serve.add_argument("--result-ttl-hours", type=float, default=24.0, help="delete unfetched results after this")
     serve.add_argument("--shutdown-grace", type=float, default=10.0, help="seconds a running job gets on SIGTERM")
+    serve.add_argument("--orphan-grace", type=float, default=60.0, metavar="SECONDS",
+                       help="cancel a queued or running job once no client has been connected to it this long "
+                            "(its result is discarded; a client that re-attaches sooner keeps it; 0: never; default 60)")
+    serve.add_argument("--min-free-mib", type=float, default=512.0, metavar="MIB",
+                       help="refuse new jobs (disk_full) while the results folder's disk has less free space "
+                            "than this (default 512; 0: never)")
     serve.add_argument("--limit", type=limit, action="append", default=[], metavar="NAME=N",
                        help=f"override a protocol limit ({', '.join(Limits().to_wire())})")
-    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                       help="how much the server logs to stderr")
     serve.set_defaults(handler=run)
 
 
@@ -54,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         allow_keys=args.allow_keys,
         result_ttl_s=args.result_ttl_hours * 3600.0,
         shutdown_grace_s=args.shutdown_grace,
+        orphan_grace_s=args.orphan_grace,
+        min_free_bytes=int(args.min_free_mib * 1024 * 1024),
         backend_options=backend_options(args),
     )
     try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numba
 import numpy as np
+
+from kernels.jit import njit
 
 # 64 directions: the estimate's standard error for a half-occluded point is about
 # 1/sqrt(32) of the lit fraction, below what 8-bit AO shows after smoothing.
@@ -45,7 +46,7 @@ def _frame(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # (numba 2 threads), 2.40 s vs 2.78 s with 1 thread; the same AO (mean |diff| 4e-6). Per map,
 # kernels spends ~4 ms snapping vertices to fixed point, ~7 ms on per-face row set-up and
 # ~6 ms resolving barycentrics this bake throws away, against ~15 ms for this whole loop.
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _zbuffer(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
     zbuf = np.full((size, size), np.inf)
     for f in range(faces.shape[0]):
@@ -73,7 +74,7 @@ def _zbuffer(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, size: int) ->
     return zbuf
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _accumulate(zbuf: np.ndarray, pxy: np.ndarray, pdepth: np.ndarray, cos: np.ndarray,
                 bias_px: float, pixel: float, lit: np.ndarray, weight: np.ndarray) -> None:
     size = zbuf.shape[0]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+
+from ..jit import njit, prange
 
 from ..raster import cpu as raster_cpu
 from ..raster import rasterize_uv

@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from ..jit import njit, prange
 
 
 @njit(cache=True)

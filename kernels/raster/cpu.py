@@ -9,9 +9,9 @@ than written on every z-test win.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
+
+from ..jit import get_num_threads, njit, prange
 
 from ._setup import HALF_SUBPIXEL, SUBPIXEL, Raster, empty_raster, transform_vertices
 
@@ -173,7 +173,7 @@ def rasterize(
         return out
     sv = transform_vertices(positions, view_proj, width, height)
     # A few bands per thread balance uneven rows; more bands repeat the per-face row test.
-    nbands = max(1, min(height, 4 * numba.get_num_threads()))
+    nbands = max(1, min(height, 4 * get_num_threads()))
     rows = np.empty((faces64.shape[0], 2), np.int64)
     _face_rows(sv.ix, sv.iy, sv.valid, faces64, height, rows)
     _raster_bands(sv.ix, sv.iy, sv.z, rows, faces64, width, height, nbands, out.face_id, out.depth)

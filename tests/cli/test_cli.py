@@ -54,9 +54,13 @@ def test_generate_remote_writes_glb_and_shows_progress(server: ServerProcess, im
     report = validate_glb(data)
     assert report["errors"] == 0, report["messages"]
     assert proc.stdout.startswith(f"wrote {out} in ")
-    # Not a terminal: one line per stage instead of a redrawn bar.
-    stages = proc.stderr.splitlines()
-    assert stages.index("geometry ...") < stages.index("texture ...")
+    # Not a terminal: plain lines "[ NN%] stage ..." instead of a redrawn bar, the overall
+    # fraction never running backwards across stages.
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    stages = [line[7:].split()[0] for line in lines]
+    assert stages.index("geometry") < stages.index("texture")
+    percents = [int(line[1:4]) for line in lines]
+    assert percents == sorted(percents) and all(line.strip() for line in proc.stderr.splitlines())
 
 
 def test_generate_remote_obj_goes_through_save_asset(server: ServerProcess, image: Path, tmp_path: Path) -> None:
@@ -169,5 +173,69 @@ def test_progress_bar_on_a_terminal() -> None:
     bar.update("texture", 50, 50, 1.0, None)
     bar.finish()
     out = stream.getvalue()
-    assert out.startswith("\r[###-------]  30.0%  geometry 15/50  ETA 1:15")
-    assert "\r[##########] 100.0%  texture 50/50" in out and out.endswith("\n")
+    assert out.startswith("\r[###-------]  30%  geometry 15/50, about 1:15 left")
+    assert "\r[##########] 100%  texture 50/50" in out and out.endswith("\n")
+
+
+def test_progress_without_a_terminal_is_one_line_per_stage_and_decile() -> None:
+    import io
+
+    from inference_server.cli import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar.update("", 0, 1, 0.0, None)  # an unnamed stage still gets a word, never an empty line
+    for step in range(0, 101):
+        bar.update("texture", step, 100, 0.2 + 0.5 * step / 100, 30.0 if step else None)
+    bar.update("pbr", 0, 1, 0.7, 9.0)
+    bar.update("pbr", 1, 1, 1.0, 0.0)
+    bar.finish()
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == "" and all(line.strip() for line in lines[:-1])
+    assert lines[0] == "[  0%] working"
+    texture = [line for line in lines if "texture" in line]
+    assert len(texture) == 11  # 0, 10, ..., 100 %: one line per decile of the stage's steps
+    assert texture[0] == "[ 20%] texture 0/100" and texture[-1].startswith("[ 70%] texture 100/100")
+    assert lines[-2] == "[ 70%] pbr, about 9 s left"  # one line for the stage, not per update
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default() -> None:
+    import argparse
+
+    from inference_server.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"serve", "generate", "keys"} <= set(commands)
+    for name, command in commands.items():
+        text = command.format_help()
+        for action in command._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"step1x3d {name} {action.option_strings[0]} has no help text"
+            shown = action.default is None or action.default is False or action.default in ((), [])
+            if not shown:  # a real default: the help states it
+                assert "default" in command._get_formatter()._get_help_string(action), (name, action.dest)
+        assert "(default: %(default)s)" not in text  # the formatter expanded every default
+
+
+def test_generate_help_states_the_view_order_and_camera_convention() -> None:
+    out = step1x3d("generate", "--help").stdout
+    flat = " ".join(out.split())
+    assert "FRONT camera sits on +Z" in flat and "RIGHT sits on +X" in flat and "LEFT on -X" in flat
+    assert "--front" in out and "--right" in out and "--back" in out and "--left" in out
+
+
+def test_named_views_are_sent_in_view_order(tmp_path: Path) -> None:
+    from inference_server.cli import build_parser
+    from inference_server.cli.generate import image_paths
+
+    front, right = tmp_path / "f.png", tmp_path / "r.png"
+    args = build_parser().parse_args(["generate", "--right", str(right), "--front", str(front), "-o", "x.glb"])
+    assert image_paths(args) == [front, right]
+    both = build_parser().parse_args(["generate", str(front), "--front", str(front), "-o", "x.glb"])
+    with pytest.raises(Exception, match="either positionally or with --front"):
+        image_paths(both)
+    no_front = build_parser().parse_args(["generate", "--right", str(right), "-o", "x.glb"])
+    with pytest.raises(Exception, match="--front is required"):
+        image_paths(no_front)
