@@ -59,7 +59,7 @@ os.environ["NUMBA_CACHE_DIR"] = NUMBA_CACHE_DIR
 import numba  # noqa: E402 - must follow the cache folder's choice
 from numba import njit, prange  # noqa: E402
 
-numba.config.CACHE_DIR = NUMBA_CACHE_DIR
+setattr(numba.config, "CACHE_DIR", NUMBA_CACHE_DIR)  # numba.config is untyped
 
 __all__ = ["CACHE_ENV", "NUMBA_CACHE_DIR", "cache_root", "get_num_threads", "njit", "on_compile", "prange"]
 
