@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import bpy
 
@@ -25,6 +25,9 @@ from .core.session import SessionView, cancel_and_wait, wait
 from .protocol.settings import JobSettings
 
 ProgressCallback = Callable[[SessionView], None]
+ImageSource = str | os.PathLike[str] | bpy.types.Image
+# A list in the order front, right, back, left, or named views {"front": ..., "back": ...}.
+Images = Sequence[ImageSource] | Mapping[str, ImageSource]
 
 __all__ = ["Step1X3DError", "SessionView", "generate", "retexture"]
 
@@ -34,7 +37,7 @@ class Step1X3DError(RuntimeError):
 
 
 def generate(
-    images: Sequence[str | os.PathLike[str] | bpy.types.Image],
+    images: Images,
     *,
     name: str = "",
     progress: ProgressCallback | None = None,
@@ -43,7 +46,10 @@ def generate(
     context: bpy.types.Context | None = None,
     **settings: Any,
 ) -> bpy.types.Object:
-    """Generate an asset from reference images (front view first) and return the new object.
+    """Generate an asset from reference images and return the new object.
+
+    ``images``: a list (front, right, back, left: the first is the front view) or named views,
+    ``{"front": "chair.png", "right": "chair_right.png"}``.
 
     ``progress(view)`` is called whenever the state, stage or percentage changes;
     ``view.state``, ``view.stage``, ``view.fraction`` (0-1), ``view.eta_s`` and
@@ -55,7 +61,7 @@ def generate(
     ctx = context or bpy.context
     prefs = _prefs(ctx, address)
     try:
-        refs = references.gather(_as_list(images))
+        refs = _gather(images)
         job_settings = jobs.resolve_settings(JobSettings().to_wire(), settings)
         job = jobs.start_generate(refs, job_settings, prefs, name=name)
     except references.InputError as exc:
@@ -65,7 +71,7 @@ def generate(
 
 def retexture(
     obj: bpy.types.Object,
-    images: Sequence[str | os.PathLike[str] | bpy.types.Image],
+    images: Images,
     *,
     progress: ProgressCallback | None = None,
     address: str | None = None,
@@ -83,7 +89,7 @@ def retexture(
     ctx = context or bpy.context
     prefs = _prefs(ctx, address)
     try:
-        refs = references.gather(_as_list(images))
+        refs = _gather(images)
         job_settings = jobs.resolve_settings(JobSettings().to_wire(), {**settings, "mode": "texture"})
         job = jobs.start_retexture(ctx, obj, refs, job_settings, prefs)
     except references.InputError as exc:
@@ -113,6 +119,15 @@ def _prefs(ctx: bpy.types.Context, address: str | None) -> Any:
 
     prefs = get_prefs(ctx)
     return dataclasses.replace(prefs, server_address=address) if address else prefs
+
+
+def _gather(images: Images) -> Any:
+    """A list (front, right, back, left) or a mapping of named views (``{"front": ..., "right": ...}``)."""
+    from .blender import references
+
+    if isinstance(images, Mapping):
+        return references.gather_views(images)
+    return references.gather(_as_list(images))
 
 
 def _as_list(images: Iterable[Any] | str | os.PathLike[str] | bpy.types.Image) -> list[Any]:

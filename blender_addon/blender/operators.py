@@ -14,12 +14,13 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..core import wording
+from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..core.session import cancel_and_wait, wait
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, runtime
 from .preferences import get_prefs
 from .properties import MODE_ITEMS, state
-from .references import InputError, References, gather, gather_panel
+from .references import InputError, References, gather, gather_panel, slot_filled
 
 # What Blender accepts back from execute()/invoke().
 Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
@@ -67,7 +68,7 @@ class _JobOperator:
         op: Any = self
         if len(op.images):
             return gather([item.name for item in op.images])
-        return gather_panel(state(context).references)
+        return gather_panel(state(context))
 
     def _settings(self, context: bpy.types.Context, mode: str) -> dict[str, Any]:
         op: Any = self
@@ -260,8 +261,43 @@ class STEP1X3D_OT_history_clear(bpy.types.Operator):
         return {"FINISHED"}
 
 
+_VIEW_ITEMS = [(v, view_label(v), VIEW_DESCRIPTIONS[v]) for v in VIEW_ORDER]
+
+
+def _view_tooltip(verb: str, properties: Any) -> str:
+    view = getattr(properties, "view", "front") if properties is not None else "front"
+    return f"{verb}. {VIEW_DESCRIPTIONS.get(view, '')}"
+
+
+class STEP1X3D_OT_reference_pick(bpy.types.Operator):
+    """Pick the reference image file for this view"""
+
+    bl_idname = "step1x3d.reference_pick"
+    bl_label = "Pick Reference Image"
+
+    view: EnumProperty(items=_VIEW_ITEMS, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties: Any) -> str:
+        return _view_tooltip("Pick the reference image file for this view", properties)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Result:
+        wm: Any = context.window_manager
+        wm.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        slot = getattr(state(context), self.view)
+        slot.source = "FILE"
+        slot.filepath = self.filepath
+        return {"FINISHED"}
+
+
 class STEP1X3D_OT_reference_add(bpy.types.Operator):
-    """Add reference image files (first: front, then right, back, left)"""
+    """Fill the empty view slots with image files, in the order front, right, back, left"""
 
     bl_idname = "step1x3d.reference_add"
     bl_label = "Add Image Files"
@@ -285,61 +321,49 @@ class STEP1X3D_OT_reference_add(bpy.types.Operator):
         paths = [os.path.join(self.directory, f.name) for f in self.files if f.name] or (
             [self.filepath] if self.filepath else []
         )
-        refs = state(context).references
-        for path in paths:
-            item = refs.add()
-            item.source = "FILE"
-            item.filepath = path
-        state(context).reference_index = len(refs) - 1
+        st = state(context)
+        empty = [v for v in VIEW_ORDER if not slot_filled(getattr(st, v))]
+        if len(paths) > len(empty):
+            self.report({"ERROR"}, f"{len(paths)} images for {len(empty)} empty view slots; clear a slot first.")
+            return {"CANCELLED"}
+        for view, path in zip(empty, paths):
+            slot = getattr(st, view)
+            slot.source = "FILE"
+            slot.filepath = path
         return {"FINISHED"}
 
 
-class STEP1X3D_OT_reference_add_image(bpy.types.Operator):
-    """Add a slot for an image already in this .blend"""
+class STEP1X3D_OT_reference_use_image(bpy.types.Operator):
+    """Use an image already in this .blend for this view"""
 
-    bl_idname = "step1x3d.reference_add_image"
-    bl_label = "Add Blender Image"
+    bl_idname = "step1x3d.reference_use_image"
+    bl_label = "Use Blender Image"
 
+    view: EnumProperty(items=_VIEW_ITEMS, options={"SKIP_SAVE"})  # type: ignore[valid-type]
     image_name: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties: Any) -> str:
+        return _view_tooltip("Use an image already in this .blend for this view", properties)
+
     def execute(self, context: bpy.types.Context) -> Result:
-        refs = state(context).references
-        item = refs.add()
-        item.source = "IMAGE"
-        item.image_name = self.image_name or (bpy.data.images[0].name if len(bpy.data.images) else "")
-        state(context).reference_index = len(refs) - 1
+        slot = getattr(state(context), self.view)
+        slot.source = "IMAGE"
+        slot.image_name = self.image_name or (bpy.data.images[0].name if len(bpy.data.images) else "")
         return {"FINISHED"}
 
 
-class STEP1X3D_OT_reference_remove(bpy.types.Operator):
-    """Remove the highlighted reference image"""
+class STEP1X3D_OT_reference_clear(bpy.types.Operator):
+    """Empty this view slot"""
 
-    bl_idname = "step1x3d.reference_remove"
-    bl_label = "Remove Image"
+    bl_idname = "step1x3d.reference_clear"
+    bl_label = "Clear View"
 
-    def execute(self, context: bpy.types.Context) -> Result:
-        st = state(context)
-        if 0 <= st.reference_index < len(st.references):
-            st.references.remove(st.reference_index)
-            st.reference_index = max(0, min(st.reference_index, len(st.references) - 1))
-        return {"FINISHED"}
-
-
-class STEP1X3D_OT_reference_move(bpy.types.Operator):
-    """Move the highlighted reference image (the first one is the front view)"""
-
-    bl_idname = "step1x3d.reference_move"
-    bl_label = "Move Image"
-
-    direction: EnumProperty(items=[("UP", "Up", ""), ("DOWN", "Down", "")])  # type: ignore[valid-type]
+    view: EnumProperty(items=_VIEW_ITEMS, options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
     def execute(self, context: bpy.types.Context) -> Result:
-        st = state(context)
-        i = st.reference_index
-        j = i - 1 if self.direction == "UP" else i + 1
-        if 0 <= i < len(st.references) and 0 <= j < len(st.references):
-            st.references.move(i, j)
-            st.reference_index = j
+        slot = getattr(state(context), self.view)
+        slot.source, slot.filepath, slot.image_name = "FILE", "", ""
         return {"FINISHED"}
 
 
@@ -432,10 +456,10 @@ CLASSES: tuple[type, ...] = (
     STEP1X3D_OT_import_result,
     STEP1X3D_OT_reimport,
     STEP1X3D_OT_history_clear,
+    STEP1X3D_OT_reference_pick,
     STEP1X3D_OT_reference_add,
-    STEP1X3D_OT_reference_add_image,
-    STEP1X3D_OT_reference_remove,
-    STEP1X3D_OT_reference_move,
+    STEP1X3D_OT_reference_use_image,
+    STEP1X3D_OT_reference_clear,
     STEP1X3D_OT_preset_apply,
     STEP1X3D_OT_preset_save,
     STEP1X3D_OT_preset_delete,

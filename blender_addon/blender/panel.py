@@ -6,29 +6,13 @@ from typing import Any
 
 import bpy
 
-from . import runtime
-from .properties import VIEW_NAMES, state
+from ..core.views import VIEW_ORDER, view_label
+from . import previews, runtime
+from .references import slot_filled
+from .properties import state
 
 CATEGORY = "Step1X-3D"
 HISTORY_ROWS = 8
-
-
-class STEP1X3D_UL_references(bpy.types.UIList):
-    bl_idname = "STEP1X3D_UL_references"
-
-    def draw_item(self, context: bpy.types.Context | None, layout: bpy.types.UILayout, data: Any | None,
-                  item: Any | None, icon: int | None, active_data: Any, active_property: str | None,
-                  index: int | None = 0, flt_flag: int | None = 0) -> None:
-        index = index or 0
-        ref: Any = item  # a STEP1X3D_PG_reference
-        row: Any = layout.row(align=True)
-        view = VIEW_NAMES[index] if index < len(VIEW_NAMES) else f"View {index + 1}"
-        row.label(text=view)
-        row.prop(ref, "source", text="")
-        if ref.source == "IMAGE":
-            row.prop_search(ref, "image_name", bpy.data, "images", text="")
-        else:
-            row.prop(ref, "filepath", text="")
 
 
 class STEP1X3D_PT_main(bpy.types.Panel):
@@ -48,16 +32,7 @@ class STEP1X3D_PT_main(bpy.types.Panel):
         if not st.server_online:
             row.operator("step1x3d.start_server", text="", icon="PLAY")
 
-        layout.label(text="Reference Images (first: front)")
-        row = layout.row()
-        row.template_list(STEP1X3D_UL_references.bl_idname, "", st, "references", st, "reference_index", rows=3)
-        col = row.column(align=True)
-        col.operator("step1x3d.reference_add", text="", icon="FILEBROWSER")
-        col.operator("step1x3d.reference_add_image", text="", icon="IMAGE_DATA")
-        col.operator("step1x3d.reference_remove", text="", icon="REMOVE")
-        col.separator()
-        col.operator("step1x3d.reference_move", text="", icon="TRIA_UP").direction = "UP"
-        col.operator("step1x3d.reference_move", text="", icon="TRIA_DOWN").direction = "DOWN"
+        draw_view_slots(layout, st)
 
         layout.prop(st, "mode", text="")
         job = runtime.active_job()
@@ -134,6 +109,30 @@ class STEP1X3D_PT_history(bpy.types.Panel):
         layout.operator("step1x3d.history_clear", icon="TRASH")
 
 
+def draw_view_slots(layout: Any, st: Any) -> None:
+    """Four labelled slots (front required), each with a thumbnail; hover a view name for its camera."""
+    header = layout.row(align=True)
+    header.label(text="Reference Views")
+    header.operator("step1x3d.reference_add", text="", icon="FILEBROWSER")
+    grid = layout.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
+    for view in VIEW_ORDER:
+        slot = getattr(st, view)
+        box = grid.box()
+        row = box.row(align=True)
+        label = view_label(view) + (" *" if view == "front" else "")
+        row.operator("step1x3d.reference_pick", text=label, icon="FILEBROWSER", emboss=False).view = view
+        row.prop(slot, "source", text="", icon_only=True)
+        row.operator("step1x3d.reference_clear", text="", icon="X", emboss=False).view = view
+        if slot_filled(slot):
+            box.template_icon(icon_value=previews.slot_icon(slot), scale=4.0)
+        else:
+            box.label(text="(empty)" if view != "front" else "(required)", icon="IMAGE_DATA")
+        if slot.source == "IMAGE":
+            box.prop_search(slot, "image_name", bpy.data, "images", text="")
+        else:
+            box.prop(slot, "filepath", text="")
+
+
 def _wrap(text: str, width: int) -> list[str]:
     words, lines, line = text.split(), [], ""
     for word in words:
@@ -147,4 +146,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-CLASSES: tuple[type, ...] = (STEP1X3D_UL_references, STEP1X3D_PT_main, STEP1X3D_PT_settings, STEP1X3D_PT_history)
+CLASSES: tuple[type, ...] = (STEP1X3D_PT_main, STEP1X3D_PT_settings, STEP1X3D_PT_history)

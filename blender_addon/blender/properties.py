@@ -11,7 +11,6 @@ from typing import Any
 import bpy
 from bpy.props import (
     BoolProperty,
-    CollectionProperty,
     EnumProperty,
     FloatProperty,
     IntProperty,
@@ -19,10 +18,11 @@ from bpy.props import (
     StringProperty,
 )
 
+from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..protocol.settings import NUMERIC_RANGES, TEXTURE_SIZES, JobSettings
 
 _DEFAULTS = JobSettings()
-VIEW_NAMES = ("Front", "Right", "Back", "Left")
+VIEW_NAMES = tuple(view_label(v) for v in VIEW_ORDER)
 
 MODE_ITEMS = [
     ("full", "Geometry + Texture", "Generate a textured asset from the reference images"),
@@ -43,8 +43,12 @@ def _range(name: str) -> tuple[Any, Any]:
 
 class STEP1X3D_PG_reference(bpy.types.PropertyGroup):
     source: EnumProperty(name="Source", items=SOURCE_ITEMS, default="FILE")  # type: ignore[valid-type]
-    filepath: StringProperty(name="File", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
-    image_name: StringProperty(name="Image", default="")  # type: ignore[valid-type]
+    filepath: StringProperty(  # type: ignore[valid-type]
+        name="File", subtype="FILE_PATH", default="", description="Reference image file for this view"
+    )
+    image_name: StringProperty(  # type: ignore[valid-type]
+        name="Image", default="", description="An image of this .blend as the reference for this view"
+    )
 
     def label(self) -> str:
         if self.source == "IMAGE":
@@ -60,8 +64,19 @@ def _preset_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
 
 class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     # What to run and from what.
-    references: CollectionProperty(type=STEP1X3D_PG_reference)  # type: ignore[valid-type]
-    reference_index: IntProperty(default=0)  # type: ignore[valid-type]
+    # One slot per named view; the tooltip states the camera convention (core.views, one place).
+    front: PointerProperty(  # type: ignore[valid-type]
+        type=STEP1X3D_PG_reference, name="Front", description=VIEW_DESCRIPTIONS["front"]
+    )
+    right: PointerProperty(  # type: ignore[valid-type]
+        type=STEP1X3D_PG_reference, name="Right", description=VIEW_DESCRIPTIONS["right"]
+    )
+    back: PointerProperty(  # type: ignore[valid-type]
+        type=STEP1X3D_PG_reference, name="Back", description=VIEW_DESCRIPTIONS["back"]
+    )
+    left: PointerProperty(  # type: ignore[valid-type]
+        type=STEP1X3D_PG_reference, name="Left", description=VIEW_DESCRIPTIONS["left"]
+    )
     mode: EnumProperty(name="Mode", items=MODE_ITEMS, default="full")  # type: ignore[valid-type]
 
     # Main settings (ranges from the shared schema the server enforces).

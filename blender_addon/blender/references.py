@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import bpy
 import numpy as np
 
 from ..core.png import encode_png, float_pixels_to_rgba8
+from ..core.views import VIEW_ORDER, ViewError, ordered
 
 ALLOWED_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 _FILE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
@@ -24,6 +25,7 @@ class InputError(ValueError):
 class References:
     images: list[bytes] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # first is the front view; names the asset
+    views: list[str] = field(default_factory=list)  # "front", "right", ... in the order sent
 
 
 def from_file(path: str | os.PathLike[str]) -> tuple[bytes, str]:
@@ -75,22 +77,39 @@ def gather(sources: Iterable[Any]) -> References:
             raise InputError(f"The reference image '{src}' is neither a file nor an image in this .blend.")
         refs.images.append(data)
         refs.names.append(name)
+        index = len(refs.views)
+        refs.views.append(VIEW_ORDER[index] if index < len(VIEW_ORDER) else f"view {index + 1}")
     if not refs.images:
         raise InputError("Add at least one reference image (the first one is the front view).")
     return refs
 
 
-def gather_panel(items: Iterable[Any]) -> References:
-    """The panel's reference list (``STEP1X3D_PG_reference`` items), resolved by name now."""
-    sources: list[Any] = []
-    for item in items:
-        if item.source == "IMAGE":
-            image = bpy.data.images.get(item.image_name)
-            if image is None:
-                raise InputError(f"The image '{item.image_name}' is no longer in this .blend.")
-            sources.append(image)
-        else:
-            if not item.filepath:
-                raise InputError("A reference image slot has no file; pick one or remove the slot.")
-            sources.append(item.filepath)
-    return gather(sources)
+def gather_views(slots: Mapping[str, Any]) -> References:
+    """Named views (``{"front": path, "back": image, ...}``), sent in the server's order."""
+    try:
+        filled = ordered({view: src for view, src in slots.items() if src not in (None, "")})
+    except ViewError as exc:
+        raise InputError(str(exc)) from None
+    return gather(src for _, src in filled)
+
+
+def slot_filled(slot: Any) -> bool:
+    """Whether a panel slot names something (an image name that is gone still counts: it fails at send)."""
+    return bool(slot.image_name if slot.source == "IMAGE" else slot.filepath)
+
+
+def slot_source(slot: Any) -> Any:
+    """One panel slot (``STEP1X3D_PG_reference``) as a path or an image; None when empty."""
+    if slot.source == "IMAGE":
+        if not slot.image_name:
+            return None
+        image = bpy.data.images.get(slot.image_name)
+        if image is None:
+            raise InputError(f"The image '{slot.image_name}' is no longer in this .blend.")
+        return image
+    return slot.filepath or None
+
+
+def gather_panel(state: Any) -> References:
+    """The panel's four view slots, resolved now (images by name: ID pointers do not survive undo)."""
+    return gather_views({view: slot_source(getattr(state, view)) for view in VIEW_ORDER})

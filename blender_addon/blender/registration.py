@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panel, preferences, properties, runtime
+from . import operators, panel, preferences, previews, properties, runtime
 
 CLASSES: tuple[type, ...] = (
     preferences.STEP1X3D_AP_preferences,
@@ -26,6 +26,7 @@ def register() -> None:
 def unregister() -> None:
     # Sockets first: Blender must be able to quit at once even with a job in flight.
     runtime.shutdown()
+    previews.clear()
     properties.unregister_props()
     for cls in reversed(CLASSES):
         if getattr(cls, "is_registered", False):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 
 class FakeLayout:
     def __init__(self, bpy: Any, calls: list[str]) -> None:
@@ -48,17 +50,27 @@ class FakeLayout:
         assert name in data.bl_rna.properties and hasattr(search_data, search_name)
         self.calls.append(f"prop_search:{name}")
 
-    def operator(self, idname: str, *, text: str = "", icon: str | None = None) -> Any:
+    def operator(self, idname: str, *, text: str = "", icon: str | None = None, **_: Any) -> Any:
         self._icon(icon)
         module, name = idname.split(".")
         op = getattr(getattr(self._bpy.ops, module), name)
-        op.get_rna_type()  # raises when the operator is not registered
-        self.calls.append(f"operator:{idname}")
+        rna = op.get_rna_type()  # raises when the operator is not registered
+        self.calls.append(f"operator:{idname}" + (f":{text}" if text else ""))
+        calls = self.calls
 
         class Props:
-            pass
+            def __setattr__(self, key: str, value: Any) -> None:
+                assert key in rna.properties, f"{idname} has no property {key!r}"
+                calls.append(f"  {key}={value}")
 
         return Props()
+
+    def grid_flow(self, **_: Any) -> FakeLayout:
+        return self._child()
+
+    def template_icon(self, *, icon_value: int, scale: float = 1.0) -> None:
+        assert isinstance(icon_value, int) and icon_value >= 0
+        self.calls.append(f"icon:{icon_value}")
 
     def template_list(self, listtype: str, list_id: str, data: Any, prop: str, active_data: Any, active_prop: str,
                       **_: Any) -> None:
@@ -94,10 +106,13 @@ def test_panels_draw_with_valid_names(bpy: Any, addon: Any) -> None:
     st = bpy.context.window_manager.step1x3d
     st.last_message, st.last_failed = "No Step1X-3D server answers at tcp://127.0.0.1:5555: start one.", True
     main = _draw(bpy, panel.STEP1X3D_PT_main, bpy.context)
-    assert "operator:step1x3d.generate" in main and "list:references" in main
+    assert "operator:step1x3d.generate:Generate" in main
+    assert [c for c in main if c.startswith("operator:step1x3d.reference_pick")] == [
+        "operator:step1x3d.reference_pick:Front *", "operator:step1x3d.reference_pick:Right",
+        "operator:step1x3d.reference_pick:Back", "operator:step1x3d.reference_pick:Left"]
     assert any(c.startswith("label:No Step1X-3D") for c in main)
     st.mode = "texture"
-    assert "operator:step1x3d.retexture" in _draw(bpy, panel.STEP1X3D_PT_main, bpy.context)
+    assert "operator:step1x3d.retexture:Retexture Selected" in _draw(bpy, panel.STEP1X3D_PT_main, bpy.context)
     settings = _draw(bpy, panel.STEP1X3D_PT_settings, bpy.context)
     assert {"prop:seed", "prop:steps", "prop:guidance", "prop:max_faces", "prop:texture_size",
             "prop:inflate_depth", "prop:lod_levels", "prop:preset"} <= set(settings)
@@ -112,24 +127,67 @@ def test_panels_draw_with_valid_names(bpy: Any, addon: Any) -> None:
     assert "operator:step1x3d.reimport" in history and any("chair" in c for c in history)
 
 
-def test_reference_list_and_preferences_draw(bpy: Any, addon: Any) -> None:
-    from blender_addon.blender import panel, preferences
+def test_view_slots_draw_thumbnails_and_state_the_camera_convention(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    from blender_addon.blender import panel, preferences, previews
+    from blender_addon.core.views import VIEW_DESCRIPTIONS
 
+    from .assets import reference_png
+
+    front = tmp_path / "chair.png"
+    front.write_bytes(reference_png(48))
     st = bpy.context.window_manager.step1x3d
-    for source in ("FILE", "IMAGE"):
-        item = st.references.add()
-        item.source = source
+    st.front.filepath = str(front)
+    image = bpy.data.images.new("right_ref", 16, 8)
+    st.right.source, st.right.image_name = "IMAGE", image.name
     calls: list[str] = []
-    ui_list = Stand(FakeLayout(bpy, []))
-    for index, item in enumerate(st.references):
-        panel.STEP1X3D_UL_references.draw_item(ui_list, bpy.context, FakeLayout(bpy, calls), st, item, 0, st,
-                                               "reference_index", index)
-    assert calls == ["label:Front", "prop:source", "prop:filepath", "label:Right", "prop:source",
-                     "prop_search:image_name"]
+    panel.draw_view_slots(FakeLayout(bpy, calls), st)
+    # Front: the file's thumbnail; right: the .blend image's preview; back and left: empty slots.
+    assert sum(c.startswith("icon:") for c in calls) == 2
+    assert calls.count("label:(empty)") == 2 and "label:(required)" not in calls
+    assert [c for c in calls if c.startswith("  view=")] == ["  view=front"] * 2 + ["  view=right"] * 2 + [
+        "  view=back"] * 2 + ["  view=left"] * 2
+    assert "prop:filepath" in calls and "prop_search:image_name" in calls
+    preview = previews.file_preview(str(front))
+    assert preview is not None and tuple(preview.image_size) == (48, 48)  # the thumbnail is the chosen file
+    assert previews.file_key(str(front)) in previews.loaded_keys()
+    assert image.preview is not None  # ensured by the draw
+
+    st.front.filepath = ""
+    calls = []
+    panel.draw_view_slots(FakeLayout(bpy, calls), st)
+    assert "label:(required)" in calls
+
+    # Tooltips: the operator's description and the slot property say the same convention.
+    pick = bpy.types.STEP1X3D_OT_reference_pick
+    for view in ("front", "right", "back", "left"):
+        class Props:
+            pass
+        props = Props()
+        props.view = view  # type: ignore[attr-defined]
+        assert VIEW_DESCRIPTIONS[view] in pick.description(bpy.context, props)
+        assert st.bl_rna.properties[view].description == VIEW_DESCRIPTIONS[view]
+    assert "Numpad 3" in VIEW_DESCRIPTIONS["right"] and "+X" in VIEW_DESCRIPTIONS["right"]
 
     prefs_calls: list[str] = []
     preferences.STEP1X3D_AP_preferences.draw(Stand(FakeLayout(bpy, prefs_calls), addon), bpy.context)
     assert "prop:server_address" in prefs_calls and "prop:curve_server_key_file" in prefs_calls
+
+
+def test_thumbnails_are_freed_when_the_addon_is_disabled(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    import addon_utils
+
+    from blender_addon.blender import previews
+
+    from .assets import reference_png
+
+    path = tmp_path / "a.png"
+    path.write_bytes(reference_png(16))
+    assert previews.file_preview(str(path)) is not None and previews.loaded_keys()
+    path.write_bytes(reference_png(24))  # a replaced file gets a new thumbnail
+    assert tuple(previews.file_preview(str(path)).image_size) == (24, 24)
+    addon_utils.disable("blender_addon", default_set=True)
+    assert previews.loaded_keys() == [] and previews._collection is None
+    addon_utils.enable("blender_addon", default_set=True)
 
 
 def test_presets_apply_and_save_from_the_panel(bpy: Any, addon: Any) -> None:
@@ -145,12 +203,53 @@ def test_presets_apply_and_save_from_the_panel(bpy: Any, addon: Any) -> None:
     assert bpy.ops.step1x3d.preset_delete() == {"FINISHED"}
 
 
-def test_reference_slots_add_move_remove(bpy: Any, addon: Any, tmp_path: Any) -> None:
+def test_view_slots_fill_clear_and_send_in_the_servers_order(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    from blender_addon.blender.references import InputError, gather_panel
+
+    from .assets import reference_png
+
     st = bpy.context.window_manager.step1x3d
-    st.references.clear()
+    for name in ("front.png", "side.png", "rear.png"):
+        (tmp_path / name).write_bytes(reference_png(16))
     bpy.ops.step1x3d.reference_add(directory=str(tmp_path), files=[{"name": "front.png"}, {"name": "side.png"}])
-    assert [r.filepath for r in st.references] == [str(tmp_path / "front.png"), str(tmp_path / "side.png")]
-    bpy.ops.step1x3d.reference_move(direction="UP")
-    assert st.references[0].filepath.endswith("side.png") and st.reference_index == 0
-    bpy.ops.step1x3d.reference_remove()
-    assert len(st.references) == 1
+    assert (st.front.filepath, st.right.filepath) == (str(tmp_path / "front.png"), str(tmp_path / "side.png"))
+    refs = gather_panel(st)
+    assert (refs.names, refs.views) == (["front.png", "side.png"], ["front", "right"])
+
+    # A back view without a right view cannot be sent by position: one sentence, nothing sent.
+    assert bpy.ops.step1x3d.reference_clear(view="right") == {"FINISHED"} and st.right.filepath == ""
+    bpy.ops.step1x3d.reference_pick(view="back", filepath=str(tmp_path / "rear.png"))
+    with pytest.raises(InputError, match="^Views are read in the order front, right, back, left: fill the Right"):
+        gather_panel(st)
+    bpy.ops.step1x3d.reference_clear(view="front")
+    with pytest.raises(InputError, match="^Add a front reference image"):
+        gather_panel(st)
+
+    # Fill the empty slots in order; more files than empty slots is refused without changing any.
+    bpy.ops.step1x3d.reference_add(filepath=str(tmp_path / "front.png"))
+    assert st.front.filepath.endswith("front.png") and st.back.filepath.endswith("rear.png")
+    with pytest.raises(RuntimeError, match="3 images for 2 empty view slots"):
+        bpy.ops.step1x3d.reference_add(directory=str(tmp_path), files=[{"name": n} for n in ("a", "b", "c")])
+    assert (st.right.filepath, st.left.filepath) == ("", "")
+    image = bpy.data.images.new("slot_painted", 4, 4)
+    bpy.ops.step1x3d.reference_use_image(view="right", image_name=image.name)
+    refs = gather_panel(st)
+    assert (refs.names, refs.views) == (["front.png", "slot_painted.png", "rear.png"], ["front", "right", "back"])
+
+
+def test_the_api_takes_named_views_or_a_list(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    from blender_addon import api
+    from blender_addon.blender.references import InputError, gather
+
+    from .assets import reference_png
+
+    paths = []
+    for name in ("f.png", "r.png"):
+        (tmp_path / name).write_bytes(reference_png(16))
+        paths.append(str(tmp_path / name))
+    assert api._gather({"right": paths[1], "front": paths[0]}).names == ["f.png", "r.png"]
+    assert api._gather(paths).views == ["front", "right"] == gather(paths).views
+    with pytest.raises(InputError, match="Unknown view 'top'"):
+        api._gather({"front": paths[0], "top": paths[1]})
+    with pytest.raises(api.Step1X3DError, match="fill the Right slot"):
+        api.generate({"front": paths[0], "back": paths[1]})

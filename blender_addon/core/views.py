@@ -1,0 +1,65 @@
+"""The four named reference views and their camera convention (pure: no bpy).
+
+The server reads reference images in this order (``kernels/cameras.py``: glTF
+frame, Y up, the object's front towards +Z). In Blender's frame (glTF
+``(x, y, z)`` -> ``(x, -z, y)``) those cameras are exactly Blender's own
+Front / Right / Back / Left viewpoints (Numpad 1, 3, Ctrl+1, Ctrl+3).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence, TypeVar
+
+T = TypeVar("T")
+
+VIEW_ORDER: tuple[str, ...] = ("front", "right", "back", "left")
+
+# What each slot's tooltip says: the one statement of the convention in the add-on.
+VIEW_DESCRIPTIONS: dict[str, str] = {
+    "front": (
+        "Front view (required): the camera faces the object's front (on +Z in glTF, -Y in Blender: "
+        "Blender's Front view, Numpad 1). The imported object faces -Y"
+    ),
+    "right": (
+        "Right view: the camera on the right as you face the object's front (+X in glTF and Blender: "
+        "Blender's Right view, Numpad 3); for a character facing you, that is its left side"
+    ),
+    "back": (
+        "Back view: the camera behind the object, facing its back (-Z in glTF, +Y in Blender: "
+        "Blender's Back view, Ctrl+Numpad 1)"
+    ),
+    "left": (
+        "Left view: the camera on the left as you face the object's front (-X in glTF and Blender: "
+        "Blender's Left view, Ctrl+Numpad 3)"
+    ),
+}
+
+
+class ViewError(ValueError):
+    """The filled slots cannot be sent; the message is one sentence for the artist."""
+
+
+def view_label(view: str) -> str:
+    return view.capitalize()
+
+
+def ordered(slots: Mapping[str, T | None]) -> list[tuple[str, T]]:
+    """Filled slots in the server's order; the front is required and the others follow without gaps.
+
+    Today's protocol sends images by position (front, right, back, left), so a
+    back view without a right view cannot be told apart from a right view.
+    """
+    unknown = sorted(set(slots) - set(VIEW_ORDER))
+    if unknown:
+        raise ViewError(f"Unknown view '{unknown[0]}': the views are {', '.join(VIEW_ORDER)}.")
+    filled = [(v, slots[v]) for v in VIEW_ORDER if slots.get(v) is not None]
+    if not filled or filled[0][0] != "front":
+        raise ViewError("Add a front reference image (the other views are optional).")
+    for i, (view, _) in enumerate(filled):
+        if view != VIEW_ORDER[i]:
+            missing = VIEW_ORDER[i]
+            raise ViewError(
+                f"Views are read in the order front, right, back, left: fill the {view_label(missing)} "
+                f"slot too, or move the {view_label(view)} image out of the way."
+            )
+    return [(v, s) for v, s in filled if s is not None]
