@@ -1,8 +1,10 @@
 """Packed images and a Principled BSDF wired the way Blender's glTF importer wires them.
 
 - base colour map (sRGB) -> Base Color
-- ORM map (Non-Color) -> Separate Color: G -> Roughness, B -> Metallic (R is occlusion,
-  which Principled has no socket for; it stays in the map for export)
+- ORM map (Non-Color) -> Separate Color: G -> Roughness, B -> Metallic, and R (occlusion,
+  which Principled has no socket for) -> the "Occlusion" input of the glTF add-on's
+  "glTF Material Output" group node: no effect on shading, but Blender's glTF exporter reads
+  the occlusion texture from there, so a re-export keeps the AO
 - normal map (Non-Color, tangent space +Y like glTF) -> Normal Map node -> Normal
 """
 
@@ -15,6 +17,12 @@ import bpy
 from ..core.naming import texture_name
 
 _NON_COLOR = "Non-Color"
+# The group the glTF add-on creates on import and looks for on export (by name prefix, with an
+# "Occlusion" input); "glTF Settings" is its name before Blender 3.x's rename.
+GLTF_OUTPUT_GROUP = "glTF Material Output"
+OCCLUSION_INPUT = "Occlusion"
+# Blender 5.0 deprecates Material.use_nodes (every material uses nodes); older ones need it set.
+NEEDS_USE_NODES = bpy.app.version < (5, 0, 0)
 
 
 def packed_image(name: str, png: bytes, *, non_color: bool) -> bpy.types.Image:
@@ -63,7 +71,8 @@ def _wire(
     uv_map: str,
     images: list[bpy.types.Image],
 ) -> None:
-    mat.use_nodes = True
+    if NEEDS_USE_NODES:
+        mat.use_nodes = True
     tree = mat.node_tree
     assert tree is not None
     nodes, links = tree.nodes, tree.links
@@ -102,6 +111,10 @@ def _wire(
         links.new(node.outputs["Color"], sep.inputs["Color"])
         _link_scalar(tree, sep.outputs["Green"], bsdf.inputs["Roughness"], roughness, (-200, 50))
         _link_scalar(tree, sep.outputs["Blue"], bsdf.inputs["Metallic"], metallic, (-200, -50))
+        settings: Any = nodes.new("ShaderNodeGroup")
+        settings.node_tree = gltf_output_group()
+        settings.location = (0, -450)
+        links.new(sep.outputs["Red"], settings.inputs[OCCLUSION_INPUT])
 
     if textures.get("normal"):
         node = tex_node("normal", -300, non_color=True)
@@ -111,6 +124,26 @@ def _wire(
         nmap.inputs["Strength"].default_value = float(factors.get("normal_scale", 1.0))
         links.new(node.outputs["Color"], nmap.inputs["Color"])
         links.new(nmap.outputs["Normal"], bsdf.inputs["Normal"])
+
+
+def gltf_output_group() -> Any:
+    """The glTF add-on's settings group (shared by every material, as its importer does).
+
+    An existing group of that name without an "Occlusion" input (made by hand) is left alone and
+    a new one is made; its ".001" name still starts with the name the exporter looks for.
+    """
+    group: Any = bpy.data.node_groups.get(GLTF_OUTPUT_GROUP)
+    if group is not None and any(
+        getattr(item, "in_out", "") == "INPUT" and item.name == OCCLUSION_INPUT for item in group.interface.items_tree
+    ):
+        return group
+    group = bpy.data.node_groups.new(GLTF_OUTPUT_GROUP, "ShaderNodeTree")
+    group.interface.new_socket(OCCLUSION_INPUT, in_out="INPUT", socket_type="NodeSocketFloat")
+    thickness: Any = group.interface.new_socket("Thickness", in_out="INPUT", socket_type="NodeSocketFloat")
+    thickness.default_value = 0.0
+    group.nodes.new("NodeGroupOutput")
+    group.nodes.new("NodeGroupInput").location = (-200, 0)
+    return group
 
 
 def _link_scalar(tree: Any, src: Any, dst: Any, factor: float, location: tuple[int, int]) -> None:

@@ -203,3 +203,39 @@ def test_a_mesh_without_uvs_gets_a_smart_uv_project_before_sending(bpy: Any, add
     mesh = retexture.extract_mesh(bpy.context, obj)
     uvs = mesh["uvs"]
     assert uvs.min() >= 0.0 and uvs.max() <= 1.0 and np.ptp(uvs, axis=0).min() > 0.5  # a real layout
+
+
+def test_a_reexport_with_blenders_gltf_exporter_keeps_the_occlusion(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    import json
+
+    import addon_utils
+
+    from blender_addon.blender.importer import import_payload
+
+    from .assets import solid_rgb
+
+    addon_utils.enable("io_scene_gltf2", default_set=False)
+    payload = _payload()
+    yy = np.arange(64, dtype=np.uint8)[:, None].repeat(64, axis=1)
+    orm = np.stack([40 + yy * 2, np.full_like(yy, 140), np.full_like(yy, 20)], axis=-1)  # AO varies by row
+    payload.textures = {**payload.textures, "orm": png_bytes(orm), "base_color": png_bytes(solid_rgb(64, (9, 99, 199)))}
+    obj = import_payload(bpy.context.scene, payload, name="crate")
+    groups = [n for n in obj.active_material.node_tree.nodes if n.type == "GROUP"]
+    assert [g.node_tree.name for g in groups] == ["glTF Material Output"]
+    assert groups[0].inputs["Occlusion"].links[0].from_socket.name == "Red"
+
+    for other in bpy.data.objects:
+        other.select_set(other == obj)
+    out = tmp_path / "crate.gltf"
+    bpy.ops.export_scene.gltf(filepath=str(out), export_format="GLTF_SEPARATE", use_selection=True)
+    gltf = json.loads(out.read_text())
+    (mat,) = gltf["materials"]
+    assert "occlusionTexture" in mat, mat
+    image = gltf["images"][gltf["textures"][mat["occlusionTexture"]["index"]]["source"]]
+    ao = np.asarray(Image.open(tmp_path / image["uri"]).convert("RGB"))
+    assert np.array_equal(ao[:, :, 0], orm[:, :, 0])  # the occlusion channel is ours, row by row
+    assert "metallicRoughnessTexture" in mat["pbrMetallicRoughness"]
+
+    # A second material reuses the one settings group (as the glTF importer does).
+    second = import_payload(bpy.context.scene, _payload(), name="crate2")
+    assert [n.node_tree for n in second.active_material.node_tree.nodes if n.type == "GROUP"] == [groups[0].node_tree]
