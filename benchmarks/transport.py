@@ -1,20 +1,29 @@
-"""Transport benchmark: deliver a finished asset from server to client, ours vs HTTP + JSON + base64.
+"""Transport benchmark: deliver a finished asset from server to client, ours vs two HTTP baselines.
 
-Asset: a 1M-triangle mesh with UVs and normals plus three 2048x2048 PNG maps
-(base colour, ORM, normal). Both sides ship the same PNG bytes and the same
-float32/uint32 arrays; only the transport differs.
+Asset: a 1M-triangle mesh with UVs, normals and tangents plus three 2048x2048 PNG maps
+(base colour, ORM, normal). Every side ships the same float32/uint32 arrays and the same
+three maps; only the transport (and its container) differs.
 
 - ours: the real job server (``step1x3d serve`` with this module's
   ``BigAssetPipeline``), ``fetch`` -> ``result``: a msgpack header plus raw
   frames read from the results file, decoded by ``ServerConnection`` into
   numpy views and PNG bytes.
-- baseline: stdlib ``http.server`` on loopback returning one JSON document
-  with every array and PNG base64-encoded (how other image-to-3D Blender
-  add-ons talk to their servers), fetched with ``urllib`` and decoded back to
-  numpy arrays and PNG bytes. Its JSON body is built once up front, so the
-  baseline is timed at its best: no per-request encoding on the server.
+- HTTP + GLB: one GET answered with the GLB bytes as ``application/octet-stream``
+  (how the Hunyuan3D-2 Blender add-on receives its result), the GLB written by our
+  exporter from the same asset; the client parses the GLB into numpy views and PNG bytes.
+  The strong baseline: a plain binary body, no text encoding.
+- HTTP + JSON + base64: one JSON document with every array and PNG base64-encoded
+  (how several other image-to-3D add-ons talk to their servers), decoded back to numpy
+  arrays and PNG bytes.
 
-Run: ``python benchmarks/transport.py [--repeats 7]``. Prints both times and the ratio.
+Both HTTP baselines are served by stdlib ``http.server`` in a child process (as our server
+is), with their bodies built once up front: no per-request encoding on the server. The
+three sides are timed interleaved (ours, GLB, JSON, ours, GLB, JSON, ...) after one
+warm-up each, so a change in machine load hits all of them alike; the ratios are the
+medians of the per-round ratios. Every side's delivery is checked: the arrays it decoded
+equal the arrays that were sent, and its PNG maps decode to the maps that were sent.
+
+Run: ``python benchmarks/transport.py [--rounds 7]``. Prints the times and both ratios.
 """
 
 from __future__ import annotations
@@ -24,13 +33,15 @@ import base64
 import io
 import json
 import os
+import platform
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -47,10 +58,11 @@ from inference_server.pipeline.base import JobContext, JobRequest  # noqa: E402
 
 TRIANGLES = 1_000_000
 MAP_SIZE = 2048
+ARRAYS = ("positions", "faces", "uvs", "normals", "tangents")
 
 
 def big_mesh(triangles: int = TRIANGLES) -> MeshData:
-    """A wavy grid with ``triangles`` faces (two per quad), UVs and normals."""
+    """A wavy grid with ``triangles`` faces (two per quad), UVs, normals and tangents."""
     side = int(np.ceil(np.sqrt(triangles / 2)))
     u, v = np.meshgrid(np.linspace(0, 1, side + 1, dtype=np.float32), np.linspace(0, 1, side + 1, dtype=np.float32))
     height = 0.05 * np.sin(u * 40) * np.cos(v * 40)
@@ -60,8 +72,11 @@ def big_mesh(triangles: int = TRIANGLES) -> MeshData:
     faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])[:triangles]
     normals = np.zeros_like(positions)
     normals[:, 1] = 1.0
+    tangents = np.zeros((len(positions), 4), np.float32)
+    tangents[:, 0] = tangents[:, 3] = 1.0  # +X along u, right-handed: what the exporter keeps as is
     uvs = np.stack([u, v], axis=-1).reshape(-1, 2).astype(np.float32)
-    return MeshData(positions=positions, faces=np.ascontiguousarray(faces), uvs=uvs, normals=normals)
+    return MeshData(positions=positions, faces=np.ascontiguousarray(faces), uvs=uvs, normals=normals,
+                    tangents=tangents)
 
 
 def texture_maps(size: int = MAP_SIZE) -> dict[str, np.ndarray]:
@@ -78,17 +93,22 @@ def texture_maps(size: int = MAP_SIZE) -> dict[str, np.ndarray]:
     }
 
 
+def big_asset() -> Asset:
+    maps = texture_maps()
+    return Asset(
+        mesh=big_mesh(),
+        material=PBRMaterial(base_color=maps["base_color"], orm=maps["orm"], normal=maps["normal"]),
+        provenance={"backend": "transport-benchmark"},
+    )
+
+
 class BigAssetPipeline:
     """Benchmark backend: returns the big asset (built once per worker)."""
 
     name = "transport-benchmark"
 
     def __init__(self, **_options: Any) -> None:
-        maps = texture_maps()
-        self.asset = Asset(
-            mesh=big_mesh(),
-            material=PBRMaterial(base_color=maps["base_color"], orm=maps["orm"], normal=maps["normal"]),
-        )
+        self.asset = big_asset()
 
     def capabilities(self) -> dict[str, Any]:
         return {"modes": ["full"], "pbr": True, "device": "cpu"}
@@ -99,6 +119,10 @@ class BigAssetPipeline:
 
     def release_memory(self) -> None:
         pass
+
+
+# A delivery: what the client holds afterwards, decoded arrays (by ARRAYS name) and PNG bytes by map name.
+Delivery = tuple[dict[str, np.ndarray], dict[str, bytes]]
 
 
 # ----------------------------------------------------------------------------- ours
@@ -128,50 +152,90 @@ def wait_for(conn: ServerConnection, kind: type, timeout_s: float) -> Any:
     raise TimeoutError(f"no {kind.__name__} within {timeout_s} s")
 
 
-def time_ours(address: str, repeats: int) -> tuple[list[float], int, Result]:
-    png = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(png, format="PNG")
-    with ServerConnection(address) as conn:
-        conn.submit("bench", [png.getvalue()], {})
-        wait_for(conn, ResultReady, 600)
-        times = []
-        result = None
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            conn.fetch("bench")
-            result = wait_for(conn, Result, 120)
-            if i:  # the first delivery is a warm-up (page cache, socket buffers), as for the baseline
-                times.append(time.perf_counter() - start)
-        assert result is not None
-        size = sum(a.nbytes for a in result.mesh.values() if isinstance(a, np.ndarray))
-        size += sum(len(b) for b in result.textures.values())
-        return times, size, result
+def fetch_ours(conn: ServerConnection) -> Delivery:
+    conn.fetch("bench")
+    result: Result = wait_for(conn, Result, 120)
+    return {k: result.mesh[k] for k in ARRAYS}, dict(result.textures)
 
 
-# ----------------------------------------------------------------------------- baseline
+# ----------------------------------------------------------------------------- HTTP baselines
 
 
-def json_body(result: Result) -> bytes:
+def json_body(asset: Asset, pngs: dict[str, bytes]) -> bytes:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode("ascii")
 
+    mesh = {key: getattr(asset.mesh, key) for key in ARRAYS}
     doc = {
-        "mesh": {
-            key: {"dtype": str(arr.dtype), "shape": list(arr.shape), "data": b64(arr.tobytes())}
-            for key, arr in result.mesh.items()
-            if isinstance(arr, np.ndarray)
-        },
-        "textures": {name: b64(data) for name, data in result.textures.items()},
-        "material": result.material,
+        "mesh": {key: {"dtype": str(arr.dtype), "shape": list(arr.shape), "data": b64(arr.tobytes())}
+                 for key, arr in mesh.items()},
+        "textures": {name: b64(data) for name, data in pngs.items()},
     }
     return json.dumps(doc).encode("utf-8")
 
 
-def serve_http(body: bytes) -> tuple[ThreadingHTTPServer, str]:
+def fetch_json(url: str) -> Delivery:
+    with urllib.request.urlopen(url) as response:
+        doc = json.loads(response.read())
+    mesh = {
+        key: np.frombuffer(base64.b64decode(entry["data"]), dtype=entry["dtype"]).reshape(entry["shape"])
+        for key, entry in doc["mesh"].items()
+    }
+    return mesh, {name: base64.b64decode(data) for name, data in doc["textures"].items()}
+
+
+_GLTF_DTYPES = {5126: np.float32, 5125: np.uint32, 5123: np.uint16}
+_GLTF_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+_GLTF_ATTRIBUTES = {"POSITION": "positions", "TEXCOORD_0": "uvs", "NORMAL": "normals", "TANGENT": "tangents"}
+
+
+def parse_glb(data: bytes) -> Delivery:
+    """GLB bytes -> numpy views of the first primitive and the material's PNG bytes (as a client would)."""
+    (json_len,) = struct.unpack_from("<I", data, 12)
+    gltf = json.loads(data[20 : 20 + json_len])
+    binary = memoryview(data)[20 + json_len + 8 :]
+
+    def view(index: int) -> memoryview:
+        bv = gltf["bufferViews"][index]
+        start = bv.get("byteOffset", 0)
+        return binary[start : start + bv["byteLength"]]
+
+    def accessor(index: int) -> np.ndarray:
+        acc = gltf["accessors"][index]
+        width = _GLTF_WIDTH[acc["type"]]
+        arr = np.frombuffer(view(acc["bufferView"]), _GLTF_DTYPES[acc["componentType"]], acc["count"] * width,
+                            acc.get("byteOffset", 0))
+        return arr.reshape(acc["count"], width) if width > 1 else arr
+
+    prim = gltf["meshes"][0]["primitives"][0]
+    mesh = {name: accessor(prim["attributes"][attr]) for attr, name in _GLTF_ATTRIBUTES.items()}
+    mesh["faces"] = accessor(prim["indices"]).reshape(-1, 3)
+    material = gltf["materials"][0]
+    slots = {"base_color": material["pbrMetallicRoughness"]["baseColorTexture"],
+             "orm": material["pbrMetallicRoughness"]["metallicRoughnessTexture"],
+             "normal": material["normalTexture"]}
+    pngs = {name: bytes(view(gltf["images"][gltf["textures"][slot["index"]]["source"]]["bufferView"]))
+            for name, slot in slots.items()}
+    return mesh, pngs
+
+
+def fetch_glb(url: str) -> Delivery:
+    with urllib.request.urlopen(url) as response:
+        if response.headers.get("Content-Type") != "application/octet-stream":
+            raise RuntimeError("the GLB baseline must answer application/octet-stream")
+        return parse_glb(response.read())
+
+
+def http_child(folder: str) -> None:
+    """Child process: serve ``folder``/body.json and body.glb from memory, print the port."""
+    bodies = {"/json": ((Path(folder) / "body.json").read_bytes(), "application/json"),
+              "/glb": ((Path(folder) / "body.glb").read_bytes(), "application/octet-stream")}
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body, kind = bodies[self.path]
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -180,61 +244,124 @@ def serve_http(body: bytes) -> tuple[ThreadingHTTPServer, str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/result"
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 
 
-def fetch_http(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url) as response:
-        doc = json.loads(response.read())
-    mesh = {
-        key: np.frombuffer(base64.b64decode(entry["data"]), dtype=entry["dtype"]).reshape(entry["shape"])
-        for key, entry in doc["mesh"].items()
-    }
-    textures = {name: base64.b64decode(data) for name, data in doc["textures"].items()}
-    return {"mesh": mesh, "textures": textures}
+def start_http(folder: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--http-child", str(folder)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = proc.stdout.readline().strip()
+    if not port.isdigit():
+        proc.kill()
+        raise RuntimeError("the HTTP baseline server did not start")
+    return proc, f"http://127.0.0.1:{port}"
 
 
-def time_http(body: bytes, repeats: int, reference: Result) -> list[float]:
-    server, url = serve_http(body)
-    try:
-        times = []
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            got = fetch_http(url)
-            if i:
-                times.append(time.perf_counter() - start)
-        np.testing.assert_array_equal(got["mesh"]["faces"], reference.mesh["faces"])
-        assert got["textures"] == reference.textures
-        return times
-    finally:
-        server.shutdown()
-        server.server_close()
+# ----------------------------------------------------------------------------- checks and timing
+
+
+def check(delivery: Delivery, asset: Asset, maps: dict[str, np.ndarray], first: dict[str, bytes] | None,
+          side: str) -> None:
+    """The client holds exactly what was sent: every array bit for bit, every map pixel for pixel.
+
+    ``first``: this side's PNG bytes from its checked first delivery (None: this is it, decode and compare
+    the pixels; afterwards comparing bytes is enough and keeps the check cheap).
+    """
+    mesh, pngs = delivery
+    for key in ARRAYS:
+        sent = np.asarray(getattr(asset.mesh, key))
+        got = mesh[key]
+        if got.dtype != sent.dtype or got.shape != sent.shape or not np.array_equal(got, sent):
+            raise AssertionError(f"{side}: {key} differs from what was sent")
+    if set(pngs) != set(maps):
+        raise AssertionError(f"{side}: maps {sorted(pngs)} instead of {sorted(maps)}")
+    for name, data in pngs.items():
+        if first is None:
+            if not np.array_equal(np.asarray(Image.open(io.BytesIO(data))), maps[name]):
+                raise AssertionError(f"{side}: map {name} does not decode to the map that was sent")
+        elif data != first[name]:
+            raise AssertionError(f"{side}: map {name} bytes differ from its first delivery's")
+
+
+def timed(fn: Callable[[], Delivery]) -> tuple[float, Delivery]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed deliveries after one warm-up each")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (ours, GLB, JSON) after one warm-up")
+    parser.add_argument("--http-child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.http_child:
+        http_child(args.http_child)
+        return 0
+
+    from inference_server.export.glb import asset_to_glb
+
+    asset = big_asset()  # the same arrays and maps the server's worker builds
+    assert asset.material is not None
+    maps: dict[str, np.ndarray] = {name: getattr(asset.material, name) for name in ("base_color", "orm", "normal")}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, address = start_server(Path(tmp))
+        results, bodies = Path(tmp) / "results", Path(tmp) / "bodies"
+        results.mkdir()
+        bodies.mkdir()
+        proc, address = start_server(results)
+        http_proc = None
         try:
-            ours, size, result = time_ours(address, args.repeats)
+            png = io.BytesIO()
+            Image.new("RGB", (8, 8)).save(png, format="PNG")
+            with ServerConnection(address) as conn:
+                conn.submit("bench", [png.getvalue()], {})
+                wait_for(conn, ResultReady, 600)
+                pngs_sent = fetch_ours(conn)[1]  # the server's PNGs: what the JSON side sends too
+                (bodies / "body.json").write_bytes(json_body(asset, pngs_sent))
+                (bodies / "body.glb").write_bytes(asset_to_glb(asset, xmp=False))
+                http_proc, base = start_http(bodies)
+                sides: dict[str, Callable[[], Delivery]] = {
+                    "ours": lambda: fetch_ours(conn),
+                    "glb": lambda: fetch_glb(f"{base}/glb"),
+                    "json": lambda: fetch_json(f"{base}/json"),
+                }
+                times: dict[str, list[float]] = {name: [] for name in sides}
+                firsts: dict[str, dict[str, bytes]] = {}
+                for round_ in range(args.rounds + 1):
+                    for name, fn in sides.items():  # interleaved: ours, GLB, JSON, ours, GLB, JSON, ...
+                        seconds, delivery = timed(fn)
+                        check(delivery, asset, maps, firsts.get(name), name)  # outside the timing
+                        firsts.setdefault(name, delivery[1])
+                        if round_:  # round 0 is the warm-up (page cache, socket buffers, imports)
+                            times[name].append(seconds)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    body = json_body(result)
-    baseline = time_http(body, args.repeats, result)
-    faces = result.mesh["faces"].shape[0]
-    maps = ", ".join(f"{k} {len(v) / 1e6:.1f} MB" for k, v in result.textures.items())
-    ours_s, http_s = statistics.median(ours), statistics.median(baseline)
-    print(f"asset: {faces:,} triangles, {result.mesh['positions'].shape[0]:,} vertices; PNG maps: {maps}")
-    print(f"payload: {size / 1e6:.1f} MB raw (ours) vs {len(body) / 1e6:.1f} MB JSON (baseline)")
-    print(f"median of {args.repeats} deliveries after one warm-up, server -> decoded arrays + PNG bytes in the client:")
-    print(f"  {'transport':<36}{'median s':>10}{'min s':>10}")
-    print(f"  {'ZeroMQ + msgpack header + raw frames':<36}{ours_s:>10.3f}{min(ours):>10.3f}")
-    print(f"  {'HTTP + JSON + base64 (stdlib)':<36}{http_s:>10.3f}{min(baseline):>10.3f}")
-    print(f"  ratio (HTTP / ours): {http_s / ours_s:.1f}x")
+            if http_proc is not None:
+                http_proc.terminate()
+                http_proc.wait(timeout=30)
+        sizes = {"ours": sum(getattr(asset.mesh, k).nbytes for k in ARRAYS) + sum(map(len, pngs_sent.values())),
+                 "glb": (bodies / "body.glb").stat().st_size, "json": (bodies / "body.json").stat().st_size}
+
+    labels = {"ours": "ZeroMQ + msgpack header + raw frames", "glb": "HTTP + GLB (octet-stream body)",
+              "json": "HTTP + JSON + base64"}
+    faces = asset.mesh.faces.shape[0]
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / "
+          f"{load[2]:.1f} (1 / 5 / 15 min) at the end")
+    print(f"asset: {faces:,} triangles, {asset.mesh.vertex_count:,} vertices (positions, faces, UVs, normals, "
+          f"tangents); PNG maps: " + ", ".join(f"{k} {len(v) / 1e6:.1f} MB" for k, v in pngs_sent.items()))
+    print("payload: " + ", ".join(f"{labels[k]} {v / 1e6:.1f} MB" for k, v in sizes.items()))
+    print(f"{args.rounds} interleaved rounds after one warm-up, server -> decoded arrays + PNG bytes in the client; "
+          "every delivery checked equal to what was sent:")
+    print(f"  {'transport':<38}{'median s':>10}{'min s':>10}{'time / ours':>13}")
+    for name, label in labels.items():
+        ratios = [t / o for t, o in zip(times[name], times["ours"], strict=True)]
+        ratio = "-" if name == "ours" else f"{statistics.median(ratios):.1f}x"
+        print(f"  {label:<38}{statistics.median(times[name]):>10.3f}{min(times[name]):>10.3f}{ratio:>13}")
+    print("  time / ours: median over the rounds of (that side's time / ours in the same round); "
+          "below 1: faster than ours")
     return 0
 
 
