@@ -1,0 +1,370 @@
+"""``step1x3d finetune geometry``: a LoRA for the flow transformer, on one process or under torchrun.
+
+LoRA (PEFT) on the targets upstream's ``use_lora`` uses: every attention projection of the
+double- and single-stream blocks and both feed-forwards of the double-stream blocks
+(``attn.to_q/k/v``, ``attn.to_out.0``, ``attn.add_q/k/v_proj``, ``attn.to_add_out``,
+``ff.net.0.proj``, ``ff.net.2``, ``ff_context.net.0.proj``, ``ff_context.net.2``), Gaussian
+initialisation (B = 0: the untrained LoRA is the base model). AdamW over the LoRA parameters
+only; optional bf16 autocast, gradient checkpointing per transformer block and gradient
+accumulation. The objective is in ``objective``; all randomness is per sample (``seeding``),
+so the result does not depend on the number of processes.
+
+Data order: an epoch is a seeded permutation of the objects (``DistributedSampler`` with the
+run's seed); optimizer step ``k`` uses the ``k``-th block of ``batch`` objects of it, each rank
+taking its shard. Only rank 0 writes (checkpoints, ``loss.csv``, ``loss.png``, the LoRA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from ..checkpoint import latest_step, load_latest, save_checkpoint
+from ..config import ConfigError, TrainConfig, load_config, to_plain
+from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
+from ..lorafile import save_lora
+from ..losslog import LossLog, plot_losses
+from ..prepcache import PrepError
+from ..progress import TrainProgress
+from ..seeding import rng_state, seed_everything, set_rng_state
+from .data import PreparedSet, draw_sample
+from .objective import FlowTable, flow_loss, noisy_latents
+
+UPSTREAM_LORA_TARGETS: tuple[str, ...] = (
+    "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
+    "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
+)
+COMPONENT = "transformer"  # key prefix in the LoRA file (diffusers' layout)
+
+
+class TrainError(RuntimeError):
+    """The run failed; the message says where and how to resume."""
+
+
+@dataclass
+class GeometryTrainConfig(TrainConfig):
+    condition_dropout: float = 0.1  # upstream visual_condition.empty_embeds_ratio
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    precondition_outputs: bool = True  # upstream's default
+    sample_posterior: bool = True  # upstream draws z from the VAE posterior every step
+    name: str | None = None  # the LoRA file's stem (default: the output folder's name)
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ConfigError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
+        if not self.logit_std > 0:
+            raise ConfigError("logit_std must be positive")
+
+
+GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
+    "system.visual_condition.empty_embeds_ratio": ("condition_dropout", float),
+    "system.logit_mean": ("logit_mean", float),
+    "system.logit_std": ("logit_std", float),
+    "system.precondition_outputs": ("precondition_outputs", bool),
+}
+
+
+def load_geometry_config(path: Path | None, **overrides: Any) -> GeometryTrainConfig:
+    return load_config(GeometryTrainConfig, path, GEOMETRY_KEYS, **overrides)
+
+
+# -- model ------------------------------------------------------------------------------------------
+def add_lora(transformer: nn.Module, cfg: TrainConfig) -> list[str]:
+    """Inject PEFT LoRA layers into ``transformer.dit_model``; returns the target module names."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ConfigError("fine-tuning needs peft: pip install '.[train]'") from None
+    targets = list(cfg.lora_layers or UPSTREAM_LORA_TARGETS)
+    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
+                         init_lora_weights="gaussian", target_modules=targets)
+    try:
+        inject_adapter_in_model(config, transformer.dit_model)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"LoRA targets {targets} match no layer of the transformer ({exc})") from exc
+    for name, p in transformer.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()  # trainable weights in fp32 even over a bf16 base
+            p.requires_grad_(True)
+    return targets
+
+
+def lora_state(transformer: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(transformer.dit_model).items()}
+
+
+def load_lora_state(transformer: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(transformer.dit_model, state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ConfigError(f"the checkpoint's LoRA does not fit this model (e.g. {unexpected[0]})")
+
+
+def enable_gradient_checkpointing(transformer: nn.Module) -> None:
+    """Recompute each transformer block in the backward pass instead of keeping its activations."""
+    from torch.utils.checkpoint import checkpoint
+
+    dit: Any = transformer.dit_model
+    for block in [*dit.transformer_blocks, *dit.single_transformer_blocks]:
+        inner = block.forward
+
+        def forward(*args: Any, _inner: Callable[..., Any] = inner) -> Any:
+            if torch.is_grad_enabled():
+                return checkpoint(_inner, *args, use_reentrant=False)
+            return _inner(*args)
+
+        block.forward = forward  # type: ignore[method-assign]
+
+
+def load_base(model_dir: Path, dtype: torch.dtype) -> tuple[nn.Module, Any, torch.Tensor | None]:
+    """(transformer, training scheduler, unconditional label tokens or None) from the official layout."""
+    from ...neural.geometry.configs import LabelEncoderConfig, TransformerConfig, config_from_dict, read_config
+    from ...neural.geometry.loader import build_empty, component_files, load_scheduler, load_weights
+    from ...neural.geometry.models.condition import LabelEncoder
+    from ...neural.geometry.models.transformer import Step1X3DTransformer
+
+    cfg_path, weights = component_files(model_dir, "transformer")
+    t_cfg = config_from_dict(TransformerConfig, read_config(cfg_path))
+    transformer = load_weights(build_empty(Step1X3DTransformer, t_cfg, config_path=cfg_path), weights, dtype)
+    label = None
+    if t_cfg.use_label_condition:
+        l_path, l_weights = component_files(model_dir, "label_encoder")
+        l_cfg = config_from_dict(LabelEncoderConfig, read_config(l_path))
+        encoder = load_weights(build_empty(LabelEncoder, l_cfg, config_path=l_path), l_weights, torch.float32)
+        with torch.no_grad():
+            label = encoder.unconditional(1).float()  # the data has no labels: the empty label, as upstream
+    return transformer, load_scheduler(model_dir), label
+
+
+def vae_scale(model_dir: Path) -> float:
+    from ...neural.geometry.configs import ShapeVAEConfig, config_from_dict, read_config
+
+    return float(config_from_dict(ShapeVAEConfig, read_config(model_dir / "vae" / "config.json")).z_scale_factor)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    lora: Path
+    steps: int
+    losses: list[float]
+    world_size: int
+
+
+class Schedule:
+    """Which objects each rank trains on at each optimizer step."""
+
+    def __init__(self, n: int, batch: int, ctx: DistContext, seed: int) -> None:
+        from torch.utils.data import DistributedSampler
+
+        if n < batch:
+            raise ConfigError(f"the batch of {batch} is larger than the {n} prepared object(s); lower --batch")
+        self.per_epoch = n // batch  # whole global batches; the remainder of an epoch is skipped
+        self.local = batch // ctx.world_size
+        indices: Any = range(n)  # the sampler only needs len()
+        self.sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                                   shuffle=True, seed=seed, drop_last=False)
+        self._epoch = -1
+        self._order: list[int] = []
+
+    def indices(self, step: int) -> list[int]:
+        epoch, pos = divmod(step - 1, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._order, self._epoch = list(self.sampler), epoch
+        return self._order[pos * self.local : (pos + 1) * self.local]
+
+
+def evaluate_loss(transformer: nn.Module, data: PreparedSet, cfg: "GeometryTrainConfig", table: FlowTable,
+                  z_scale: float, label: torch.Tensor | None, device: torch.device, draws: int = 4) -> float:
+    """The objective on fixed draws (every object x ``draws`` noise/timestep draws, no dropout): a
+    deterministic measure of fit, unlike the training loss whose timesteps change every step."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(data)):
+            moments, visual = data.load(i)
+            for k in range(draws):
+                d = draw_sample(moments, visual, seed=cfg.seed, step=k, index=i, dropout=0.0,
+                                sample_posterior=cfg.sample_posterior, z_scale_factor=z_scale, stream=1)
+                t, sigma = table.lookup(d.normal[None], cfg.logit_mean, cfg.logit_std)
+                z, eps = d.z[None].to(device), d.eps[None].to(device)
+                x_t = noisy_latents(z, eps, sigma.to(device))
+                lab = label.to(device) if label is not None else None
+                with _autocast(cfg, device):
+                    v = transformer(x_t, t.to(device), visual=d.visual[None].to(device), label=lab)
+                total += float(flow_loss(v, z, eps, x_t, sigma.to(device), cfg.precondition_outputs).sum())
+                count += 1
+    return total / max(count, 1)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if cfg.mixed_precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_geometry(cfg: GeometryTrainConfig, *, stream: TextIO = sys.stderr,
+                   on_step: Callable[[int, float], None] | None = None) -> RunResult:
+    """Run (or resume) a geometry LoRA training; returns the LoRA file (rank 0's view)."""
+    for name in ("base", "data", "out"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"--{name} is required (or '{name}:' in the config file)")
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx, stream, on_step)
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
+           on_step: Callable[[int, float], None] | None) -> RunResult:
+    from ...neural.geometry.loader import resolve_model_dir
+    from .prepare import model_digest
+
+    check_world(cfg.expected_world_size, ctx.world_size, cfg.num_nodes, cfg.gpus_per_node)
+    micro = split_batch(cfg.batch, ctx.world_size, cfg.grad_accum)
+    out = Path(cfg.out).expanduser()  # type: ignore[arg-type]
+    model_dir = resolve_model_dir(Path(cfg.base).expanduser())  # type: ignore[arg-type]
+    data = PreparedSet(Path(cfg.data).expanduser())  # type: ignore[arg-type]
+    if data.params.get("model_digest") != model_digest(model_dir):
+        raise PrepError(f"{cfg.data} was prepared for another base model ({data.params.get('model')}); run "
+                        f"'step1x3d finetune prepare' again with --base {cfg.base}")
+    schedule = Schedule(len(data), cfg.batch, ctx, cfg.seed)
+
+    base_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+    transformer, scheduler, label = load_base(model_dir, base_dtype)
+    table = FlowTable.from_scheduler(scheduler)
+    z_scale = vae_scale(model_dir)
+    seed_everything(cfg.seed)  # identical LoRA initialisation on every rank
+    targets = add_lora(transformer, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(transformer)
+    transformer.to(ctx.device)
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+    start = 0
+    if cfg.resume:
+        found = load_latest(out)
+        if found is None:
+            if ctx.is_main:
+                print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", file=stream)
+        else:
+            start, state = found
+            if start > cfg.steps:
+                raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
+            load_lora_state(transformer, state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+    model: nn.Module = transformer
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(transformer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+    log = progress = None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_plain(cfg), indent=2), encoding="utf-8")
+        log = LossLog(out / "loss.csv", resume_step=start)
+        progress = TrainProgress(cfg.steps, start, stream)
+        if start:
+            progress.message(f"resumed from step {start}")
+    label_dev = label.to(ctx.device) if label is not None else None
+
+    def batch_tensors(indices: list[int], step: int) -> tuple[torch.Tensor, ...]:
+        draws = []
+        for i in indices:
+            moments, visual = data.load(i)
+            draws.append(draw_sample(moments, visual, seed=cfg.seed, step=step, index=i, dropout=cfg.condition_dropout,
+                                     sample_posterior=cfg.sample_posterior, z_scale_factor=z_scale))
+        z = torch.stack([d.z for d in draws]).to(ctx.device)
+        eps = torch.stack([d.eps for d in draws]).to(ctx.device)
+        visual_t = torch.stack([torch.zeros_like(d.visual) if d.dropped else d.visual for d in draws]).to(ctx.device)
+        t, sigma = table.lookup(torch.stack([d.normal for d in draws]), cfg.logit_mean, cfg.logit_std)
+        return z, eps, visual_t, t.to(ctx.device), sigma.to(ctx.device)
+
+    def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
+        z, eps, visual_t, t, sigma = batch_tensors(indices, step)
+        x_t = noisy_latents(z, eps, sigma)
+        lab = label_dev.expand(len(indices), -1, -1) if label_dev is not None else None
+        sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else model.no_sync()  # type: ignore[operator]
+        with sync:
+            with _autocast(cfg, ctx.device):
+                v = model(x_t, t, visual=visual_t, label=lab)
+            per_sample = flow_loss(v, z, eps, x_t, sigma, cfg.precondition_outputs)
+            loss = per_sample.sum() / schedule.local
+            loss.backward()
+        return float(loss.detach())
+
+    losses: list[float] = []
+    step = start
+    t_run = time.perf_counter()
+    try:
+        for step in range(start + 1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            indices = schedule.indices(step)
+            total = 0.0
+            for m in range(cfg.grad_accum):
+                total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = ctx.mean(total)
+            losses.append(loss)
+            rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
+            if ctx.is_main:
+                assert log is not None and progress is not None
+                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run)
+                progress.update(step, loss, rate)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    _save(out, step, transformer, optimizer, cfg)
+                    plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+            if on_step is not None:
+                on_step(step, loss)
+    except (Exception, KeyboardInterrupt) as exc:
+        if progress is not None:
+            progress.finish()
+        done = latest_step(out)
+        where = (f"resume with --resume (from step {done}, {out / 'checkpoints'})" if done
+                 else "no checkpoint was written yet; lower --checkpoint-every to keep more progress")
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        raise TrainError(f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({reason}); {where}") from exc
+    if progress is not None:
+        progress.finish()
+
+    lora_path = out / f"{cfg.name or out.name}.safetensors"
+    if ctx.is_main:
+        info = {"base_model": model_dir.name, "base_model_digest": data.params.get("model_digest"), "steps": cfg.steps,
+                "data": data.summary(), "config": to_plain(cfg), "world_size": ctx.world_size,
+                "final_loss": losses[-1] if losses else None}
+        save_lora(lora_path, COMPONENT, lora_state(transformer), rank=cfg.rank, alpha=cfg.lora_alpha,
+                  target_modules=targets, info=info)
+        if log is not None:
+            plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+    ctx.barrier()
+    return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
+
+
+def _save(out: Path, step: int, transformer: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    state = {"step": step, "lora": lora_state(transformer), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+             "config": json.dumps(to_plain(cfg))}
+    save_checkpoint(out, step, state, cfg.keep_checkpoints)
+
+
+__all__ = ["GeometryTrainConfig", "TrainError", "UPSTREAM_LORA_TARGETS", "load_geometry_config", "train_geometry"]
