@@ -10,11 +10,12 @@ from typing import Any, Sequence
 
 from blender_addon.protocol.settings import TEXTURE_SIZES, JobSettings, SettingsError
 
+from ..export.formats import SUFFIXES
 from .args import add_backend_args, backend_options, lods
 from .errors import CliError
 from .progress import ProgressBar
 
-MESH_SUFFIXES = (".glb", ".obj", ".ply", ".stl")
+MESH_SUFFIXES = SUFFIXES  # every format export writes, one list (export/formats.py)
 VIEW_ORDER = ("front", "right", "back", "left")
 # Measured by benchmarks/quickstart.py (cold minus warm run of the quick start, 2-core CPU).
 COMPILE_ESTIMATE = "about 20-40 s on a 2-core CPU"

@@ -1,7 +1,18 @@
-"""Stage 8: export to GLB (our own writer), OBJ (+MTL, PNGs), PLY and STL, and LOD chains."""
+"""Stage 8: export to GLB (our own writer), glTF, OBJ (+MTL, PNGs), PLY, STL, 3MF, USD/USDZ, STEP, FBX; LODs."""
 
-from .files import save_asset
+from typing import Any
+
+from .files import ExportOptions, save_asset
+from .formats import FORMATS, SUFFIXES
 from .glb import asset_to_glb, generator_string
-from .lod import build_lods
 
-__all__ = ["asset_to_glb", "build_lods", "generator_string", "save_asset"]
+__all__ = ["FORMATS", "SUFFIXES", "ExportOptions", "asset_to_glb", "build_lods", "generator_string", "save_asset"]
+
+
+def __getattr__(name: str) -> Any:
+    # build_lods pulls in decimation and the UV kernels; `step1x3d --help` needs neither.
+    if name == "build_lods":
+        from .lod import build_lods
+
+        return build_lods
+    raise AttributeError(name)

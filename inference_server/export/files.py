@@ -1,4 +1,8 @@
-"""Write an asset to disk by suffix: .glb, .obj (+ .mtl + PNGs beside it), .ply, .stl.
+"""Write an asset to disk by suffix (the list: ``formats.FORMATS``).
+
+.glb/.gltf, .obj (+ .mtl + PNGs beside it), .ply and .stl are written here; .3mf, USD,
+STEP and FBX by their own modules (imported when asked for: pxr, OCP and bpy are heavy
+optional dependencies).
 
 Every file is written to a temporary name and moved into place with ``os.replace``,
 so a reader (the server announcing results, Blender importing) never sees half a file.
@@ -8,17 +12,31 @@ OBJ, PLY and STL cannot hold an LOD chain: their LODs are written only with
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..assets import Asset, MeshData, PBRMaterial
+from .formats import SUFFIXES, output_suffix
 from .glb import asset_to_glb, generator_string, json_safe, png_bytes
 from .meshprep import prepare_mesh
 
-SUFFIXES = (".glb", ".obj", ".ply", ".stl")
+ENGINES = ("unity", "unreal")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Format-specific choices; each writer reads only its own."""
+
+    engine: str = "unity"  # .fbx: axes, units and map packing of this engine
+    step_faces: int | None = None  # .step: face budget (None: step.DEFAULT_STEP_FACES)
+    step_merge_planar: bool = False  # .step: merge coplanar triangles into planar faces
+    step_schema: str = "AP214"  # .step: AP214 or AP242
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
@@ -34,14 +52,16 @@ def _lod_path(path: Path, level: int) -> Path:
     return path.with_name(f"{path.stem}_lod{level}{path.suffix}")
 
 
-def save_asset(asset: Asset, path: Path, *, lods_as_files: bool = False) -> list[Path]:
+def save_asset(asset: Asset, path: Path, *, lods_as_files: bool = False,
+               options: ExportOptions | None = None) -> list[Path]:
     """Write ``asset`` to ``path`` (format from the suffix); return every file written."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"unsupported export format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    suffix = output_suffix(path)
+    options = options or ExportOptions()
     path.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    if suffix in (".3mf", ".usd", ".usda", ".usdc", ".usdz", ".step", ".stp", ".fbx", ".gltf"):
+        return _save_other(asset, path, suffix, options)
     if suffix == ".glb":
         if lods_as_files and asset.lods:
             written.append(write_atomic(path, asset_to_glb(_single(asset, asset.mesh))))
@@ -66,6 +86,44 @@ def save_asset(asset: Asset, path: Path, *, lods_as_files: bool = False) -> list
             target = path if level == 0 else _lod_path(path, level)
             written.append(write_atomic(target, stl_bytes(mesh, _header(asset))))
     return written
+
+
+def _save_other(asset: Asset, path: Path, suffix: str, options: ExportOptions) -> list[Path]:
+    """Formats with one file per asset (LOD 0 only, except .gltf which keeps the chain)."""
+    if suffix == ".gltf":
+        return [write_atomic(path, gltf_text(asset_to_glb(asset)))]
+    if suffix == ".3mf":
+        from .threemf import write_3mf
+
+        return write_3mf(asset, path)
+    if suffix == ".usdz":
+        from .usd import write_usdz
+
+        return write_usdz(asset, path)
+    if suffix in (".usd", ".usda", ".usdc"):
+        from .usd import write_usd
+
+        return write_usd(asset, path)
+    if suffix in (".step", ".stp"):
+        from .step import DEFAULT_STEP_FACES, write_step
+
+        budget = options.step_faces if options.step_faces is not None else DEFAULT_STEP_FACES
+        result = write_step(asset, path, face_budget=budget, merge_planar=options.step_merge_planar,
+                            schema=options.step_schema)
+        return [result.path]
+    from .fbx import write_fbx  # .fbx: the only suffix left
+
+    return write_fbx(asset, path, engine=options.engine)
+
+
+def gltf_text(glb: bytes) -> str:
+    """A .glb as one self-contained .gltf: the binary chunk becomes a base64 data URI."""
+    from .glb_read import split_glb
+
+    gltf, binary = split_glb(glb)
+    gltf["buffers"] = [{"byteLength": len(binary),
+                        "uri": "data:application/octet-stream;base64," + base64.b64encode(binary).decode("ascii")}]
+    return json.dumps(gltf, separators=(",", ":"), allow_nan=False)
 
 
 def _single(asset: Asset, mesh: MeshData) -> Asset:
@@ -208,4 +266,5 @@ def stl_bytes(mesh: MeshData, header: str) -> bytes:
     return head + struct.pack("<I", len(tri)) + record.tobytes()
 
 
-__all__ = ["SUFFIXES", "obj_text", "ply_bytes", "save_asset", "stl_bytes", "write_atomic"]
+__all__ = ["ENGINES", "SUFFIXES", "ExportOptions", "gltf_text", "obj_text", "ply_bytes", "save_asset",
+           "stl_bytes", "write_atomic"]

@@ -103,11 +103,11 @@ def test_generate_bad_image_remote_and_local(server: ServerProcess, tmp_path: Pa
 @pytest.mark.parametrize(("args", "code", "text"), [
     (["--geometry-only", "--mesh", "m.obj"], 2, "exclude each other"),
     (["--steps", "0"], 2, "steps must be between 1 and 200, got 0"),
-    (["-o", "out.fbx"], 2, "output must end in .glb, .obj, .ply, .stl"),
+    (["-o", "out.xyz"], 2, "output must end in .glb, .gltf, .obj, .ply, .stl, .3mf, .usd"),
 ])
 def test_bad_arguments(image: Path, tmp_path: Path, args: list[str], code: int, text: str) -> None:
     out = ["-o", str(tmp_path / "x.glb")] if "-o" not in args else []
-    proc = step1x3d("generate", str(image), *out, *[str(tmp_path / a) if a.endswith((".obj", ".fbx")) else a for a in args])
+    proc = step1x3d("generate", str(image), *out, *[str(tmp_path / a) if a.endswith((".obj", ".xyz")) else a for a in args])
     assert_one_line_error(proc, code, text)
 
 

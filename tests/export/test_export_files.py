@@ -56,7 +56,7 @@ def test_stl_roundtrip(textured_asset: Asset, tmp_path: Path) -> None:
 
 def test_unknown_suffix_is_refused(textured_asset: Asset, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported export format"):
-        save_asset(textured_asset, tmp_path / "a.fbx")
+        save_asset(textured_asset, tmp_path / "a.dae")
 
 
 def test_lods_as_files_for_obj(textured_asset: Asset, tmp_path: Path) -> None:
