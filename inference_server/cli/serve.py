@@ -35,6 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"override a protocol limit ({', '.join(Limits().to_wire())})")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                        help="how much the server logs to stderr")
+    scale = serve.add_argument_group("scale-out on Ray Serve (the 'ray' extra; docs/scaling.md)")
+    scale.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: one worker process here; ray: jobs run on Ray Serve replicas (default: local)")
+    scale.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                       help="ray: the cluster's head node (default: start a local Ray)")
+    scale.add_argument("--serve-config", type=Path, default=None, metavar="FILE",
+                       help="ray: a Ray Serve config file (replicas, autoscaling, GPUs per stage; "
+                            "default: one replica per stage)")
+    scale.add_argument("--ray-retries", type=int, default=0, metavar="N",
+                       help="ray: run a job again up to N times when its replica dies mid-job "
+                            "(default: 0, the job fails with a retryable reason)")
     serve.set_defaults(handler=run)
 
 
@@ -64,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         orphan_grace_s=args.orphan_grace,
         min_free_bytes=int(args.min_free_mib * 1024 * 1024),
         backend_options=backend_options(args),
+        engine=args.engine,
+        ray_address=args.ray_address,
+        serve_config=args.serve_config,
+        engine_retries=max(0, args.ray_retries),
     )
     try:
         server = JobServer(config)

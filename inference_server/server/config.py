@@ -20,6 +20,11 @@ class ServerConfig:
     port: int = 5555
     backend: str = "auto"
     weights: Path | None = None
+    # "local": one supervised worker process here; "ray": Ray Serve replicas (inference_server.scale).
+    engine: str = "local"
+    ray_address: str | None = None  # ray: the cluster to join (None: start a local one)
+    serve_config: Path | None = None  # ray: a Ray Serve config file (applications, deployments)
+    engine_retries: int = 0  # ray: run a job again this many times when its replica dies mid-job
     results_dir: Path = field(default_factory=default_results_dir)
     limits: Limits = field(default_factory=Limits)
     # CURVE: the server's secret key file and a folder of allowed client public keys (*.key).

@@ -63,7 +63,16 @@ class JobTable:
         self.max_queue = max_queue
         self.jobs: "OrderedDict[str, Job]" = OrderedDict()
         self.queue: deque[str] = deque()
-        self.running: str | None = None
+        # Running jobs, oldest first: one with the local engine, up to its slots with the Ray engine.
+        self.active: list[str] = []
+
+    @property
+    def running(self) -> str | None:
+        """The oldest running job (the only one with the local engine)."""
+        return self.active[0] if self.active else None
+
+    def active_jobs(self) -> list[Job]:
+        return [self.jobs[j] for j in self.active if j in self.jobs]
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -113,7 +122,7 @@ class JobTable:
         job.state = RUNNING
         job.started = time.monotonic()
         job.request = None
-        self.running = job.job_id
+        self.active.append(job.job_id)
 
     def finish(self, job: Job, state: str, error: JobError | None = None) -> None:
         """Move ``job`` to its one terminal state."""
@@ -126,8 +135,8 @@ class JobTable:
         job.error = error
         job.finished = time.monotonic()
         job.request = None
-        if self.running == job.job_id:
-            self.running = None
+        if job.job_id in self.active:
+            self.active.remove(job.job_id)
         if job.job_id in self.queue:
             self.queue.remove(job.job_id)
         self._forget_old()

@@ -40,7 +40,7 @@ from .progress import ProgressModel, stage_weights
 from .result_codec import plain
 from .result_store import ResultStore, ResultStoreError
 from .security import enable_curve_server
-from .worker import WorkerHandle
+from .engine import Engine, create_engine
 
 log = logging.getLogger("step1x3d.server")
 
@@ -64,7 +64,7 @@ class JobServer:
         self.context: zmq.Context | None = None
         self.socket: zmq.Socket | None = None
         self._authenticator: Any = None
-        self.worker: WorkerHandle | None = None
+        self.worker: Engine | None = None  # the engine: local worker process, or Ray Serve
         self.backend_name = resolve_backend(config.backend, config.weights)
         self.backend_error: JobError | None = None
         self.ever_ready = False
@@ -199,6 +199,10 @@ class JobServer:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.worker is not None:
+            for job in self.jobs.active_jobs():  # cancels reach the engine however they were requested
+                if job.cancel_requested is not None:
+                    self.worker.cancel(job.job_id)
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
         if running is not None and running.cancel_requested is not None:
             if now - running.cancel_requested > self.config.cancel_grace_s:
@@ -314,6 +318,9 @@ class JobServer:
             return
         if self._stopping_since is not None:
             self._reject(peer, job_id, "shutting_down", "the server is shutting down; submit again once it is back")
+            return
+        if self.worker is not None and self.worker.unavailable is not None:
+            self._reject(peer, job_id, "busy", *self.worker.unavailable)  # e.g. the Ray cluster is gone
             return
         if self.backend_error is not None:
             self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
@@ -472,12 +479,7 @@ class JobServer:
     # ----------------------------------------------------------------- worker
 
     def _spawn_worker(self) -> None:
-        self.worker = WorkerHandle(
-            self.config.backend,
-            self.config.weights,
-            self.config.results_dir,
-            dict(self.config.backend_options),
-        )
+        self.worker = create_engine(self.config)
 
     def _on_worker_readable(self) -> None:
         handle = self.worker
@@ -591,6 +593,12 @@ class JobServer:
         if self.worker is not None:
             self.worker.kill()
             self.worker = None
+        # An engine with several slots took its other running jobs down with it; the callers end the oldest.
+        for other in self.jobs.active_jobs()[1:]:
+            if other.cancel_requested is not None:
+                self._finish(other, m.CANCELLED, None)
+            else:
+                self._finish(other, m.FAILED, JobError("worker_crashed", "the engine running the job stopped; submit it again", True))
         if self._release_pending:  # a dead process holds no memory: answer the free-VRAM request
             self._release_pending = False
             for peer in self._vram_requests:
@@ -604,7 +612,7 @@ class JobServer:
             self._finish(job, m.FAILED, error)
 
     def _dispatch(self) -> None:
-        if self.jobs.running or self.worker is None or not self.worker.ready or self._stopping_since is not None:
+        if self.worker is None or len(self.jobs.active) >= self.worker.slots or not self.worker.ready or self._stopping_since is not None:
             self._release_if_idle()
             return
         if self._release_pending:
@@ -627,6 +635,7 @@ class JobServer:
         self._notify(job, m.STATE, self._state_fields(job))
         for queued in self.jobs.queued_jobs():
             self._notify(queued, m.STATE, self._state_fields(queued))
+        self._dispatch()  # engines with several slots take the next job at once
 
     def _finish(self, job: Job, state: str, error: JobError | None) -> None:
         was_running = job.state == m.RUNNING

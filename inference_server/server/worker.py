@@ -37,7 +37,7 @@ from blender_addon.protocol.messages import RESULT
 from ..pipeline.base import JobCancelled, JobContext, Pipeline, PipelineError
 from ..pipeline.registry import create_pipeline
 from .intake import QueuedRequest
-from .result_codec import asset_to_result
+from .job_runner import produce_result
 from .result_store import ResultStore
 
 PROGRESS_INTERVAL_S = 0.05  # forward at most 20 progress reports a second
@@ -51,15 +51,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _device_of(capabilities: dict[str, Any]) -> str:
     device = capabilities.get("device")
     return str(device) if device else "cpu"
-
-
-def _glb_bytes(pipeline_asset: Any, notes: list[str]) -> bytes | None:
-    try:
-        from ..export import asset_to_glb  # written in parallel; optional until it lands
-    except ImportError:
-        notes.append("GLB export is not available on this server; use the mesh arrays.")
-        return None
-    return bytes(asset_to_glb(pipeline_asset))
 
 
 def _run_job(
@@ -84,25 +75,7 @@ def _run_job(
 
     ctx = JobContext(callback=report, cancel_event=cancel_event)
     try:
-        started = time.perf_counter()
-        # Decoded here, not on the server's event loop: a bad image fails this job (ImageError is a
-        # PipelineError with code "bad_image"), and a big one stalls no other client.
-        request = queued.decode()
-        queued.images = []  # the decoded arrays replace the encoded files
-        ctx.check_cancelled()
-        decode_s = time.perf_counter() - started
-        asset = pipeline.run(request, ctx)
-        ctx.check_cancelled()
-        asset.timings.setdefault("decode_images", decode_s)
-        asset.timings.setdefault("total", time.perf_counter() - started)
-        asset.provenance.setdefault("backend", pipeline.name)
-        asset.provenance.setdefault("job_id", job_id)
-        asset.provenance.setdefault("settings", request.settings.to_wire())
-        asset.provenance.setdefault("ai_generated", True)
-        encode_started = time.perf_counter()
-        glb = _glb_bytes(asset, asset.notes) if want_glb else None
-        fields, parts = asset_to_result(asset, job_id, glb=glb)
-        fields["timings"]["encode"] = time.perf_counter() - encode_started
+        fields, parts = produce_result(pipeline.run, pipeline.name, queued, job_id, want_glb, ctx)
         # On disk before anyone hears "ready", but only staged: the server commits it when it hears
         # "done", so a worker killed between these two lines leaves nothing that looks done.
         store.stage(job_id, encode(RESULT, fields, parts))

@@ -1,0 +1,90 @@
+"""A local two-node Ray cluster and Ray-engine gateways for the scale tests.
+
+The cluster is real (``ray.cluster_utils.Cluster``: a head and a second node on this machine,
+one CPU each, no dashboard); so are the gateways (``step1x3d serve --engine ray`` processes)
+and the Serve replicas. Start one cluster per test module: it takes seconds on a small machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from tests.server.harness import REPO, ServerProcess, wait_ready
+
+SCRIPTED = "tests.server.pipelines:ScriptedPipeline"
+GATEWAY_READY_S = 180.0  # deploying replicas on a loaded 2-core machine
+
+
+def start_cluster() -> Any:
+    """Head + one worker node on loopback; replicas import the tests package, so PYTHONPATH has the repo."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    return cluster
+
+
+def stop_cluster(cluster: Any) -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.shutdown()
+
+
+def write_config(path: Path, app: str, args: dict[str, Any], deployment: str = "WeightFree", replicas: int = 2,
+                 cpus: float = 0.25) -> Path:
+    """A Ray Serve config file in Serve's own format; one replica per node."""
+    config = {
+        "applications": [{
+            "name": app,
+            "import_path": "inference_server.scale.app:build_app",
+            "args": args,
+            "deployments": [{
+                "name": deployment,
+                "num_replicas": replicas,
+                "max_ongoing_requests": 1,
+                "max_replicas_per_node": 1,
+                "ray_actor_options": {"num_cpus": cpus},
+            }],
+        }]
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def ray_gateway(results_dir: Path, address: str, config: Path, *extra: str, backend: str = SCRIPTED,
+                port: int = 0) -> ServerProcess:
+    return ServerProcess(results_dir, "--engine", "ray", "--ray-address", address, "--serve-config", str(config),
+                         *extra, backend=backend, port=port)
+
+
+def running_gateway(results_dir: Path, address: str, config: Path, *extra: str, **kwargs: Any) -> Iterator[ServerProcess]:
+    server = ray_gateway(results_dir, address, config, *extra, **kwargs)
+    try:
+        wait_ready(server.address, timeout_s=GATEWAY_READY_S)
+        yield server
+    finally:
+        server.stop()
+
+
+def records(folder: Path) -> list[dict[str, Any]]:
+    """Every replica's own job records (one JSON line per job attempt)."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.jsonl")):
+        out += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
