@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -210,12 +209,10 @@ def test_right_and_left_views_face_the_right_way(sphere_image: PreparedImage) ->
         assert middle.max() > 0.45  # the stub reaches half the depth of 1.9 * (164 / 300) / 2
 
 
-def test_default_settings_at_1024_are_fast(sphere_image: PreparedImage) -> None:
-    start = time.perf_counter()
+def test_default_settings_at_1024_give_a_valid_mesh(sphere_image: PreparedImage) -> None:
+    # Speed is measured in benchmarks/pipeline.py, not asserted here.
     mesh = build_geometry([sphere_image], JobSettings(), JobContext())
-    elapsed = time.perf_counter() - start
     assert_valid(mesh, 200_000)
-    assert elapsed < 10.0  # about 2 s measured on two shared cores; generous for a busy machine
 
 
 def test_progress_covers_every_stage_and_cancel_stops_it(sphere_image: PreparedImage) -> None:
