@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         limits = Limits().with_overrides(overrides)
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
+    _check_weights(args)
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -92,3 +93,20 @@ def run(args: argparse.Namespace) -> int:
     if status != 0 and server.backend_error is not None:
         raise CliError(f"the backend could not start: {server.backend_error.message}", status)
     return status
+
+
+def _check_weights(args: argparse.Namespace) -> None:
+    """The `weights check` of what the step1x3d backend will load, before anything starts."""
+    if args.weights is None or args.backend not in ("auto", "step1x3d"):
+        return
+    from ..weights.check import check_configured
+
+    try:
+        problems = check_configured(args.weights, args.sdxl_dir, args.sdxl_vae_dir)
+    except ImportError:
+        return  # no neural extra: the backend reports that itself
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        raise CliError(f"the weights in {args.weights} do not match the models ({len(problems)} problem(s) above); "
+                       "fetch them again with `step1x3d weights fetch`", 2)

@@ -10,7 +10,8 @@ holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and o
   ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
   ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
 * Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
-  weights root by default), ``sdxl_dir``, ``sdxl_vae_dir``, ``lora_dir``, ``texture_dtype``,
+  weights root by default), ``sdxl_dir``, ``sdxl_vae_dir`` (found under the weights root when
+  it has the ``step1x3d weights fetch`` layout), ``lora_dir``, ``texture_dtype``,
   ``texture_sync_ratio`` (0: off; upstream uses 0.5). ``offload`` applies to both stages.
   Without them (or without the texture module) full jobs are textured by the weight-free
   projection chain, and the asset's notes say so.
@@ -48,7 +49,7 @@ from .geometry.pipeline import Step1X3DGeometryPipeline
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TEXTURE_FILE = Path("Step1X-3D-Texture") / "step1x-3d-ig2v.safetensors"
+from ..weights.layout import texture_paths
 OFFLOAD_BELOW_BYTES = 40 * 1024**3
 OFFLOAD_MODES = ("auto", "none", "stages")
 # Progress weights in running order. The projection chain's stages come before the neural texture
@@ -133,15 +134,8 @@ class Step1X3DBackend:
 
     def _texture_paths(self) -> tuple[Path, Path, Path] | None:
         """(adapter file, SDXL folder, SDXL VAE folder) when all are configured, else None."""
-        import os
-
         opts = self._texture_options
-        adapter = Path(opts["adapter"]).expanduser() if opts["adapter"] else self.weights / TEXTURE_FILE
-        sdxl = opts["sdxl_dir"] or os.environ.get("STEP1X3D_SDXL_DIR")
-        vae = opts["vae_dir"] or os.environ.get("STEP1X3D_SDXL_VAE_DIR")
-        if not adapter.is_file() or not sdxl or not vae:
-            return None
-        return adapter, Path(sdxl).expanduser(), Path(vae).expanduser()
+        return texture_paths(self.weights, opts["adapter"], opts["sdxl_dir"], opts["vae_dir"])
 
     def _offload_enabled(self) -> bool:
         if self.offload != "auto":

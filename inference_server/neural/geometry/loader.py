@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ...pipeline.base import PipelineError
+from ...weights.layout import GEOMETRY_FOLDERS
 from .configs import (
     LabelEncoderConfig,
     ShapeVAEConfig,
@@ -42,7 +43,7 @@ from .models.vae import ShapeVAE
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
-VARIANTS = {"base": "Step1X-3D-Geometry-1300m", "label": "Step1X-3D-Geometry-Label-1300m"}
+VARIANTS = GEOMETRY_FOLDERS  # {"base": "Step1X-3D-Geometry-1300m", "label": "Step1X-3D-Geometry-Label-1300m"}
 # Buffers older transformers versions saved with the CLIP/DINO weights; they are recomputed, not loaded.
 IGNORED_CHECKPOINT_SUFFIXES = (".position_ids",)
 M = TypeVar("M", bound=nn.Module)

@@ -79,9 +79,12 @@ def resolve_vae_dir(vae_dir: Path) -> Path:
     raise _missing(f"'{vae_dir}' holds no VAE (config.json plus diffusion_pytorch_model.safetensors).")
 
 
-def _variant(folder: Path, dtype: torch.dtype) -> str | None:
-    # SDXL base ships fp16 copies next to the fp32 weights: half the reading when we run in half precision.
-    if dtype == torch.float16 and (folder / "diffusion_pytorch_model.fp16.safetensors").is_file():
+def _variant(folder: Path, dtype: torch.dtype, name: str = "diffusion_pytorch_model") -> str | None:
+    # SDXL base ships fp16 copies next to the fp32 weights: half the reading when we run in half
+    # precision, and the only copy in a folder `step1x3d weights fetch` wrote (cast on load).
+    if not (folder / f"{name}.fp16.safetensors").is_file():
+        return None
+    if dtype == torch.float16 or not (folder / f"{name}.safetensors").is_file():
         return "fp16"
     return None
 
@@ -146,8 +149,13 @@ def load_models(adapter_file: Path, sdxl_dir: Path, vae_dir: Path, dtype: torch.
             sdxl_dir, subfolder="unet", torch_dtype=dtype, variant=_variant(sdxl_dir / "unet", dtype), **local
         )
         vae = AutoencoderKL.from_pretrained(vae_folder, torch_dtype=dtype, **local)
-        text_encoder = CLIPTextModel.from_pretrained(sdxl_dir / "text_encoder", dtype=dtype, **local)
-        text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(sdxl_dir / "text_encoder_2", dtype=dtype, **local)
+        text_encoder = CLIPTextModel.from_pretrained(
+            sdxl_dir / "text_encoder", dtype=dtype, variant=_variant(sdxl_dir / "text_encoder", dtype, "model"), **local
+        )
+        text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+            sdxl_dir / "text_encoder_2", dtype=dtype, variant=_variant(sdxl_dir / "text_encoder_2", dtype, "model"),
+            **local,
+        )
         tokenizer = CLIPTokenizer.from_pretrained(sdxl_dir / "tokenizer", **local)
         tokenizer_2 = CLIPTokenizer.from_pretrained(sdxl_dir / "tokenizer_2", **local)
         scheduler_config = json.loads((sdxl_dir / "scheduler" / "scheduler_config.json").read_text())
