@@ -209,7 +209,8 @@ def parse_glb(data: bytes) -> Delivery:
 
     prim = gltf["meshes"][0]["primitives"][0]
     mesh = {name: accessor(prim["attributes"][attr]) for attr, name in _GLTF_ATTRIBUTES.items()}
-    mesh["faces"] = accessor(prim["indices"]).reshape(-1, 3)
+    # Small meshes get uint16 indices in a GLB; a client widens them (the 1M-face asset is uint32 already).
+    mesh["faces"] = accessor(prim["indices"]).reshape(-1, 3).astype(np.uint32, copy=False)
     material = gltf["materials"][0]
     slots = {"base_color": material["pbrMetallicRoughness"]["baseColorTexture"],
              "orm": material["pbrMetallicRoughness"]["metallicRoughnessTexture"],
