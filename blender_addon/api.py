@@ -109,6 +109,7 @@ def _finish(
         raise Step1X3DError(str(exc)) from None
     except BaseException:  # Ctrl+C in the console: cancel on the server, never leave the socket open
         cancel_and_wait(job.session)
+        jobs.rollback(job)
         raise
     finally:
         job.session.close()

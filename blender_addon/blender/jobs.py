@@ -27,6 +27,7 @@ from .references import InputError, References
 
 GENERATE = "generate"
 RETEXTURE = "retexture"
+ADDED_UV_MAP = "added_uv_map"  # ActiveJob.extra: a UV map this job added (removed again if it fails)
 
 
 class JobFailed(RuntimeError):
@@ -94,19 +95,37 @@ def start_retexture(
     context: bpy.types.Context, obj: bpy.types.Object | None, refs: References, settings: dict[str, Any], prefs: Prefs
 ) -> ActiveJob:
     target = retexture.check_target(obj)
-    uv_map = retexture.ensure_uv_map(context, target)
-    mesh = retexture.extract_mesh(context, target)
+    uv_map, added = retexture.ensure_uv_map(context, target)
+    try:
+        mesh = retexture.extract_mesh(context, target)
+    except InputError:
+        if added:
+            retexture.remove_uv_map(target, uv_map)
+        raise
     settings = {**settings, "mode": "texture"}
     spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names, mesh=mesh)
     job = ActiveJob(_session(prefs, spec), RETEXTURE, target.name, refs.names, settings, sent_mesh=mesh, uv_map=uv_map)
+    if added:
+        job.extra[ADDED_UV_MAP] = uv_map
     job.session.start()
     return job
+
+
+def rollback(job: ActiveJob) -> None:
+    """A job that ends without a result leaves its object as it was: remove the UV map it added.
+
+    Idempotent; called on failure, cancel, Ctrl+C and when the add-on is disabled mid-job.
+    """
+    added = job.extra.pop(ADDED_UV_MAP, None)
+    if added and job.kind == RETEXTURE:
+        retexture.remove_uv_map(bpy.data.objects.get(job.name), added)
 
 
 def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.types.Object:
     """Turn a finished session into an object in the scene (or raise JobFailed); records the history."""
     view = job.session.view
     if view.state != DONE or job.session.result is None:
+        rollback(job)
         record(job, view, None, prefs)
         raise JobFailed(view.message or "The job did not finish.")
     payload = payload_from_result(job.session.result)
@@ -118,8 +137,10 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
         else:
             obj = _apply_texture(job, payload)
     except (importer.ImportFailed, InputError) as exc:
+        rollback(job)
         record(job, SessionView(state="failed", message=str(exc)), None, prefs)
         raise JobFailed(str(exc)) from None
+    job.extra.pop(ADDED_UV_MAP, None)  # the new texture lives in that map now: keep it
     record(job, view, obj, prefs, payload)
     return obj
 

@@ -17,7 +17,7 @@ from ..core import wording
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..core.session import cancel_and_wait, wait
 from ..protocol.settings import TEXTURE_SIZES
-from . import jobs, runtime
+from . import jobs, properties, runtime
 from .preferences import get_prefs
 from .properties import MODE_ITEMS, state
 from .references import InputError, References, gather, gather_panel, slot_filled
@@ -73,7 +73,7 @@ class _JobOperator:
     def _settings(self, context: bpy.types.Context, mode: str) -> dict[str, Any]:
         op: Any = self
         st = state(context)
-        base = st.job_settings(st.seed)
+        base = properties.job_settings(st, st.seed)
         overrides: dict[str, Any] = {"mode": mode}
         for name in _SETTING_PROPS:
             if op.properties.is_property_set(name):
@@ -97,9 +97,11 @@ class _JobOperator:
         except jobs.JobFailed as exc:
             return self._fail(context, str(exc))
         except Exception as exc:  # an add-on bug must still read as one sentence, not a traceback
+            jobs.rollback(job)
             return self._fail(context, wording.sentence(f"The job failed unexpectedly: {exc}"))
         except BaseException:  # Ctrl+C in a script: cancel on the server before the socket goes
             cancel_and_wait(job.session)
+            jobs.rollback(job)
             raise
         finally:
             job.session.close()
@@ -403,7 +405,7 @@ class STEP1X3D_OT_preset_save(bpy.types.Operator):
             "max_faces": st.max_faces,
             "texture_size": int(st.texture_size),
             "inflate_depth": float(st.inflate_depth),
-            "lods": st.lods(),
+            "lods": properties.lods(st),
         }
         try:
             runtime.preset_store().save(st.preset_name.strip(), values)

@@ -50,11 +50,6 @@ class STEP1X3D_PG_reference(bpy.types.PropertyGroup):
         name="Image", default="", description="An image of this .blend as the reference for this view"
     )
 
-    def label(self) -> str:
-        if self.source == "IMAGE":
-            return self.image_name or "(no image)"
-        return bpy.path.basename(self.filepath) or "(no file)"
-
 
 def _preset_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
     from . import runtime
@@ -125,23 +120,27 @@ class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     show_history: BoolProperty(name="History", default=False)  # type: ignore[valid-type]
     show_settings: BoolProperty(name="Settings", default=True)  # type: ignore[valid-type]
 
-    def lods(self) -> list[float]:
-        return [] if self.lod_levels <= 1 else [0.5**i for i in range(self.lod_levels)]
 
-    def job_settings(self, seed: int) -> dict[str, Any]:
-        """The panel's settings as a wire dict (validated by ``JobSettings.from_wire`` before sending)."""
-        return JobSettings.from_wire(
-            {
-                "mode": self.mode,
-                "seed": seed,
-                "steps": self.steps,
-                "guidance": float(self.guidance),
-                "max_faces": self.max_faces,
-                "texture_size": int(self.texture_size),
-                "inflate_depth": float(self.inflate_depth),
-                "lods": self.lods(),
-            }
-        ).to_wire()
+# Plain functions, not PropertyGroup methods: the bpy 4.2 module crashes at exit after a
+# PropertyGroup class with Python methods was registered and unregistered.
+def lods(st: Any) -> list[float]:
+    return [] if st.lod_levels <= 1 else [0.5**i for i in range(st.lod_levels)]
+
+
+def job_settings(st: Any, seed: int) -> dict[str, Any]:
+    """The panel's settings as a wire dict (validated by ``JobSettings.from_wire`` before sending)."""
+    return JobSettings.from_wire(
+        {
+            "mode": st.mode,
+            "seed": seed,
+            "steps": st.steps,
+            "guidance": float(st.guidance),
+            "max_faces": st.max_faces,
+            "texture_size": int(st.texture_size),
+            "inflate_depth": float(st.inflate_depth),
+            "lods": lods(st),
+        }
+    ).to_wire()
 
 
 CLASSES: tuple[type, ...] = (STEP1X3D_PG_reference, STEP1X3D_PG_state)

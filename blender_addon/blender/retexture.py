@@ -25,16 +25,20 @@ def check_target(obj: bpy.types.Object | None) -> bpy.types.Object:
     return obj
 
 
-def ensure_uv_map(context: bpy.types.Context, obj: bpy.types.Object) -> str:
-    """The object's active UV map name; a mesh without one gets a Smart UV Project first.
+def ensure_uv_map(context: bpy.types.Context, obj: bpy.types.Object) -> tuple[str, bool]:
+    """The object's active UV map name, and whether it was added now (Smart UV Project).
 
-    The texture is painted into these UVs, so they must exist before the mesh is sent.
+    The texture is painted into these UVs, so they must exist before the mesh is sent. An added
+    map is removed again by :func:`remove_uv_map` when the job fails or is cancelled; the mesh's
+    selection, which Smart UV Project needs to change, is put back at once.
     """
     mesh: Any = obj.data
     if mesh.uv_layers.active is not None:
-        return str(mesh.uv_layers.active.name)
+        return str(mesh.uv_layers.active.name), False
+    selection = _selection(mesh)
     layer = mesh.uv_layers.new(name="UVMap")
     mesh.uv_layers.active = layer
+    name = str(layer.name)
     view_layer: Any = context.view_layer
     prev_active = view_layer.objects.active
     prev_mode = obj.mode
@@ -47,10 +51,44 @@ def ensure_uv_map(context: bpy.types.Context, obj: bpy.types.Object) -> str:
             bpy.ops.uv.smart_project(island_margin=0.02)
             bpy.ops.object.mode_set(mode=prev_mode if prev_mode != "EDIT" else "OBJECT")
     except RuntimeError as exc:
+        remove_uv_map(obj, name)
         raise InputError(f"'{obj.name}' has no UV map and Smart UV Project failed: {exc}") from None
     finally:
         view_layer.objects.active = prev_active
-    return str(layer.name)
+        _restore_selection(mesh, selection)
+    return name, True
+
+
+def remove_uv_map(obj: bpy.types.Object | None, name: str) -> bool:
+    """Undo :func:`ensure_uv_map`'s addition (a failed or cancelled job); True when one was removed."""
+    mesh: Any = obj.data if obj is not None and obj.type == "MESH" else None
+    if mesh is None:
+        return False
+    layer = mesh.uv_layers.get(name)
+    if layer is None:
+        return False
+    mesh.uv_layers.remove(layer)
+    return True
+
+
+_SELECT_DOMAINS = ("vertices", "edges", "polygons")
+
+
+def _selection(mesh: Any) -> dict[str, np.ndarray]:
+    out = {}
+    for domain in _SELECT_DOMAINS:
+        items = getattr(mesh, domain)
+        flags = np.empty(len(items), dtype=bool)
+        items.foreach_get("select", flags)
+        out[domain] = flags
+    return out
+
+
+def _restore_selection(mesh: Any, selection: dict[str, np.ndarray]) -> None:
+    for domain, flags in selection.items():
+        items = getattr(mesh, domain)
+        if len(items) == len(flags):
+            items.foreach_set("select", flags)
 
 
 def extract_mesh(context: bpy.types.Context, obj: bpy.types.Object) -> dict[str, Any]:

@@ -112,6 +112,7 @@ def finish(context: bpy.types.Context, job_id: str) -> bpy.types.Object | None:
     except RuntimeError as exc:
         # bpy raises the operator's ERROR report as RuntimeError; the operator has already put its
         # sentence in the panel. Anything else (no usable context) gets one sentence here.
+        jobs.rollback(job)
         if not st.last_message:
             report(context, wording.sentence(f"Could not import the result: {exc}"), failed=True)
     finally:
@@ -249,7 +250,9 @@ def _timer() -> float | None:
         busy = poll_step(bpy.context)
     except Exception as exc:  # a timer that raises is unregistered silently: end the jobs, say why
         for job_id in list(_jobs):
-            pop_job(job_id)
+            job = pop_job(job_id)
+            if job is not None:
+                jobs.rollback(job)
         report(bpy.context, wording.sentence(f"The job failed unexpectedly: {exc}"), failed=True)
         busy = False
     if busy:
@@ -277,6 +280,7 @@ def shutdown() -> None:
         job = _jobs.get(job_id)
         if job is not None:
             job.session.cancel()  # best effort: tell the server before the socket goes
+            jobs.rollback(job)  # the object stays as it was before the job
         pop_job(job_id)
     if _probe is not None:
         _probe.close()

@@ -198,7 +198,11 @@ def test_a_mesh_without_uvs_gets_a_smart_uv_project_before_sending(bpy: Any, add
     obj = bpy.context.active_object
     while obj.data.uv_layers:
         obj.data.uv_layers.remove(obj.data.uv_layers[0])
-    assert retexture.ensure_uv_map(bpy.context, obj) == "UVMap"
+    obj.data.vertices[0].select = False
+    selected = [v.select for v in obj.data.vertices]
+    assert retexture.ensure_uv_map(bpy.context, obj) == ("UVMap", True)
+    assert [v.select for v in obj.data.vertices] == selected  # Smart UV Project's select-all is undone
+    assert retexture.ensure_uv_map(bpy.context, obj) == ("UVMap", False)
     assert obj.mode == "OBJECT" and obj.data.uv_layers.active.name == "UVMap"
     mesh = retexture.extract_mesh(bpy.context, obj)
     uvs = mesh["uvs"]
