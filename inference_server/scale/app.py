@@ -82,6 +82,8 @@ class PipelineReplica:
             "replica": self.replica_id,
             "node": self.node_id,
             "pid": self.pid,
+            # Whether a full job can be split between the Geometry and Texture deployments.
+            "split": callable(getattr(self.pipeline, "run_geometry", None)) and callable(getattr(self.pipeline, "finish", None)),
         }
 
     def release(self) -> str:
@@ -113,11 +115,14 @@ class PipelineReplica:
         started = time.time()
         work = loop.run_in_executor(None, self._work, job_id, queued, want_glb, step, parts, ctx, put)
         outcome = "unknown"
+        progress: list[Any] = []
         try:
             while True:
                 item = await items.get()
                 if item[0] != "progress":
                     outcome = str(item[0])
+                else:
+                    progress = list(item[1:4])
                 yield item
                 if item[0] != "progress":
                     break
@@ -132,7 +137,7 @@ class PipelineReplica:
                 outcome = "cancel_ignored"
             raise
         finally:
-            self._record(job_id, step, started, outcome)
+            self._record(job_id, step, started, outcome, progress)
 
     def _work(
         self,
@@ -174,12 +179,13 @@ class PipelineReplica:
             else:
                 put(("failed", "internal_error", f"the backend failed: {type(exc).__name__}: {exc}", False))
 
-    def _record(self, job_id: str, step: str, started: float, outcome: str) -> None:
+    def _record(self, job_id: str, step: str, started: float, outcome: str, progress: list[Any]) -> None:
         """One line per job in this replica's own record (which replica ran what, when, how it ended)."""
         if self.records is None:
             return
         line = {"job_id": job_id, "step": step, "stage": self.stage, "replica": self.replica_id,
-                "node": self.node_id, "pid": self.pid, "start": started, "end": time.time(), "outcome": outcome}
+                "node": self.node_id, "pid": self.pid, "start": started, "end": time.time(), "outcome": outcome,
+                "last_progress": progress}
         self.records.parent.mkdir(parents=True, exist_ok=True)
         with open(self.records, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")

@@ -40,6 +40,7 @@ MONITOR_S = 1.0  # how often a connected cluster is checked
 LOST_AFTER = 3  # failed checks in a row before the cluster counts as lost
 EXIT_CLUSTER_LOST = 75  # the server restarts the bridge, which waits for the cluster to return
 DESCRIBE_TIMEOUT_S = 120.0
+CANCEL_FLUSH_S = 1.0
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Bridge:
         self._jobs_lock = threading.Lock()
         self.stopping = threading.Event()
         self.gcs_address: str | None = None
+        self.split = False  # the neural pipeline runs geometry and texture on separate deployments
 
     # ----------------------------------------------------------------- plumbing
 
@@ -116,6 +118,7 @@ class Bridge:
             elif kind == "stop":
                 break
         self._cancel_all()
+        time.sleep(CANCEL_FLUSH_S if self.jobs else 0.0)
         os._exit(0)  # Ray's own shutdown can take seconds; the replicas and the app live on
 
     def _watch_parent(self) -> None:
@@ -124,6 +127,7 @@ class Bridge:
         while os.getppid() == parent:
             time.sleep(0.5)
         self._cancel_all()
+        time.sleep(CANCEL_FLUSH_S)  # cancels are sent asynchronously; let them leave before we exit
         os._exit(3)
 
     # ----------------------------------------------------------------- the cluster
@@ -169,6 +173,7 @@ class Bridge:
             serve.run(build_app(args), name=self.app_name, route_prefix=None)
         self.handles = {name: serve.get_deployment_handle(name, self.app_name) for name in self.stages}
         info = self.handles[self.stages[0]].describe.remote().result(timeout_s=DESCRIBE_TIMEOUT_S)
+        self.split = bool(info.get("split"))
         caps = dict(info["capabilities"])
         caps["engine"] = {"kind": "ray", "application": self.app_name, "deployments": list(self.stages),
                           "slots": slots(self.app)}
@@ -220,6 +225,8 @@ class Bridge:
             return [(geometry, "all")]
         if mode == "texture":
             return [(texture, "all")]
+        if not self.split:  # the pipeline cannot hand its geometry over: the whole job runs on Geometry
+            return [(geometry, "all")]
         return [(geometry, "geometry"), (texture, "finish")]
 
     def _run(self, job_id: str, queued: QueuedRequest, want_glb: bool) -> None:
