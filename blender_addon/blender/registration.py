@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panel, preferences, previews, properties, runtime
+from . import engine_operators, operators, panel, preferences, previews, properties, runtime
 
 CLASSES: tuple[type, ...] = (
     preferences.STEP1X3D_AP_preferences,
     *properties.CLASSES,
     *operators.CLASSES,
+    *engine_operators.CLASSES,
     *panel.CLASSES,
 )
 

@@ -50,7 +50,7 @@ def _check_size(size: float | None) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export.files import ExportOptions, save_asset
-    from ..export.formats import output_suffix
+    from ..export.formats import ExportError, output_suffix
     from ..export.glb_read import GlbError, read_gltf
 
     try:
@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
     asset.provenance = {**asset.provenance, "converted_from": args.input.name}
     options = ExportOptions(engine=args.engine, step_faces=args.step_faces,
                             step_merge_planar=args.step_merge_planar, step_schema=args.step_schema)
-    written = save_asset(asset, args.output, lods_as_files=args.lods_as_files, options=options)
+    try:
+        written = save_asset(asset, args.output, lods_as_files=args.lods_as_files, options=options)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
     names = ", ".join(str(p) for p in written)
     print(f"wrote {names} in {time.monotonic() - started:.1f} s")
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..assets import Asset
+from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe
 from .weld import decimate, is_closed, weld
 
@@ -48,7 +49,7 @@ def _ocp() -> None:
     try:
         import OCP  # noqa: F401
     except ImportError:
-        raise RuntimeError("writing STEP needs OpenCascade: pip install 'step1x3d-blender[export]'") from None
+        raise ExportError("writing STEP needs OpenCascade: pip install 'step1x3d-blender[export]'") from None
 
 
 def _shape(positions: np.ndarray, faces: np.ndarray, merge_planar: bool) -> tuple[Any, bool]:

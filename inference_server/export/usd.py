@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..assets import Asset, PBRMaterial
+from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe, png_bytes
 from .meshprep import prepare_mesh
 
@@ -35,7 +36,7 @@ def _pxr() -> Any:
     try:
         import pxr  # noqa: F401
     except ImportError:
-        raise RuntimeError("writing USD needs usd-core: pip install 'step1x3d-blender[export]'") from None
+        raise ExportError("writing USD needs usd-core: pip install 'step1x3d-blender[export]'") from None
     return pxr
 
 
@@ -216,7 +217,7 @@ def write_usdz(asset: Asset, path: Path) -> list[Path]:
         del stage
         tmp = work / "package.usdz"
         if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(layer_path)), str(tmp)):
-            raise RuntimeError(f"usd-core could not package {path.name}")
+            raise ExportError(f"usd-core could not package {path.name}")
         shutil.move(str(tmp), str(path.with_name(f".{path.name}.tmp-{os.getpid()}")))
         os.replace(path.with_name(f".{path.name}.tmp-{os.getpid()}"), path)
     finally:
