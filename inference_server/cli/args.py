@@ -70,3 +70,26 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
         "texture_sync_ratio": args.texture_sync,
     }
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in chosen.items() if v is not None}
+
+
+def add_matting_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matting-model", type=Path, default=None, metavar="MODEL.onnx",
+                        help="learned background removal for images without transparency (U2-Net, IS-Net, BiRefNet "
+                             "as ONNX, run with onnxruntime); colour keying stays the fallback")
+
+
+def add_content_filter_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("content filter (off unless configured)")
+    group.add_argument("--content-filter", type=Path, default=None, metavar="MODEL.onnx",
+                       help="an ONNX image classifier run on every job's images before the backend")
+    group.add_argument("--content-filter-labels", type=Path, default=None, metavar="FILE",
+                       help="its classes in output order, one per line: 'allow NAME' or 'refuse NAME'")
+    group.add_argument("--content-filter-threshold", type=float, default=None, metavar="P",
+                       help="refuse when a refused class reaches this probability (default 0.5)")
+
+
+def preparation_options(args: argparse.Namespace) -> dict[str, object]:
+    """The job preparation options (see inference_server.pipeline.preparation) given on the command line."""
+    chosen = {key: getattr(args, key, None) for key in
+              ("matting_model", "content_filter", "content_filter_labels", "content_filter_threshold")}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in chosen.items() if v is not None}

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from blender_addon.protocol.settings import TEXTURE_SIZES, JobSettings, SettingsError
 
 from ..export.formats import SUFFIXES
-from .args import add_backend_args, backend_options, lods
+from .args import add_backend_args, add_matting_arg, backend_options, lods, preparation_options
 from .errors import CliError
 from .progress import ProgressBar
 
@@ -64,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--client-key", type=Path, default=None, help="CURVE: this machine's .key_secret file")
     gen.add_argument("--server-public-key", type=Path, default=None, help="CURVE: the server's public .key file")
     add_backend_args(gen)
+    add_matting_arg(gen)
     gen.set_defaults(handler=run)
 
 
@@ -208,6 +209,7 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
         arrays = load_mesh(args.mesh)
         mesh = MeshData(positions=arrays["positions"], faces=arrays["faces"], uvs=arrays.get("uvs"))
     options = backend_options(args) if resolve_backend(args.backend, args.weights) == "step1x3d" else {}
+    options.update(preparation_options(args))  # learned cut-out, whatever the backend
     pipeline = create_pipeline(args.backend, args.weights, **options)
     model = ProgressModel(stage_weights(dict(pipeline.capabilities()), settings.mode), time.monotonic())
 

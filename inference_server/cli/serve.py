@@ -10,7 +10,15 @@ from pathlib import Path
 from blender_addon.protocol.limits import Limits
 
 from .. import __version__
-from .args import add_backend_args, backend_options, limit, positive_int
+from .args import (
+    add_backend_args,
+    add_content_filter_args,
+    add_matting_arg,
+    backend_options,
+    limit,
+    positive_int,
+    preparation_options,
+)
 from .errors import CliError
 
 
@@ -19,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs CURVE keys")
     serve.add_argument("--port", type=int, default=5555, help="TCP port (0: pick a free one and print it)")
     add_backend_args(serve)
+    add_matting_arg(serve)
+    add_content_filter_args(serve)
     serve.add_argument("--results-dir", type=Path, default=None, help="where finished results are kept (default: ~/.cache/step1x3d/results)")
     serve.add_argument("--server-key", type=Path, default=None, help="CURVE: this server's .key_secret file")
     serve.add_argument("--allow-keys", type=Path, default=None, help="CURVE: folder of allowed client .key files")
@@ -62,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), 2) from None
     _check_weights(args)
+    _check_preparation(args)
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace,
         orphan_grace_s=args.orphan_grace,
         min_free_bytes=int(args.min_free_mib * 1024 * 1024),
-        backend_options=backend_options(args),
+        backend_options=backend_options(args) | preparation_options(args),
         engine=args.engine,
         ray_address=args.ray_address,
         serve_config=args.serve_config,
@@ -110,3 +121,17 @@ def _check_weights(args: argparse.Namespace) -> None:
     if problems:
         raise CliError(f"the weights in {args.weights} do not match the models ({len(problems)} problem(s) above); "
                        "fetch them again with `step1x3d weights fetch`", 2)
+
+
+def _check_preparation(args: argparse.Namespace) -> None:
+    """The matting model and content filter load here first: a bad one is one sentence at start."""
+    prep = preparation_options(args)
+    if not prep:
+        return
+    from ..pipeline.base import PipelineError
+    from ..pipeline.preparation import build_preparation
+
+    try:
+        build_preparation(prep, "cpu")
+    except PipelineError as exc:
+        raise CliError(str(exc), 2) from None

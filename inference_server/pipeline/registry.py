@@ -18,7 +18,15 @@ def resolve_backend(backend: str, weights: Path | None) -> str:
 
 
 def create_pipeline(backend: str = "auto", weights: Path | str | None = None, **options: object) -> Pipeline:
-    """Build a backend by name, or from ``package.module:Class`` (plugins and test pipelines)."""
+    """Build a backend by name, or from ``package.module:Class`` (plugins and test pipelines),
+    behind the job preparation the options configure (content filter, learned cut-out)."""
+    from .preparation import split_options, with_preparation
+
+    prep, own = split_options(options)
+    return with_preparation(_create(backend, weights, **own), prep)
+
+
+def _create(backend: str, weights: Path | str | None, **options: object) -> Pipeline:
     weights_path = Path(weights).expanduser() if weights else None
     name = resolve_backend(backend, weights_path)
     if name == "inflate":
