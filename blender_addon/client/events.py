@@ -26,6 +26,7 @@ class Welcome:
     limits: dict[str, int]
     device: str
     settings: dict[str, Any] = field(default_factory=dict)
+    content_filter: bool = False  # the server refuses images its content filter flags (content_refused)
     backend_error: dict[str, str] | None = None
 
 
@@ -194,6 +195,7 @@ def event_from_message(msg: Message) -> Event:
     if t == m.STATE:
         return StateChanged(
             f["job_id"], f["state"], f.get("code", ""), f.get("message", ""), bool(f.get("retryable", False)),
+            content_filter=bool(f.get("content_filter", False)),
             f.get("queue_position"),
         )
     if t == m.RESULT_READY:

@@ -87,6 +87,7 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would l
 # Header fields per message type: name -> (accepted Python types, required).
 _STR = (str,)
 _INT = (int,)
+    "content_refused": "the server's content filter refused an input image; nothing of the job was kept",
 _NUM = (int, float)
 _BOOL = (bool,)
 _MAP = (dict,)
@@ -122,6 +123,7 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "code": (_STR, True),
         "message": (_STR, True),
         "retry_after_s": (_NUM, False),
+        "content_filter": (_BOOL, False),  # job images pass a content filter (refusals: content_refused)
     },
     PROGRESS: {
         "job_id": (_STR, True),

@@ -326,6 +326,7 @@ class JobServer:
             self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
             return
         # Capacity before content: a flood of submits is refused without hashing or parsing any image.
+        fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
         size = submit_bytes(msg)
         budget = self.limits.max_queue_bytes
         if size > budget:

@@ -3,6 +3,7 @@ a complete folder passes, and each damaged file is one line naming it (exit stat
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +36,16 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(tex["vae_dir"], root / "sdxl-vae-fp16-fix")
     shutil.copytree(tex["adapter_file"].parent, root / "Step1X-3D-Texture")
     return root
+
+
+@pytest.fixture()
+def root_logging():
+    """`serve` configures the root logger onto this test's captured stderr: undo that afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture()
@@ -91,7 +102,8 @@ def test_adapter_for_another_unet_is_reported(copy: Path, capsys: pytest.Capture
     assert lines[0].startswith(f"{adapter} does not match") and f"missing keys: {dropped}" in lines[0]
 
 
-def test_empty_folder_and_backend_start(copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_folder_and_backend_start(copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        root_logging: None) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     status, lines = check(empty, capsys)
