@@ -179,6 +179,7 @@ def event_from_message(msg: Message) -> Event:
             limits=dict(f["limits"]),
             device=f["device"],
             settings=dict(f.get("settings") or {}),
+            content_filter=bool(f.get("content_filter", False)),
             backend_error=f.get("backend_error"),
         )
     if t == m.ACCEPTED:
@@ -195,7 +196,6 @@ def event_from_message(msg: Message) -> Event:
     if t == m.STATE:
         return StateChanged(
             f["job_id"], f["state"], f.get("code", ""), f.get("message", ""), bool(f.get("retryable", False)),
-            content_filter=bool(f.get("content_filter", False)),
             f.get("queue_position"),
         )
     if t == m.RESULT_READY:

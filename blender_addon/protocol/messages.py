@@ -79,6 +79,7 @@ ERROR_CODES: dict[str, str] = {
     "not_installed": "the backend needs optional packages that are not installed",
     "bad_backend": "the backend name could not be resolved",
     "not_implemented": "the backend does not implement this feature",
+    "content_refused": "the server's content filter refused an input image; nothing of the job was kept",
 }
 
 # Job ids become file names in the results directory: keep them boring.
@@ -87,7 +88,6 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would l
 # Header fields per message type: name -> (accepted Python types, required).
 _STR = (str,)
 _INT = (int,)
-    "content_refused": "the server's content filter refused an input image; nothing of the job was kept",
 _NUM = (int, float)
 _BOOL = (bool,)
 _MAP = (dict,)
@@ -115,6 +115,7 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "limits": (_MAP, True),
         "device": (_STR, True),
         "settings": (_MAP, False),
+        "content_filter": (_BOOL, False),  # job images pass a content filter (refusals: content_refused)
         "backend_error": (_MAP, False),
     },
     ACCEPTED: {"job_id": (_STR, True), "queue_position": (_INT, True)},
@@ -123,7 +124,6 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "code": (_STR, True),
         "message": (_STR, True),
         "retry_after_s": (_NUM, False),
-        "content_filter": (_BOOL, False),  # job images pass a content filter (refusals: content_refused)
     },
     PROGRESS: {
         "job_id": (_STR, True),

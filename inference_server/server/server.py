@@ -290,6 +290,7 @@ class JobServer:
             "device": worker.device if worker is not None else "loading",
             "settings": advertised_ranges(),
         }
+        fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
         if self.backend_error is not None:
             fields["backend_error"] = {"code": self.backend_error.code, "message": self.backend_error.message}
         return fields
@@ -326,7 +327,6 @@ class JobServer:
             self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
             return
         # Capacity before content: a flood of submits is refused without hashing or parsing any image.
-        fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
         size = submit_bytes(msg)
         budget = self.limits.max_queue_bytes
         if size > budget:
