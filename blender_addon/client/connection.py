@@ -23,10 +23,19 @@ from ..protocol.limits import Limits, MiB
 from ..protocol.preflight import SubmitRefused, check_submit
 from ..protocol.settings import JobSettings
 from .curve import CurveKeys
-from .events import ErrorEvent, Event, Offline, Pong, Welcome, event_from_message
+from .events import ErrorEvent, Event, Offline, Pong, Reconnected, Welcome, event_from_message
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
-AUTO_PING_PREFIX = "auto-"
+AUTO_PING_PREFIX = m.AUTO_TOKEN_PREFIX
+# A dropped connection during the CURVE handshake, this many times in a row, is a server that could
+# not read our hello (encrypted for another key); once could be a server restarting mid-handshake.
+NO_DETAIL_FAILURES_REPORTED = 2
+MONITORED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+)
 
 # What a client accepts from its server: results are large (meshes, 4K maps, LOD chains).
 RESULT_LIMITS = Limits(
@@ -73,18 +82,19 @@ class ServerConnection:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.RCVHWM, 10_000)
-        self._monitor: zmq.Socket | None = None
+        self._curve = curve is not None
         if curve is not None:
             sock.curve_publickey = curve.client_public
             sock.curve_secretkey = curve.client_secret
             sock.curve_serverkey = curve.server_public
-            # Watch the handshake: a refused key otherwise looks exactly like an absent server.
-            self._monitor = sock.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            )
+        # Watch the handshake: a refused key or a mismatched encryption setting otherwise looks
+        # exactly like an absent server, and a second successful handshake is a new connection
+        # (a restarted server, or a network drop) on which the server knows nothing of our jobs.
+        self._monitor: zmq.Socket | None = sock.get_monitor_socket(MONITORED)
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
+            self._monitor.close(0)  # every socket must be closed, or term() waits forever
             sock.close(0)
             self._context.term()
             raise ValueError(f"{address} is not a valid server address (expected tcp://HOST:PORT): {exc}") from None
@@ -95,6 +105,10 @@ class ServerConnection:
         self._last_ping = now
         self._offline_reported = False
         self._auth_reported = False
+        self._handshakes = 0  # successful ones; every one after the first is a reconnection
+        self._no_detail_failures = 0
+        self._reconnect_unconfirmed = False  # reported a reconnection whose instance id we have not seen yet
+        self.server_instance = ""  # the instance id of the server we last heard from
         self.welcome: Welcome | None = None  # the last Welcome, for limits and capabilities
 
     # ------------------------------------------------------------------ sending
@@ -191,13 +205,13 @@ class ServerConnection:
                     break
                 self._last_rx = time.monotonic()
                 self._offline_reported = False
-                event = self._decode(frames)
+                event = self._decode(frames, events)
                 if event is not None:
                     events.append(event)
         self._keep_alive(events)
         return events
 
-    def _decode(self, frames: list[zmq.Frame]) -> Event | None:
+    def _decode(self, frames: list[zmq.Frame], events: list[Event]) -> Event | None:
         try:
             msg = decode([f.buffer for f in frames], RESULT_LIMITS)
             event = event_from_message(msg)
@@ -205,8 +219,10 @@ class ServerConnection:
             return ErrorEvent(exc.job_id, exc.code, f"the server sent a message this client cannot read: {exc.message}")
         except (ValueError, KeyError, TypeError) as exc:
             return ErrorEvent(None, "bad_message", f"the server sent a message this client cannot read: {exc}")
+        if isinstance(event, (Pong, Welcome)):
+            self._note_instance(event.instance_id, events)
         if isinstance(event, Pong) and event.token.startswith(AUTO_PING_PREFIX):
-            return None  # our own keep-alive: it already refreshed _last_rx
+            return None  # our own keep-alive (or the server's probe): it already refreshed _last_rx
         if isinstance(event, Welcome):
             self.welcome = event
         return event
@@ -226,6 +242,41 @@ class ServerConnection:
             self._offline_reported = True
             events.append(Offline(self.address, round(silent, 1)))
 
+    def _note_instance(self, instance_id: str, events: list[Event]) -> None:
+        """A new server instance id means a restarted server, even if the connection never looked down."""
+        if not instance_id:
+            return  # an older server: only the socket monitor tells
+        changed = bool(self.server_instance) and instance_id != self.server_instance
+        self.server_instance = instance_id
+        if changed and not self._reconnect_unconfirmed:
+            events.append(Reconnected(self.address, "the server restarted"))
+        self._reconnect_unconfirmed = False
+
+    def _handshake_failed(self, value: int) -> ErrorEvent | None:
+        """The sentence for a handshake that failed, or None when it is too early to tell."""
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            if self._curve:
+                text = (
+                    f"The server at {self.address} does not use encryption, but this client does: remove the "
+                    "client and server key settings, or start the server with --server-key and --allow-keys."
+                )
+            else:
+                text = (
+                    f"The server at {self.address} requires CURVE encryption and this client has none: set the "
+                    "client key and the server's public key (generate: --client-key and --server-public-key)."
+                )
+            return ErrorEvent(None, "handshake_failed", text)
+        self._no_detail_failures += 1
+        if self._curve and self._no_detail_failures >= NO_DETAIL_FAILURES_REPORTED:
+            return ErrorEvent(
+                None,
+                "handshake_failed",
+                f"The encrypted handshake with the server at {self.address} did not complete: check that the "
+                "server public key this client uses (--server-public-key, or the add-on's server key file) is "
+                "the public .key file of the key pair the server runs with (its --server-key).",
+            )
+        return None
+
     def _drain_monitor(self) -> list[Event]:
         events: list[Event] = []
         if self._monitor is None:
@@ -235,19 +286,28 @@ class ServerConnection:
                 info = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if info["event"] in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                if not self._auth_reported:
-                    self._auth_reported = True
-                    events.append(
-                        ErrorEvent(
-                            None,
-                            "auth_refused",
-                            f"The server at {self.address} refused this computer's key; ask its owner to add "
-                            "your public key (.key file) to the server's --allow-keys folder.",
-                        )
-                    )
-            elif info["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            kind = info["event"]
+            failure: ErrorEvent | None = None
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                failure = ErrorEvent(
+                    None,
+                    "auth_refused",
+                    f"The server at {self.address} refused this computer's key; ask its owner to add "
+                    "your public key (.key file) to the server's --allow-keys folder.",
+                )
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                failure = self._handshake_failed(int(info["value"]))
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._auth_reported = False
+                self._no_detail_failures = 0
+                self._handshakes += 1
+                if self._handshakes > 1:
+                    # A new connection: the server (maybe a new one) has no record that we follow our jobs.
+                    self._reconnect_unconfirmed = True
+                    events.append(Reconnected(self.address, "the connection was re-established"))
+            if failure is not None and not self._auth_reported:
+                self._auth_reported = True
+                events.append(failure)
         return events
 
     # ------------------------------------------------------------------ lifecycle

@@ -28,6 +28,9 @@ class Welcome:
     settings: dict[str, Any] = field(default_factory=dict)
     content_filter: bool = False  # the server refuses images its content filter flags (content_refused)
     backend_error: dict[str, str] | None = None
+    instance_id: str = ""  # new on every server start ("" from older servers)
+    orphan_grace_s: float | None = None  # jobs with no client connected this long are cancelled (0: never)
+    min_free_bytes: int | None = None  # below this much free disk the server refuses new jobs (disk_full)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class ErrorEvent:
 class Pong:
     token: str = ""
     status: dict[str, Any] = field(default_factory=dict)
+    instance_id: str = ""
 
 
 @dataclass
@@ -121,6 +125,17 @@ class Offline:
     silent_s: float
 
 
+@dataclass
+class Reconnected:
+    """Synthesised by the client: a new connection to the server (it restarted, or the network dropped).
+
+    The server may not know this client follows its jobs (or the jobs at all): re-attach them.
+    """
+
+    address: str
+    reason: str
+
+
 Event = Union[
     Welcome,
     Accepted,
@@ -135,6 +150,7 @@ Event = Union[
     VramFreed,
     ServerShutdown,
     Offline,
+    Reconnected,
 ]
 
 
@@ -181,6 +197,9 @@ def event_from_message(msg: Message) -> Event:
             settings=dict(f.get("settings") or {}),
             content_filter=bool(f.get("content_filter", False)),
             backend_error=f.get("backend_error"),
+            instance_id=str(f.get("instance_id", "")),
+            orphan_grace_s=float(f["orphan_grace_s"]) if "orphan_grace_s" in f else None,
+            min_free_bytes=int(f["min_free_bytes"]) if "min_free_bytes" in f else None,
         )
     if t == m.ACCEPTED:
         return Accepted(f["job_id"], int(f["queue_position"]))
@@ -205,7 +224,7 @@ def event_from_message(msg: Message) -> Event:
     if t == m.ERROR:
         return ErrorEvent(f.get("job_id"), f["code"], f["message"], bool(f.get("retryable", False)))
     if t == m.PONG:
-        return Pong(f.get("token", ""), dict(f.get("status") or {}))
+        return Pong(f.get("token", ""), dict(f.get("status") or {}), str(f.get("instance_id", "")))
     if t == m.CLOSED:
         return Closed(f["job_id"])
     if t == m.VRAM_FREED:
@@ -223,6 +242,7 @@ __all__ = [
     "Offline",
     "Pong",
     "Progress",
+    "Reconnected",
     "Rejected",
     "Result",
     "ResultReady",

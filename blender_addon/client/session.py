@@ -22,8 +22,8 @@ from ..protocol.preflight import SubmitRefused
 from ..protocol.settings import JobSettings
 from .connection import DEFAULT_ADDRESS, ServerConnection
 from .curve import CurveKeys
-from .events import ErrorEvent, Event, Offline, Rejected, Result, ResultReady, StateChanged, Welcome
-from .tracker import DONE, OFFLINE, JobTracker
+from .events import ErrorEvent, Event, Offline, Reconnected, Rejected, Result, ResultReady, StateChanged, Welcome
+from .tracker import DONE, OFFLINE, JobTracker, offline_sentence
 
 MAX_RESUBMITS = 3
 BUSY_RETRY_MAX_S = 5.0
@@ -115,13 +115,8 @@ class JobSession:
             if self.on_update is not None:
                 self.on_update(self.tracker)
         if self._was_offline and self.connection.seconds_since_last_message() < self.connection.offline_after_s:
-            # The server answers again (maybe a restarted one; its keep-alive pong is not an event):
-            # say hello and re-subscribe; a server that lost the job answers unknown_job -> resubmit.
-            self._was_offline = False
-            self._fetch_sent = self.tracker.result is not None  # a fetch in flight may have been lost
-            self.connection.hello()
-            if not self._awaiting_welcome:  # else the job was never sent: the welcome submits it
-                self.connection.attach(self.job_id)
+            # The server answers again (maybe a restarted one; its keep-alive pong is not an event).
+            self._reattach()
         if self._resubmit_at is not None and now >= self._resubmit_at:
             self._resubmit_at = None
             self._submit()
@@ -132,10 +127,24 @@ class JobSession:
             self.offline_since = None
         return events
 
+    def _reattach(self) -> None:
+        """Say hello and re-subscribe; a server that lost the job answers unknown_job -> resubmit."""
+        self._was_offline = False
+        if self.tracker.finished:
+            return
+        self._fetch_sent = self.tracker.result is not None  # a fetch in flight may have been lost
+        self.connection.hello()
+        if not self._awaiting_welcome:  # else the job was never sent: the welcome submits it
+            self.connection.attach(self.job_id)
+
     def _react(self, event: Event, now: float) -> None:
         tracker = self.tracker
         if isinstance(event, Offline):
             self._was_offline = True
+        if isinstance(event, Reconnected):
+            # A new connection, or a new server instance behind the old one (a restart shorter than
+            # the offline timeout never looks offline): the server may not know we follow the job.
+            self._reattach()
         if isinstance(event, Welcome) and self._awaiting_welcome:
             tracker.handle(event)
             self._awaiting_welcome = False
@@ -214,7 +223,9 @@ def run_job(
                     gone_for = now - start if not session.heard_from_server else now - session.offline_since
                     limit = connect_timeout_s if not session.heard_from_server else offline_grace_s
                     if gone_for >= limit:
-                        raise JobFailed(tracker.error, "offline", OFFLINE)
+                        # The time really waited: since the start, or since the server's last word.
+                        silent = gone_for if not session.heard_from_server else conn.seconds_since_last_message()
+                        raise JobFailed(offline_sentence(conn.address, silent), "offline", OFFLINE)
                 if now > deadline:
                     session.cancel()
                     raise JobFailed(f"The job took longer than {timeout_s:.0f} s and was cancelled.", "timeout")

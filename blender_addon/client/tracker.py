@@ -142,7 +142,7 @@ class JobTracker:
             return True  # the state message that follows says what happens to the job
         job_id = getattr(event, "job_id", None)
         if isinstance(event, ErrorEvent):
-            if job_id is None and event.code in ("auth_refused", "version_mismatch"):
+            if job_id is None and event.code in ("auth_refused", "handshake_failed", "version_mismatch"):
                 self._fail(event.code, event.message)
                 return True
             if job_id != self.job_id or event.code == "not_ready":

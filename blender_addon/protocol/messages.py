@@ -41,6 +41,10 @@ SERVER_TYPES = frozenset(
     {WELCOME, ACCEPTED, REJECTED, PROGRESS, STATE, RESULT_READY, RESULT, CLOSED, PONG, VRAM_FREED, ERROR, SHUTDOWN}
 )
 
+# Ping tokens with this prefix are a client's own keep-alives; a pong carrying one is consumed by the
+# connection, never shown. The server's connection probe (an unsolicited pong) uses one too.
+AUTO_TOKEN_PREFIX = "auto-"
+
 # Job states on the server. Exactly one terminal state per accepted job.
 QUEUED = "queued"
 RUNNING = "running"
@@ -73,6 +77,10 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the job ran out of (GPU) memory",
     "server_stopped": "the server stopped before the job could finish",
     "internal_error": "an unexpected error inside the server (see its log)",
+    "disk_full": "the server's results folder has too little free space; retry once space is freed",
+    # Raised by the client itself, from the socket monitor (the server never says them):
+    "auth_refused": "the CURVE handshake was refused: this client's key is not on the server's allow-list",
+    "handshake_failed": "the connection's handshake did not complete (wrong server key, or encryption on one side only)",
     # Codes raised by pipelines (PipelineError.code) are passed through unchanged:
     "pipeline_error": "the backend failed",
     "weights_missing": "the backend needs model weights that are not configured",
@@ -117,6 +125,9 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "settings": (_MAP, False),
         "content_filter": (_BOOL, False),  # job images pass a content filter (refusals: content_refused)
         "backend_error": (_MAP, False),
+        "instance_id": (_STR, False),  # new on every server start: clients re-attach when it changes
+        "orphan_grace_s": (_NUM, False),  # a job with no client connected this long is cancelled (0: never)
+        "min_free_bytes": (_INT, False),  # new jobs are refused (disk_full) below this much free disk
     },
     ACCEPTED: {"job_id": (_STR, True), "queue_position": (_INT, True)},
     REJECTED: {
@@ -153,7 +164,7 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "notes": (_LIST, False),
     },
     CLOSED: {"job_id": (_STR, True)},
-    PONG: {"token": (_STR, False), "status": (_MAP, False)},
+    PONG: {"token": (_STR, False), "status": (_MAP, False), "instance_id": (_STR, False)},
     VRAM_FREED: {"message": (_STR, False)},
     ERROR: {
         "job_id": (_STR + (type(None),), False),

@@ -36,6 +36,11 @@ class ServerConfig:
     shutdown_grace_s: float = 10.0  # SIGTERM: how long the running job may still finish
     worker_ready_timeout_s: float = 900.0  # loading big weights can take minutes
     backend_options: dict[str, object] = field(default_factory=dict)
+    # A queued or running job none of whose clients is connected (none reachable, none attached) for
+    # this long is cancelled and its result discarded; 0 keeps such jobs. Advertised in welcome.
+    orphan_grace_s: float = 60.0
+    # New jobs are refused (disk_full) while the results folder's disk has less free space than this.
+    min_free_bytes: int = 512 * 1024 * 1024
 
     @property
     def endpoint(self) -> str:
@@ -55,6 +60,10 @@ class ServerConfig:
                 f"binding {self.host} exposes the server to the network; that needs CURVE encryption: "
                 "pass --server-key FILE and --allow-keys DIR (make them with `step1x3d keys`)"
             )
+        if self.orphan_grace_s < 0:
+            raise ValueError("--orphan-grace must be 0 (never cancel) or a positive number of seconds")
+        if self.min_free_bytes < 0:
+            raise ValueError("--min-free-mib must be 0 or more")
         if self.server_key is not None and not self.server_key.is_file():
             raise ValueError(f"server key file {self.server_key} does not exist")
         if self.allow_keys is not None and not self.allow_keys.is_dir():

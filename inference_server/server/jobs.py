@@ -42,6 +42,16 @@ class Job:
     error: JobError | None = None
     cancel_requested: float | None = None
     close_requested: bool = False  # closed while running: forget it (and any result) once it ends
+    client: str = ""  # who submitted it, for the log
+    cancel_error: JobError | None = None  # why the server cancelled it on its own (no client left)
+    orphaned_since: float | None = None  # when its last subscriber was found gone
+    last_delivered: float = 0.0  # when a message for it last reached a subscriber
+
+    @property
+    def waited_or_ran_s(self) -> float:
+        """Seconds it ran (or, if it never started, waited), for the log."""
+        end = self.finished if self.finished is not None else time.monotonic()
+        return end - (self.started if self.started is not None else self.created)
 
     @property
     def terminal(self) -> bool:
@@ -149,6 +159,10 @@ class JobTable:
 
     def queued_jobs(self) -> list[Job]:
         return [self.jobs[j] for j in self.queue if j in self.jobs]
+
+    def live_jobs(self) -> list[Job]:
+        """The running jobs and the queued ones."""
+        return self.active_jobs() + self.queued_jobs()
 
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs.values() if j.terminal and j.state != DONE]

@@ -20,6 +20,7 @@ before any client hears it is ready.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -37,6 +38,18 @@ STAGED_PREFIX = ".staged-"  # written by the worker, not yet accepted by the ser
 
 class ResultStoreError(Exception):
     pass
+
+
+class DiskFull(ResultStoreError):
+    """The result did not fit on the disk (ENOSPC/EDQUOT); nothing of it is left behind."""
+
+    def __init__(self, folder: Path, needed: int) -> None:
+        super().__init__(
+            f"the server's results folder {folder} is out of space: this result needs {needed / 2**20:.1f} MiB; "
+            "free some space there and submit again"
+        )
+        self.folder = folder
+        self.needed = needed
 
 
 class ResultStore:
@@ -59,13 +72,20 @@ class ResultStore:
         tmp = self.root / f"{TMP_PREFIX}{job_id}-{os.getpid()}"
         lengths = [len(memoryview(f).cast("B")) for f in frames]
         self.root.mkdir(parents=True, exist_ok=True)  # someone may have cleared the cache folder
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC)
-            fh.write(struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths))
-            fh.writelines(frames)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, staged)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(MAGIC)
+                fh.write(struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths))
+                fh.writelines(frames)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, staged)
+        except BaseException as exc:
+            # Whatever went wrong, a partial file must not keep its space until the next restart.
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(self.root, len(MAGIC) + 4 + 8 * len(lengths) + sum(lengths)) from None
+            raise
         return staged
 
     def commit(self, job_id: str) -> Path:

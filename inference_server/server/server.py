@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -48,10 +51,19 @@ POLL_MS = 100
 MAX_PEERS = 256  # peers told about a shutdown
 EXPIRY_CHECK_S = 60.0
 MAX_CRASHES_WHILE_LOADING = 3
+DISK_RETRY_S = 60.0  # retry hint for a submit refused for low disk space
+PROBE_TOKEN = f"{m.AUTO_TOKEN_PREFIX}probe"  # an unsolicited pong that checks a client is still connected
 
 
 class StartupError(Exception):
     """The server cannot start (bad config, port in use, backend failed to load)."""
+
+
+def bind_failure(host: str, port: int, err: int) -> str:
+    """One sentence for a failed bind (pyzmq's own text repeats the address)."""
+    if err == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another server?); stop that one or pass another --port"
+    return f"cannot listen on {host}:{port}: {os.strerror(err)}"
 
 
 class JobServer:
@@ -79,6 +91,11 @@ class JobServer:
         self._avg_job_s = 10.0  # running average of job durations, for busy retry hints
         self.started = time.monotonic()
         self.bound_port: int | None = None
+        # New on every start, sent in welcome and pong: a client that sees it change knows its
+        # server restarted (even within its offline timeout) and re-attaches its jobs.
+        self.instance_id = uuid.uuid4().hex[:16]
+        self._client_names: dict[bytes, str] = {}  # peer -> the name its hello gave, for the log
+        self._last_orphan_check = 0.0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -112,7 +129,7 @@ class JobServer:
         except zmq.ZMQError as exc:
             sock.close(0)
             self._close_context()
-            raise StartupError(f"cannot listen on {self.config.endpoint}: {exc} (is another server running?)") from None
+            raise StartupError(bind_failure(self.config.host, self.config.port, exc.errno or 0)) from None
         self.socket = sock
         for job_id, _mtime in self.store.scan(clean_tmp=True).items():
             self.jobs.add_done(job_id)
@@ -207,13 +224,15 @@ class JobServer:
         if running is not None and running.cancel_requested is not None:
             if now - running.cancel_requested > self.config.cancel_grace_s:
                 log.warning("job %s ignored its cancel for %.1f s; killing the worker", running.job_id, self.config.cancel_grace_s)
-                self._kill_worker_and_finish(m.CANCELLED, None)
+                self._kill_worker_and_finish(m.CANCELLED, running.cancel_error)
         loading = self.worker is not None and not self.worker.ready and not self.worker.retiring
         if loading and self.worker is not None and now - self.worker.started > self.config.worker_ready_timeout_s:
             self._set_backend_error(JobError("worker_crashed", "the backend did not finish loading in time"))
             self._drop_worker()
         if time.time() - self._last_expiry_check > EXPIRY_CHECK_S:
             self._expire_results(time.time())
+        if now - self._last_orphan_check > self.config.heartbeat_s:
+            self._check_orphans(now)
         self._dispatch()
 
     # ----------------------------------------------------------------- sending
@@ -222,22 +241,33 @@ class JobServer:
         return self._send_frames(peer, encode(msg_type, fields, parts))
 
     def _send_frames(self, peer: bytes, frames: Sequence[Any]) -> bool:
+        return self._deliver(peer, frames) == 0
+
+    def _deliver(self, peer: bytes, frames: Sequence[Any]) -> int:
+        """Send to one peer; 0, or the errno (EHOSTUNREACH: its connection is gone)."""
         assert self.socket is not None
         try:
             self.socket.send_multipart([peer, *frames], zmq.NOBLOCK, copy=False)
-            return True
+            return 0
         except zmq.ZMQError as exc:
             # EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: it stopped reading.
             if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
                 log.warning("send failed: %s", exc)
             self._peers.pop(peer, None)
-            return False
+            return exc.errno or -1
 
     def _notify(self, job: Job, msg_type: str, fields: dict[str, Any]) -> None:
         frames = encode(msg_type, fields)
         for peer in list(job.subscribers):
-            if not self._send_frames(peer, frames):
+            err = self._deliver(peer, frames)
+            if err == 0:
+                job.last_delivered = time.monotonic()
+            elif err != errno.EAGAIN:  # a client too busy to read is still there; a gone one is not
                 job.subscribers.discard(peer)
+
+    def _client_label(self, peer: bytes) -> str:
+        name = self._client_names.get(peer)
+        return f"{name} ({peer.hex()})" if name else peer.hex()
 
     def _error(self, peer: bytes, code: str, message: str, job_id: str | None = None, retryable: bool = False) -> None:
         self._send(peer, m.ERROR, {"job_id": job_id, "code": code, "message": message, "retryable": retryable})
@@ -259,7 +289,7 @@ class JobServer:
         self._peers[peer] = time.monotonic()
         self._peers.move_to_end(peer)
         while len(self._peers) > MAX_PEERS:
-            self._peers.popitem(last=False)
+            self._client_names.pop(self._peers.popitem(last=False)[0], None)
         try:
             msg = decode([f.buffer for f in frames[1:]], self.limits)
         except ProtocolError as exc:
@@ -275,6 +305,9 @@ class JobServer:
             self._error(peer, "internal_error", f"the server failed to handle {msg.type}: {exc}")
 
     def _on_hello(self, peer: bytes, msg: Message) -> None:
+        name = msg.fields.get("client")
+        if isinstance(name, str) and name:
+            self._client_names[peer] = name[:64]
         self._send(peer, m.WELCOME, self._welcome_fields())
 
     def _welcome_fields(self) -> dict[str, Any]:
@@ -289,6 +322,9 @@ class JobServer:
             "limits": self.limits.to_wire(),
             "device": worker.device if worker is not None else "loading",
             "settings": advertised_ranges(),
+            "instance_id": self.instance_id,
+            "orphan_grace_s": self.config.orphan_grace_s,
+            "min_free_bytes": self.config.min_free_bytes,
         }
         fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
         if self.backend_error is not None:
@@ -326,6 +362,10 @@ class JobServer:
         if self.backend_error is not None:
             self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
             return
+        low_disk = self._low_disk()
+        if low_disk is not None:
+            self._reject(peer, job_id, "disk_full", low_disk, DISK_RETRY_S)
+            return
         # Capacity before content: a flood of submits is refused without hashing or parsing any image.
         size = submit_bytes(msg)
         budget = self.limits.max_queue_bytes
@@ -359,7 +399,9 @@ class JobServer:
         # Not hashed now (about 1 GB/s): the fingerprint is computed when first needed (jobs.py).
         job = Job(job_id=job_id, fingerprint=None, request=request, want_glb=bool(msg.fields.get("want_glb", False)))
         job.subscribers.add(peer)
+        job.client = self._client_label(peer)
         self.jobs.add(job)
+        log.info("job %s accepted from %s (%d ahead)", job_id, job.client, self.jobs.queue_position(job_id))
         self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
         self._notify(job, m.STATE, self._state_fields(job))
         self._dispatch()
@@ -460,6 +502,7 @@ class JobServer:
         }
         if "token" in msg.fields:
             fields["token"] = msg.fields["token"]
+        fields["instance_id"] = self.instance_id
         self._send(peer, m.PONG, fields)
 
     def _on_free_vram(self, peer: bytes, msg: Message) -> None:
@@ -508,8 +551,10 @@ class JobServer:
             self._on_progress(*msg[1:])
         elif kind == "done":
             job = self.jobs.get(msg[1])
-            if job is None or job.terminal:
-                self.store.discard_staged(msg[1])
+            if job is None or job.terminal or job.cancel_error is not None:
+                self.store.discard_staged(msg[1])  # nobody wants it (an orphan finished before its cancel)
+                if job is not None and not job.terminal:
+                    self._finish(job, m.CANCELLED, job.cancel_error)
                 return
             try:
                 self.store.commit(job.job_id)  # the worker staged it; only now is it the job's result
@@ -521,7 +566,7 @@ class JobServer:
         elif kind == "cancelled":
             job = self.jobs.get(msg[1])
             if job is not None and not job.terminal:
-                self._finish(job, m.CANCELLED, None)
+                self._finish(job, m.CANCELLED, job.cancel_error)
         elif kind == "failed":
             _, job_id, code, message, retryable = msg
             job = self.jobs.get(job_id)
@@ -564,7 +609,7 @@ class JobServer:
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
         if running is not None:
             if running.cancel_requested is not None:
-                self._finish(running, m.CANCELLED, None)
+                self._finish(running, m.CANCELLED, running.cancel_error)
             else:
                 self._finish(
                     running,
@@ -633,6 +678,7 @@ class JobServer:
         if not self.worker.run(job.job_id, request, job.want_glb):
             self._kill_worker_and_finish(m.FAILED, JobError("worker_crashed", "the worker could not take the job", True))
             return
+        log.info("job %s started (client %s)", job.job_id, job.client or "unknown")
         self._notify(job, m.STATE, self._state_fields(job))
         for queued in self.jobs.queued_jobs():
             self._notify(queued, m.STATE, self._state_fields(queued))
@@ -641,6 +687,9 @@ class JobServer:
     def _finish(self, job: Job, state: str, error: JobError | None) -> None:
         was_running = job.state == m.RUNNING
         self.jobs.finish(job, state, error)
+        how = "after running" if was_running else "after waiting"
+        why = f" ({error.code}: {error.message})" if error is not None and state != m.DONE else ""
+        log.info("job %s %s %s %.1f s%s (client %s)", job.job_id, state, how, job.waited_or_ran_s, why, job.client or "unknown")
         if state != m.DONE and was_running:
             # A worker killed after staging its result but before reporting "done" must not leave
             # something a restart could take for this job's result: the job ended another way.
@@ -657,6 +706,68 @@ class JobServer:
             self._forget(job)
         self._dispatch()
 
+    # ----------------------------------------------------------------- clients that went away
+
+    def _check_orphans(self, now: float) -> None:
+        """Cancel live jobs none of whose clients is still connected after ``orphan_grace_s``.
+
+        A subscriber counts as gone when a message to it bounces (ROUTER_MANDATORY: its connection
+        closed, or ZeroMQ's heartbeat timed it out). Subscribers of jobs nothing reached lately are
+        probed with a ``pong`` whose token starts with ``auto-`` (clients drop those silently), so
+        a queued or quietly running job learns it too.
+        """
+        self._last_orphan_check = now
+        grace = self.config.orphan_grace_s
+        if grace <= 0:
+            return
+        live = self.jobs.live_jobs()
+        quiet = {peer for job in live if now - job.last_delivered > self.config.heartbeat_s for peer in job.subscribers}
+        if quiet:
+            probe = encode(m.PONG, {"token": PROBE_TOKEN, "instance_id": self.instance_id})
+            gone = {peer for peer in quiet if self._deliver(peer, probe) == errno.EHOSTUNREACH}
+            for job in live:
+                job.subscribers -= gone
+        for job in live:
+            if job.subscribers:
+                job.orphaned_since = None
+                continue
+            job.orphaned_since = job.orphaned_since or now
+            if now - job.orphaned_since >= grace and job.cancel_error is None:
+                self._cancel_orphan(job, grace)
+
+    def _cancel_orphan(self, job: Job, grace: float) -> None:
+        error = JobError(
+            "cancelled",
+            f"no client stayed connected to job {job.job_id} for {grace:.0f} s (the server's --orphan-grace); "
+            "it was cancelled and its result discarded",
+        )
+        log.info("job %s has had no client for %.0f s; cancelling it", job.job_id, grace)
+        job.cancel_error = error
+        if job.state == m.QUEUED:
+            self._finish(job, m.CANCELLED, error)
+        elif job.cancel_requested is None:
+            job.cancel_requested = time.monotonic()
+            if self.worker is not None:
+                self.worker.cancel_event.set()
+
+    # ----------------------------------------------------------------- disk space
+
+    def _low_disk(self) -> str | None:
+        """One sentence when the results folder's disk is below ``min_free_bytes``, else None."""
+        need = self.config.min_free_bytes
+        if need <= 0:
+            return None
+        try:
+            free = shutil.disk_usage(self.store.root).free
+        except OSError:
+            return None  # the folder is recreated at the next write; that write reports real trouble
+        if free >= need:
+            return None
+        return (
+            f"the server's results folder {self.store.root} has {free / MiB:.0f} MiB free, under the "
+            f"{need / MiB:.0f} MiB it keeps free (--min-free-mib); free some space there and try again"
+        )
+
     # ----------------------------------------------------------------- expiry and shutdown
 
     def _expire_results(self, now: float) -> None:
@@ -672,7 +783,11 @@ class JobServer:
 
     def _begin_shutdown(self) -> None:
         self._stopping_since = time.monotonic()
-        log.info("shutting down: no new jobs; the running job has %.0f s to finish", self.config.shutdown_grace_s)
+        running = ", ".join(job.job_id for job in self.jobs.active_jobs())
+        if running:
+            log.info("shutting down: no new jobs; running %s, which get %.0f s to finish", running, self.config.shutdown_grace_s)
+        else:
+            log.info("shutting down: no job is running")
         notice = {"message": "the server is shutting down", "deadline_s": self.config.shutdown_grace_s}
         frames = encode(m.SHUTDOWN, notice)
         for peer in list(self._peers):

@@ -38,7 +38,7 @@ from ..pipeline.base import JobCancelled, JobContext, Pipeline, PipelineError
 from ..pipeline.registry import create_pipeline
 from .intake import QueuedRequest
 from .job_runner import produce_result
-from .result_store import ResultStore
+from .result_store import DiskFull, ResultStore
 
 PROGRESS_INTERVAL_S = 0.05  # forward at most 20 progress reports a second
 
@@ -86,6 +86,9 @@ def _run_job(
         return True
     except PipelineError as exc:
         conn.send(("failed", job_id, exc.code, str(exc), exc.retryable))
+        return True
+    except DiskFull as exc:
+        conn.send(("failed", job_id, "disk_full", str(exc), True))
         return True
     except BaseException as exc:  # noqa: BLE001 - the worker must report, whatever the pipeline raised
         if _is_out_of_memory(exc):
