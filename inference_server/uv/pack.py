@@ -538,7 +538,7 @@ def pack_charts(
     while tries < max_tries or best is None:
         if check is not None:
             check()
-        if tries >= max_tries + 40:  # halving 40 times did not help: too many charts for the gaps
+        if tries >= max_tries + 40:  # halving 40 times did not help: more charts than texels for the gaps
             raise ValueError(f"{n_charts} charts do not fit one {texture_size}^2 texture {gap} texels apart")
         tries += 1
         for variant in range(variants):
@@ -563,8 +563,11 @@ def pack_charts(
             nxt = max(nxt, best[5] * (1 + tolerance / 2))  # only look above what already fits
             if nxt >= too_big:
                 nxt = 0.5 * (best[5] + too_big)
-        elif nxt >= scale:
-            nxt = 0.97 * scale  # nothing fits yet: always shrink
+        else:
+            # Nothing fits yet: always shrink, by at least 3 % (aimed at the fill alone, the scale can
+            # approach the one that fits from above forever: 12 equal squares at 512^2 did), and by
+            # half once the aim had its tries, so that small enough charts always fit.
+            nxt = min(nxt, (0.97 if tries < max_tries else 0.5) * scale)
         scale = nxt
     height, x, y, o, cols, scale = best
 
