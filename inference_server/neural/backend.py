@@ -45,11 +45,11 @@ from ..pipeline.stages import (
 from .geometry.labels import labels_from_settings
 from .geometry.loader import VARIANTS, load_components, parse_dtype, resolve_model_dir
 from .geometry.pipeline import Step1X3DGeometryPipeline
+from ..weights.layout import texture_paths
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-from ..weights.layout import texture_paths
 OFFLOAD_BELOW_BYTES = 40 * 1024**3
 OFFLOAD_MODES = ("auto", "none", "stages")
 # Progress weights in running order. The projection chain's stages come before the neural texture
