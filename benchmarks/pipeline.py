@@ -77,7 +77,7 @@ def check_glb(path: Path, max_faces: int) -> tuple[str, int]:
             if report["errors"]:
                 raise AssertionError(f"{path.name} fails the glTF validator: {report['messages'][:5]}")
             how = "glTF validator + trimesh"
-    scene = trimesh.load(str(path), force="scene", process=False)
+    scene: Any = trimesh.load(str(path), force="scene", process=False)
     (geom,) = scene.geometry.values()
     faces = len(geom.faces)
     if not 0 < faces <= max_faces:
