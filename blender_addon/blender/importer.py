@@ -109,8 +109,12 @@ def import_payload(
     name: str,
     location: tuple[float, float, float] | None = None,
     custom_normals: bool = True,
+    link: bool = True,
 ) -> bpy.types.Object:
-    """Import a result as object ``name`` in a new collection ``name``, at ``location`` (default: 3D cursor)."""
+    """Import a result as object ``name`` in a new collection ``name``, at ``location`` (default: 3D cursor).
+
+    ``link=False`` leaves the collection out of the scene (:func:`replace_in_place` takes its parts).
+    """
     try:
         main_arrays = blender_arrays_from_result(payload.mesh)
         lod_arrays = [blender_arrays_from_result(m) for m in payload.lods]
@@ -153,7 +157,8 @@ def import_payload(
             lod[PROVENANCE_PREFIX + "lod"] = level
 
         # Linked last: until here nothing is visible in the scene.
-        scene.collection.children.link(collection)
+        if link:
+            scene.collection.children.link(collection)
     except ImportFailed:
         created.remove_all()
         raise
@@ -161,6 +166,65 @@ def import_payload(
         created.remove_all()
         raise ImportFailed(f"Blender could not build the asset: {exc}.") from exc
     return obj
+
+
+def replace_in_place(scene: bpy.types.Scene, target: bpy.types.Object, payload: ResultPayload) -> bpy.types.Object:
+    """Regenerate: ``target`` takes the new mesh, material and LODs; its name, transform, parent,
+    collections and modifiers stay. The replaced mesh (and its material and maps, when nothing
+    else uses them) is removed, so a regenerate does not pile up orphan data."""
+    fresh = import_payload(scene, payload, name=target.name + "_new", link=False)
+    collection = fresh.users_collection[0]
+    old_mesh: Any = target.data
+    old_name = old_mesh.name
+    children: list[Any] = list(target.children)
+    old_lods = [child for child in children if PROVENANCE_PREFIX + "lod" in child]
+    new_lods: list[Any] = list(fresh.children)
+    new_mesh: Any = fresh.data
+
+    target.data = new_mesh
+    for key in [k for k in target.keys() if k.startswith(PROVENANCE_PREFIX)]:
+        del target[key]
+    for key in fresh.keys():
+        target[key] = fresh[key]
+    for lod in old_lods:  # first, so the new levels can take their names
+        lod_mesh = lod.data
+        bpy.data.objects.remove(lod)
+        if lod_mesh is not None and lod_mesh.users == 0:
+            bpy.data.meshes.remove(lod_mesh)
+    for level, lod in enumerate(new_lods, start=1):
+        lod.parent = target
+        collection.objects.unlink(lod)
+        for coll in target.users_collection:
+            coll.objects.link(lod)
+        lod.name = lod.data.name = f"{target.name}_LOD{level}"
+    bpy.data.objects.remove(fresh)
+    bpy.data.collections.remove(collection)
+    _remove_unused_mesh(old_mesh)
+    # Names as a fresh import would give them, now that the old ones are free.
+    fresh_name = target.name + "_new"
+    new_mesh.name = old_name
+    for mat in [m for m in new_mesh.materials if m is not None and m.name.startswith(fresh_name)]:
+        mat.name = target.name
+        for node in mat.node_tree.nodes if mat.node_tree else []:
+            image = getattr(node, "image", None)
+            if image is not None and image.name.startswith(fresh_name):
+                image.name = target.name + image.name[len(fresh_name):]
+    return target
+
+
+def _remove_unused_mesh(mesh: Any) -> None:
+    if mesh.users:
+        return
+    materials = [m for m in mesh.materials if m is not None]
+    bpy.data.meshes.remove(mesh)
+    for mat in materials:
+        if mat.users:
+            continue
+        images = [n.image for n in mat.node_tree.nodes if n.type == "TEX_IMAGE" and n.image] if mat.node_tree else []
+        bpy.data.materials.remove(mat)
+        for image in images:
+            if not image.users:
+                bpy.data.images.remove(image)
 
 
 def mesh_counts(mesh: bpy.types.Mesh) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from ..core.payload import (
     load_payload,
     payload_from_result,
     save_payload,
+    save_references,
 )
 from ..core.session import DONE, JobRequestSpec, JobSession, SessionView
 from ..protocol.settings import JobSettings, SettingsError
@@ -28,6 +29,9 @@ from .references import InputError, References
 GENERATE = "generate"
 RETEXTURE = "retexture"
 ADDED_UV_MAP = "added_uv_map"  # ActiveJob.extra: a UV map this job added (removed again if it fails)
+REPLACE = "replace"  # ActiveJob.extra: regenerate -- the object whose mesh and material the result replaces
+LOCATION = "location"  # ActiveJob.extra: variations -- where the result goes instead of the 3D cursor
+BATCH = "batch"  # ActiveJob.extra: variations -- (batch id, index, size)
 
 
 class JobFailed(RuntimeError):
@@ -44,6 +48,7 @@ class ActiveJob:
     sent_mesh: dict[str, Any] | None = None
     uv_map: str = importer.UV_MAP
     extra: dict[str, Any] = field(default_factory=dict)
+    views: list[str] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -82,11 +87,15 @@ def _session(prefs: Prefs, spec: JobRequestSpec) -> JobSession:
     )
 
 
-def start_generate(refs: References, settings: dict[str, Any], prefs: Prefs, *, name: str = "") -> ActiveJob:
+def start_generate(
+    refs: References, settings: dict[str, Any], prefs: Prefs, *, name: str = "", extra: dict[str, Any] | None = None
+) -> ActiveJob:
     if settings.get("mode") == "texture":
         raise InputError("Texture-only jobs paint a selected mesh: use Retexture Selected.")
     spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names)
-    job = ActiveJob(_session(prefs, spec), GENERATE, name or asset_name(refs.names[0]), refs.names, settings)
+    job = ActiveJob(_session(prefs, spec), GENERATE, name or asset_name(refs.names[0]), refs.names, settings,
+                    views=list(refs.views))
+    job.extra.update(extra or {})
     job.session.start()
     return job
 
@@ -104,7 +113,8 @@ def start_retexture(
         raise
     settings = {**settings, "mode": "texture"}
     spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names, mesh=mesh)
-    job = ActiveJob(_session(prefs, spec), RETEXTURE, target.name, refs.names, settings, sent_mesh=mesh, uv_map=uv_map)
+    job = ActiveJob(_session(prefs, spec), RETEXTURE, target.name, refs.names, settings, sent_mesh=mesh, uv_map=uv_map,
+                    views=list(refs.views))
     if added:
         job.extra[ADDED_UV_MAP] = uv_map
     job.session.start()
@@ -132,8 +142,10 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
     payload.provenance.setdefault("job_id", job.job_id)
     payload.provenance.setdefault("images", list(job.image_names))
     try:
-        if job.kind == GENERATE:
-            obj = importer.import_payload(_scene(context), payload, name=job.name)
+        if job.kind == GENERATE and job.extra.get(REPLACE):
+            obj = _replace(context, job, payload)
+        elif job.kind == GENERATE:
+            obj = importer.import_payload(_scene(context), payload, name=job.name, location=job.extra.get(LOCATION))
         else:
             obj = _apply_texture(job, payload)
     except (importer.ImportFailed, InputError) as exc:
@@ -145,9 +157,16 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
     return obj
 
 
+def _replace(context: bpy.types.Context, job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
+    target = bpy.data.objects.get(job.extra[REPLACE])  # by name: ID references do not survive undo
+    if target is None or target.type != "MESH":
+        raise InputError(f"The object '{job.extra[REPLACE]}' to regenerate is gone.")
+    return importer.replace_in_place(_scene(context), target, payload)
+
+
 def done_message(job: ActiveJob, obj: bpy.types.Object) -> str:
     """What the panel says after a success, with the server's notes (e.g. "re-unwrapped UVs")."""
-    verb = "Imported" if job.kind == GENERATE else "Retextured"
+    verb = "Regenerated" if job.extra.get(REPLACE) else "Imported" if job.kind == GENERATE else "Retextured"
     notes = " ".join(wording.sentence(n) for n in job.session.notes)
     return f"{verb} '{obj.name}'." + (f" {notes}" if notes else "")
 
@@ -181,6 +200,7 @@ def record(
     """Append the job to the history (and keep its result for re-import when asked to)."""
     result_dir = ""
     save_error = ""
+    reference_files: list[str] = []
     counts = (0, 0)
     if obj is not None and obj.type == "MESH":
         counts = importer.mesh_counts(obj.data)  # type: ignore[arg-type]
@@ -189,6 +209,7 @@ def record(
         try:
             save_payload(payload, folder)
             result_dir = str(folder)
+            reference_files = save_references(folder, job.views, job.image_names, list(job.session.request.images))
         except OSError as exc:  # a full disk must not undo a good import; say why re-import is missing
             save_error = wording.sentence(f"Not kept for re-import: {exc}")
     outcome = view.message if view.state != DONE else " ".join(job.session.notes)
@@ -204,6 +225,8 @@ def record(
         vertices=counts[0],
         faces=counts[1],
         backend=job.session.server.backend if job.session.server else "",
+        views=list(job.views),
+        reference_files=reference_files,
     )
     try:
         History(user_dir()).add(entry)

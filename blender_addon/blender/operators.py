@@ -8,19 +8,28 @@ script can use the object right after the call.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, Literal
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from ..core import wording
+from ..core.history import HistoryEntry
+from ..core.naming import asset_name, new_job_id
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..core.session import cancel_and_wait, wait
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, properties, runtime
 from .preferences import get_prefs
+from .importer import PROVENANCE_PREFIX
 from .properties import MODE_ITEMS, state
 from .references import InputError, References, gather, gather_panel, slot_filled
+
+# Background Blender (scripts, the bpy module) has no event loop to fire timers, so job operators
+# block there. Tests set this False to drive the panel's path: return at once, then poll_step.
+BLOCK_IN_BACKGROUND = True
 
 # What Blender accepts back from execute()/invoke().
 Result = set[Literal["RUNNING_MODAL", "CANCELLED", "FINISHED", "PASS_THROUGH", "INTERFACE"]]
@@ -88,7 +97,7 @@ class _JobOperator:
 
     def _run(self, context: bpy.types.Context, job: jobs.ActiveJob) -> Result:
         op: Any = self
-        if not (op.wait or bpy.app.background):
+        if not (op.wait or _blocking()):
             runtime.add_job(job, context)
             return {"FINISHED"}
         try:
@@ -114,6 +123,10 @@ class _JobOperator:
         op.report({"ERROR"}, message)
         runtime.report(context, message, failed=True)
         return {"CANCELLED"}
+
+
+def _blocking() -> bool:
+    return bool(bpy.app.background and BLOCK_IN_BACKGROUND)
 
 
 def _busy() -> bool:
@@ -176,6 +189,162 @@ class STEP1X3D_OT_retexture(_JobOperator, bpy.types.Operator):
         except InputError as exc:
             return self._fail(context, str(exc))
         return self._run(context, job)
+
+
+class STEP1X3D_OT_regenerate(_JobOperator, bpy.types.Operator):
+    """Run the selected result's job again with a new seed: same references and settings; the result
+    replaces it in place (name, transform, parent and modifiers stay)"""
+
+    bl_idname = "step1x3d.regenerate"
+    bl_label = "Regenerate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_name: StringProperty(  # type: ignore[valid-type]
+        name="Object", description="Result to regenerate (default: the active object)", options={"SKIP_SAVE"}
+    )
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        if _busy():
+            return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
+        obj = bpy.data.objects.get(self.object_name) if self.object_name else context.active_object
+        try:
+            entry = history_entry_of(obj)
+            refs = gather(entry.reference_files)
+            refs.names = list(entry.images) or refs.names
+            settings = dict(entry.settings)
+            if self.properties.is_property_set("seed"):
+                settings["seed"] = self.seed
+            settings = jobs.resolve_settings(settings, {}, randomize_seed=not self.properties.is_property_set("seed"))
+            assert obj is not None  # history_entry_of raised otherwise
+            job = jobs.start_generate(refs, settings, get_prefs(context), name=obj.name,
+                                      extra={jobs.REPLACE: obj.name})
+        except InputError as exc:
+            return self._fail(context, str(exc))
+        return self._run(context, job)
+
+
+def history_entry_of(obj: bpy.types.Object | None) -> HistoryEntry:
+    """The history entry of a generated result, with its references kept; InputError otherwise."""
+    if obj is None or obj.type != "MESH":
+        raise InputError("Select a Step1X-3D result to regenerate.")
+    job_id = obj.get(PROVENANCE_PREFIX + "job_id")
+    if not job_id:
+        raise InputError(f"'{obj.name}' is not a Step1X-3D result; generate one, or use Retexture Selected.")
+    entry = next((e for e in runtime.history_entries() if e.job_id == job_id), None)
+    if entry is None or not entry.reference_files:
+        raise InputError(f"The references of '{obj.name}' were not kept (see Keep Results in the preferences); "
+                         "generate it again from the panel.")
+    return entry
+
+
+class STEP1X3D_OT_variations(_JobOperator, bpy.types.Operator):
+    """Generate several results from the panel's references, one seed each, side by side along X
+    (each import is its own undo step; Cancel stops the whole batch)"""
+
+    bl_idname = "step1x3d.variations"
+    bl_label = "Variations"
+    bl_options = {"REGISTER"}  # each result is imported by its own undoable step1x3d.import_result
+
+    count: IntProperty(name="Count", min=2, max=16, default=4, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+    spacing: FloatProperty(  # type: ignore[valid-type]
+        name="Spacing", description="Distance between the results along X (metres)", min=0.0, default=1.5,
+        options={"SKIP_SAVE"},
+    )
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        if _busy():
+            return self._fail(context, "A job is already running; cancel it or wait for it to finish.")
+        st = state(context)
+        count = self.count if self.properties.is_property_set("count") else st.variation_count
+        try:
+            refs = self._references(context)
+            mode = "full" if st.mode == "texture" else st.mode
+            first = self._settings(context, mode)
+        except InputError as exc:
+            return self._fail(context, str(exc))
+        # Seeds: random ones (the panel's Randomise), or seed, seed + 1, ... so a batch can be repeated.
+        randomize = st.randomize_seed and not self.properties.is_property_set("seed")
+        loc: Any = context.scene.cursor.location if context.scene else (0.0, 0.0, 0.0)
+        cursor = (float(loc[0]), float(loc[1]), float(loc[2]))
+        batch, prefs, name = new_job_id(), get_prefs(context), asset_name(refs.names[0])
+        started: list[jobs.ActiveJob] = []
+        try:
+            for i in range(count):
+                if randomize:  # the first seed was drawn (and shown in the panel) by _settings
+                    settings = jobs.resolve_settings(first, {}, randomize_seed=i > 0)
+                else:
+                    settings = jobs.resolve_settings(first, {"seed": (first["seed"] + i) % 2**31})
+                location = (cursor[0] + i * self.spacing, cursor[1], cursor[2])
+                started.append(jobs.start_generate(refs, settings, prefs, name=f"{name}_v{i + 1}",
+                                                   extra={jobs.LOCATION: location, jobs.BATCH: (batch, i, count)}))
+        except InputError as exc:
+            for job in started:
+                job.session.cancel()
+                job.session.close()
+            return self._fail(context, str(exc))
+        for job in started:
+            runtime.add_job(job, context)
+        if not (self.wait or _blocking()):
+            return {"FINISHED"}
+        return self._drive(context, [job.job_id for job in started], self.timeout or None)
+
+    def _drive(self, context: bpy.types.Context, job_ids: list[str], timeout_s: float | None) -> Result:
+        """Blocking mode: the timer's poll step in a loop, so imports run exactly as in the UI."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while runtime.active_job() is not None:
+                runtime.poll_step(context)
+                if deadline is not None and time.monotonic() > deadline:
+                    runtime.cancel_all()
+                    deadline = None
+                time.sleep(0.02)
+        except BaseException:  # Ctrl+C in a script: the server hears the cancel before the sockets go
+            for job in runtime.all_jobs():
+                cancel_and_wait(job.session, 0.5)
+                runtime.pop_job(job.job_id)
+            raise
+        ended = {e.job_id: e for e in runtime.history_entries() if e.job_id in job_ids}
+        failures = [e.message or e.state for e in ended.values() if e.state != "done"]
+        if failures:
+            return self._fail(context, f"{len(failures)} of {len(job_ids)} variations did not finish: {failures[0]}")
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_free_vram(bpy.types.Operator):
+    """Ask the server to free its GPU memory (models are loaded again by the next job); it waits for
+    a running job to end first"""
+
+    bl_idname = "step1x3d.free_vram"
+    bl_label = "Free VRAM"
+
+    wait: BoolProperty(name="Wait", default=False, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        runtime.free_vram(context)
+        if self.wait or _blocking():
+            while runtime.vram_pending():
+                runtime.poll_step(context)
+                time.sleep(0.02)
+        st = state(context)
+        if st.vram_failed:
+            self.report({"ERROR"}, st.vram_line)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_free_vram_cancel(bpy.types.Operator):
+    """Stop waiting for the server to free its GPU memory"""
+
+    bl_idname = "step1x3d.free_vram_cancel"
+    bl_label = "Stop Waiting"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return runtime.vram_pending()
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        runtime.cancel_free_vram(context)
+        return {"FINISHED"}
 
 
 class STEP1X3D_OT_cancel(bpy.types.Operator):
@@ -246,6 +415,43 @@ class STEP1X3D_OT_reimport(bpy.types.Operator):
             return {"CANCELLED"}
         state(context).last_object = obj.name
         runtime.report(context, f"Re-imported '{obj.name}'.", failed=False)
+        return {"FINISHED"}
+
+
+class STEP1X3D_OT_history_reuse(bpy.types.Operator):
+    """Put this job's settings (seed included, Randomise off) and its kept reference images back in the panel"""
+
+    bl_idname = "step1x3d.history_reuse"
+    bl_label = "Reuse Settings"
+
+    job_id: StringProperty(options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> Result:
+        entry = next((e for e in runtime.history_entries() if e.job_id == self.job_id), None)
+        if entry is None:
+            self.report({"ERROR"}, "That job is not in the history.")
+            return {"CANCELLED"}
+        st = state(context)
+        values = entry.settings
+        for key in ("seed", "steps", "guidance", "max_faces", "inflate_depth"):
+            if key in values:
+                setattr(st, key, values[key])
+        if "texture_size" in values:
+            st.texture_size = str(values["texture_size"])
+        if "lods" in values:
+            st.lod_levels = max(1, len(values["lods"]))
+        if values.get("mode") in ("full", "geometry", "texture"):
+            st.mode = values["mode"]
+        st.randomize_seed = False  # the seed shown is the one that made this result
+        kept = [p for p in entry.reference_files if os.path.isfile(p)]
+        if kept:
+            views = entry.views or list(VIEW_ORDER)
+            for view in VIEW_ORDER:
+                slot = getattr(st, view)
+                path = next((p for v, p in zip(views, kept) if v == view), "")
+                slot.source, slot.filepath, slot.image_name = "FILE", path, ""
+        runtime.report(context, f"Settings of '{entry.name}' restored" + (" with its references." if kept else
+                       "; its reference images were not kept."), failed=False)
         return {"FINISHED"}
 
 
@@ -454,9 +660,14 @@ CLASSES: tuple[type, ...] = (
     STEP1X3D_PG_path,
     STEP1X3D_OT_generate,
     STEP1X3D_OT_retexture,
+    STEP1X3D_OT_regenerate,
+    STEP1X3D_OT_variations,
+    STEP1X3D_OT_free_vram,
+    STEP1X3D_OT_free_vram_cancel,
     STEP1X3D_OT_cancel,
     STEP1X3D_OT_import_result,
     STEP1X3D_OT_reimport,
+    STEP1X3D_OT_history_reuse,
     STEP1X3D_OT_history_clear,
     STEP1X3D_OT_reference_pick,
     STEP1X3D_OT_reference_add,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import bpy
@@ -12,7 +13,7 @@ from .references import slot_filled
 from .properties import state
 
 CATEGORY = "Step1X-3D"
-HISTORY_ROWS = 8
+HISTORY_ROWS = 6
 
 
 class STEP1X3D_PT_main(bpy.types.Panel):
@@ -31,6 +32,12 @@ class STEP1X3D_PT_main(bpy.types.Panel):
         row.operator("step1x3d.refresh_status", text="", icon="FILE_REFRESH")
         if not st.server_online:
             row.operator("step1x3d.start_server", text="", icon="PLAY")
+        row.operator("step1x3d.free_vram", text="", icon="MEMORY")
+        if st.vram_line:
+            row = layout.row(align=True)
+            row.label(text=st.vram_line, icon="ERROR" if st.vram_failed else "INFO")
+            if runtime.vram_pending():
+                row.operator("step1x3d.free_vram_cancel", text="", icon="CANCEL")
 
         draw_view_slots(layout, st)
 
@@ -43,6 +50,10 @@ class STEP1X3D_PT_main(bpy.types.Panel):
                 row.operator("step1x3d.retexture", text="Retexture Selected", icon="TEXTURE")
             else:
                 row.operator("step1x3d.generate", text="Generate", icon="MESH_MONKEY")
+            row = layout.row(align=True)
+            row.operator("step1x3d.regenerate", text="Regenerate", icon="FILE_REFRESH")
+            row.operator("step1x3d.variations", text="Variations", icon="DUPLICATE")
+            row.prop(st, "variation_count", text="")
         else:
             layout.progress(factor=st.job_fraction, type="BAR", text=st.job_text)
             layout.operator("step1x3d.cancel", icon="CANCEL")
@@ -101,12 +112,25 @@ class STEP1X3D_PT_history(bpy.types.Panel):
             layout.label(text="No jobs yet.")
             return
         for entry in entries[:HISTORY_ROWS]:
-            row = layout.row(align=True)
-            row.label(text=entry.label(), icon="CHECKMARK" if entry.state == "done" else "X")
-            sub = row.row(align=True)
-            sub.enabled = bool(entry.result_dir)
-            sub.operator("step1x3d.reimport", text="", icon="IMPORT").job_id = entry.job_id
+            draw_history_entry(layout.box(), entry)
         layout.operator("step1x3d.history_clear", icon="TRASH")
+
+
+def draw_history_entry(box: Any, entry: Any) -> None:
+    """One gallery card: the result's base colour map and its front reference as thumbnails, then
+    re-import and reuse (settings and kept references back into the panel)."""
+    row = box.row(align=True)
+    row.label(text=entry.label(), icon="CHECKMARK" if entry.state == "done" else "X")
+    thumbs = box.row(align=True)
+    result_map = os.path.join(entry.result_dir, "base_color.png") if entry.result_dir else ""
+    for path in (result_map, entry.reference_files[0] if entry.reference_files else ""):
+        if path and os.path.isfile(path):
+            thumbs.template_icon(icon_value=previews.file_icon(path), scale=3.0)
+    buttons = box.row(align=True)
+    sub = buttons.row(align=True)
+    sub.enabled = bool(entry.result_dir)
+    sub.operator("step1x3d.reimport", text="Re-import", icon="IMPORT").job_id = entry.job_id
+    buttons.operator("step1x3d.history_reuse", text="Reuse", icon="RECOVER_LAST").job_id = entry.job_id
 
 
 def draw_view_slots(layout: Any, st: Any) -> None:

@@ -116,6 +116,12 @@ class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     server_line: StringProperty(default="Server: not checked yet")  # type: ignore[valid-type]
     server_online: BoolProperty(default=False)  # type: ignore[valid-type]
     last_object: StringProperty(default="")  # type: ignore[valid-type]
+    vram_line: StringProperty(default="")  # type: ignore[valid-type]
+    vram_failed: BoolProperty(default=False)  # type: ignore[valid-type]
+    variation_count: IntProperty(  # type: ignore[valid-type]
+        name="Variations", description="How many results (one seed each) Variations makes in one click",
+        default=4, min=2, max=16,
+    )
     history_index: IntProperty(default=0)  # type: ignore[valid-type]
     show_history: BoolProperty(name="History", default=False)  # type: ignore[valid-type]
     show_settings: BoolProperty(name="Settings", default=True)  # type: ignore[valid-type]

@@ -19,6 +19,7 @@ from ..core import wording
 from ..core.history import History, HistoryEntry
 from ..core.presets import PresetStore
 from ..core.probe import StatusProbe
+from ..core.vram import VramRequest
 from ..core.session import SessionView
 from . import jobs
 from .preferences import get_prefs, user_dir
@@ -31,6 +32,7 @@ _jobs: dict[str, jobs.ActiveJob] = {}
 _probe: StatusProbe | None = None
 _last_probe = 0.0
 _server_process: subprocess.Popen[bytes] | None = None
+_vram: VramRequest | None = None
 _preset_items: list[tuple[str, str, str]] = []  # kept alive: Blender does not copy dynamic enum strings
 
 
@@ -43,7 +45,8 @@ def add_job(job: jobs.ActiveJob, context: bpy.types.Context | None = None) -> No
     st.job_id = job.job_id
     st.last_message = ""
     st.last_failed = False
-    _sync(st, job.session.view)
+    if len(_jobs) == 1:
+        _sync(st, job.session.view, job)
     set_status_bar(context, None)
     ensure_timer()
 
@@ -54,6 +57,10 @@ def get_job(job_id: str) -> jobs.ActiveJob | None:
 
 def active_job() -> jobs.ActiveJob | None:
     return next(iter(_jobs.values()), None)
+
+
+def all_jobs() -> list[jobs.ActiveJob]:
+    return list(_jobs.values())
 
 
 def pop_job(job_id: str) -> jobs.ActiveJob | None:
@@ -68,26 +75,40 @@ def cancel_all() -> None:
         job.session.cancel()
 
 
-def _sync(st: Any, view: SessionView) -> None:
+def _sync(st: Any, view: SessionView, job: jobs.ActiveJob | None = None) -> None:
     st.job_state = view.state
-    st.job_fraction = view.fraction
-    st.job_text = view.progress_text()
+    fraction, text = view.fraction, view.progress_text()
+    batch = job.extra.get(jobs.BATCH) if job is not None else None
+    if batch is not None:  # variations: one bar for the whole batch, "Variation 2 of 4: ..."
+        size = batch[2]
+        ended = size - sum(1 for j in _jobs.values() if (j.extra.get(jobs.BATCH) or ("",))[0] == batch[0])
+        fraction = (ended + view.fraction) / size
+        text = f"Variation {ended + 1} of {size}: {text}"
+    st.job_fraction = fraction
+    st.job_text = text
 
 
 def poll_step(context: bpy.types.Context | None = None) -> bool:
-    """Advance every live job and the status probe once, without blocking. True while work remains."""
+    """Advance every live job, the status probe and a Free VRAM request once, without blocking.
+
+    True while work remains. The jobs of a batch (variations) wait in the server's queue
+    together; the panel follows the one running (else the oldest), and each finished one is
+    imported as its own undo step.
+    """
     ctx = context or bpy.context
     st = state(ctx)
-    changed = _probe_step(st)
-    for job_id, job in list(_jobs.items()):
-        view = job.session.step(0)
-        _sync(st, view)
+    changed = _probe_step(st) | _vram_step(st)
+    views = {job_id: job.session.step(0) for job_id, job in list(_jobs.items())}
+    if views:
+        shown = next((i for i, v in views.items() if v.state == "running"), next(iter(views)))
+        _sync(st, views[shown], _jobs[shown])
         changed = True
+    for job_id, view in views.items():
         if view.terminal:
             finish(ctx, job_id)
     if changed:
         tag_redraw(ctx)
-    return bool(_jobs) or (_probe is not None and not _probe.finished)
+    return bool(_jobs) or (_probe is not None and not _probe.finished) or vram_pending()
 
 
 def finish(context: bpy.types.Context, job_id: str) -> bpy.types.Object | None:
@@ -117,7 +138,8 @@ def finish(context: bpy.types.Context, job_id: str) -> bpy.types.Object | None:
             report(context, wording.sentence(f"Could not import the result: {exc}"), failed=True)
     finally:
         pop_job(job_id)
-        st.job_id = ""
+        nxt = active_job()
+        st.job_id = nxt.job_id if nxt is not None else ""
     return obj
 
 
@@ -173,6 +195,40 @@ def _probe_step(st: Any) -> bool:
         st.server_online = _probe.online
         return True
     return False
+
+
+def free_vram(context: bpy.types.Context | None = None) -> None:
+    """Ask the server to release its models' GPU memory (answered once no job runs)."""
+    global _vram
+    prefs = get_prefs(context)
+    if _vram is not None:
+        _vram.close()
+    _vram = VramRequest(jobs.connector(prefs), prefs.server_address, timeout_s=prefs.connect_timeout_s)
+    _vram.start()
+    st = state(context)
+    st.vram_line, st.vram_failed = _vram.line, _vram.failed
+    ensure_timer()
+
+
+def vram_pending() -> bool:
+    return _vram is not None and not _vram.finished
+
+
+def cancel_free_vram(context: bpy.types.Context | None = None) -> None:
+    if _vram is not None and not _vram.finished:
+        _vram.cancel()
+        st = state(context)
+        st.vram_line, st.vram_failed = _vram.line, _vram.failed
+
+
+def _vram_step(st: Any) -> bool:
+    if _vram is None or _vram.finished:
+        return False
+    changed = _vram.step()
+    st.vram_line, st.vram_failed = _vram.line, _vram.failed
+    if _vram.finished:
+        print(f"Step1X-3D: {_vram.line}")
+    return changed
 
 
 def start_local_server(context: bpy.types.Context) -> str:
@@ -273,7 +329,7 @@ def shutdown() -> None:
 
     Never blocks: each ServerConnection owns its zmq context and terminates it in close().
     """
-    global _probe
+    global _probe, _vram
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     for job_id in list(_jobs):
@@ -285,5 +341,8 @@ def shutdown() -> None:
     if _probe is not None:
         _probe.close()
         _probe = None
+    if _vram is not None:
+        _vram.close()
+        _vram = None
     stop_local_server()
 

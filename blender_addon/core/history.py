@@ -35,6 +35,8 @@ class HistoryEntry:
     vertices: int = 0
     faces: int = 0
     backend: str = ""
+    views: list[str] = field(default_factory=list)  # the view of each reference image, in order
+    reference_files: list[str] = field(default_factory=list)  # copies kept with the result (regenerate, reuse)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "HistoryEntry":

@@ -98,6 +98,25 @@ def load_payload(folder: Path) -> ResultPayload:
     )
 
 
+REFERENCES_DIR = "references"
+
+
+def save_references(folder: Path, views: list[str], names: list[str], images: list[bytes]) -> list[str]:
+    """Keep a job's reference images beside its result, ``references/<view>/<original name>``.
+
+    Regenerate and "reuse" read them back, so a result can be run again after the original
+    files moved, and the asset keeps the name of its front image. Returns the paths written.
+    """
+    paths = []
+    for view, name, data in zip(views, names, images):
+        sub = folder / REFERENCES_DIR / view.replace(" ", "_")
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / (Path(name.replace("\\", "/")).name or "image.png")
+        write_atomic(path, bytes(data))
+        paths.append(str(path))
+    return paths
+
+
 def texture_items(textures: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
     """Known maps in a stable order (base colour, ORM, normal); unknown kinds are ignored."""
     return [(k, textures[k]) for k in TEXTURE_KINDS if textures.get(k)]

@@ -130,6 +130,7 @@ class JobSession:
         self._inner: ClientSession | None = None
         self._conn: ServerConnection | None = None
         self._cancel_requested_at: float | None = None
+        self._cancel_asked = False  # by the artist (or a script): only then is "cancelled" the whole truth
 
     @property
     def job_id(self) -> str:
@@ -151,6 +152,9 @@ class JobSession:
     def view(self) -> SessionView:
         t = self.tracker
         failed = t.state in (FAILED, CANCELLED, OFFLINE)
+        if t.state == CANCELLED and not self._cancel_asked:
+            # Nobody here asked: the server cancelled it itself, which it does when it shuts down.
+            return SessionView(state=FAILED, message=wording.stopped(self.address))
         return SessionView(
             state=t.state,
             stage=t.stage,
@@ -189,6 +193,7 @@ class JobSession:
         """Ask the server to cancel; ends as cancelled when it confirms (or after a short grace period)."""
         if self.tracker.finished:
             return
+        self._cancel_asked = True
         if self._inner is None or not self._inner.heard_from_server:
             self.tracker.mark_cancelled()  # no server has answered: there is nothing to cancel there
             return

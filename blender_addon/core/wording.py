@@ -33,3 +33,8 @@ def lost(address: str, *, waiting: bool = False) -> str:
     if waiting:
         return f"The Step1X-3D server at {address} went silent; waiting for it to answer again."
     return f"The Step1X-3D server at {address} stopped answering during the job; check that it is still running."
+
+
+def stopped(address: str) -> str:
+    return (f"The Step1X-3D server at {address} stopped the job (it was shutting down); "
+            "nothing was imported: retry once it runs again.")

@@ -73,3 +73,11 @@ class SlowPipeline(CubePipeline):
     name = "test-slow"
     step_delay_s = 0.1
     steps = 200
+
+
+class MediumPipeline(CubePipeline):
+    """~3 s: long enough to stop and restart the server mid-job, short enough to finish after it."""
+
+    name = "test-medium"
+    step_delay_s = 0.1
+    steps = 30
