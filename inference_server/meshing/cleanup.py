@@ -190,9 +190,13 @@ def clean_mesh_with_detail(
     min_fraction: float = 0.001,
     smooth_iterations: int = 0,
     ctx: JobContext | None = None,
+    closed: bool = True,
 ) -> tuple[MeshData, MeshData | None]:
     """:func:`clean_mesh`, plus the floater-free surface before decimation (with normals) when
-    decimation removed most of it: the texture stage bakes that detail into a normal map."""
+    decimation removed most of it: the texture stage bakes that detail into a normal map.
+
+    ``closed=False`` accepts a surface with a boundary (upstream's extraction, open where it meets
+    the sampling box: the geometry drop-in); it must still be edge-manifold."""
     steps = 4
     _progress(ctx, 0, steps, f"removing floaters from {len(faces)} faces")
     v, f = remove_floaters(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), min_fraction)
@@ -209,8 +213,9 @@ def clean_mesh_with_detail(
     _progress(ctx, 3, steps, "normals")
     if report is None:
         report = topology_report(f, len(v))
-    if not report.closed_manifold:
-        raise PipelineError(f"the cleaned mesh is not a closed manifold ({report})", code="bad_mesh")
+    if not report.closed_manifold and (closed or report.nonmanifold_edges or report.degenerate_faces):
+        raise PipelineError(f"the cleaned mesh is not a {'closed ' if closed else ''}manifold ({report})",
+                            code="bad_mesh")
     normals = vertex_normals(v, f)
     _progress(ctx, steps, steps, f"{len(f)} faces")
     mesh = MeshData(positions=np.ascontiguousarray(v, np.float32), faces=np.ascontiguousarray(f, np.uint32),

@@ -9,7 +9,8 @@ Conventions shared by both extractors:
   ``i -> i / 385 * 2.1 - 1.05``; ours puts the last point exactly on ``+bounds``.)
 - Faces are counter-clockwise seen from outside (glTF), vertices float32 in world units.
 - The outermost shell of grid points is forced outside, so the result is closed
-  even when the field touches the bounds.
+  even when the field touches the bounds (``close_shell=False`` keeps upstream's
+  behaviour instead: the surface stays open where it meets the sampling box).
 
 Memory: the finest level is a dense float32 grid plus boolean grids, allocated
 lazily (pages never written cost nothing). Measured peaks for a sphere of radius
@@ -79,6 +80,7 @@ def extract_surface(
     band: float | None = None,
     seeds: np.ndarray | None = None,
     ctx: JobContext | None = None,
+    close_shell: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hierarchical extraction of ``field_fn == level`` (see the module docstring).
 
@@ -94,7 +96,7 @@ def extract_surface(
     """
     levels = level_resolutions(resolution, coarse_resolution)
     total = len(levels)
-    evaluator = _Evaluator(field_fn, bounds, level, batch_size, ctx)
+    evaluator = _Evaluator(field_fn, bounds, level, batch_size, ctx, close_shell)
 
     res = levels[0]
     _progress(ctx, 0, total, f"level 1/{total}: {res + 1}^3 points")
@@ -134,8 +136,10 @@ def extract_dense(grid: np.ndarray, bounds: float = 1.05, level: float = 0.0) ->
 class _Evaluator:
     """Calls the field in batches on grid points and keeps the values marching-cubes safe."""
 
-    def __init__(self, field_fn: FieldFn, bounds: float, level: float, batch_size: int, ctx: JobContext | None):
+    def __init__(self, field_fn: FieldFn, bounds: float, level: float, batch_size: int, ctx: JobContext | None,
+                 close_shell: bool = True):
         self.field_fn = field_fn
+        self.close_shell = close_shell
         self.bounds = bounds
         self.level = level
         self.batch_size = max(1, int(batch_size))
@@ -156,8 +160,9 @@ class _Evaluator:
             out[start : start + len(chunk)] = vals
         self.points_evaluated += len(index)
         _sanitise(out, self.level)
-        on_shell = ((index == 0) | (index == res)).any(axis=1)
-        out[on_shell] = np.minimum(out[on_shell], _below(self.level))
+        if self.close_shell:
+            on_shell = ((index == 0) | (index == res)).any(axis=1)
+            out[on_shell] = np.minimum(out[on_shell], _below(self.level))
         return out
 
     def dense(self, res: int) -> np.ndarray:

@@ -261,15 +261,20 @@ class Step1X3DGeometryPipeline:
         upstream_vertices: bool = True,
         chunk_size: int | None = None,
         ctx: JobContext | None = None,
+        close_shell: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One decoded latent set ``[1, N, W]`` -> (vertices, faces) via the shared hierarchical extractor."""
+        """One decoded latent set ``[1, N, W]`` -> (vertices, faces) via the shared hierarchical extractor.
+
+        ``close_shell`` (ours, the product's): a surface that meets the sampling box is closed there;
+        False is upstream's extraction, which leaves it open (the drop-in ``__call__``)."""
         from ...meshing.extract import extract_surface
 
         field_fn = LatentField(self.vae, decoded, chunk_size)
         with _tf32_matmul(self._device, self.decode_tf32):
             verts, faces = extract_surface(field_fn, bounds=bounds, resolution=octree_resolution,
                                            coarse_resolution=octree_coarse(octree_resolution), level=mc_level,
-                                           batch_size=max(field_fn.chunk_size, 262_144), band=UPSTREAM_BAND, ctx=ctx)
+                                           batch_size=max(field_fn.chunk_size, 262_144), band=UPSTREAM_BAND, ctx=ctx,
+                                           close_shell=close_shell)
         if upstream_vertices and len(verts):
             verts = to_upstream_vertices(verts, bounds, octree_resolution)
         return verts, faces
@@ -295,6 +300,7 @@ class Step1X3DGeometryPipeline:
         zero_steps: int = 0,
         output_type: str = "mesh_data",
         ctx: JobContext | None = None,
+        close_shell: bool = True,
     ) -> Step1X3DGeometryPipelineOutput:
         """The staged run behind ``__call__`` and the server backend; see ``__call__`` for arguments."""
         timings: dict[str, float] = {}
@@ -326,7 +332,7 @@ class Step1X3DGeometryPipeline:
                 timings["decode"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 verts, faces = self.extract(decoded, bounds=bounds, octree_resolution=octree_resolution,
-                                            mc_level=mc_level, ctx=ctx)
+                                            mc_level=mc_level, ctx=ctx, close_shell=close_shell)
                 timings["extract"] += time.perf_counter() - t0
                 if len(faces) == 0:
                     raise PipelineError("the model produced no surface for this image (the field never crosses "
@@ -336,7 +342,7 @@ class Step1X3DGeometryPipeline:
                     continue
                 t0 = time.perf_counter()
                 mesh, detail = self._clean(verts, faces, max_facenum if do_reduce_face else 10**9,
-                                           0.001 if do_remove_floater else 0.0, ctx)
+                                           0.001 if do_remove_floater else 0.0, ctx, closed=close_shell)
                 meshes.append(mesh)
                 details.append(detail)
                 timings["cleanup"] += time.perf_counter() - t0
@@ -345,10 +351,11 @@ class Step1X3DGeometryPipeline:
 
     @staticmethod
     def _clean(verts: np.ndarray, faces: np.ndarray, max_faces: int, min_fraction: float,
-               ctx: JobContext | None) -> tuple[MeshData, MeshData | None]:
+               ctx: JobContext | None, closed: bool = True) -> tuple[MeshData, MeshData | None]:
         from ...meshing.cleanup import clean_mesh_with_detail
 
-        return clean_mesh_with_detail(verts, faces, max_faces=max_faces, min_fraction=min_fraction, ctx=ctx)
+        return clean_mesh_with_detail(verts, faces, max_faces=max_faces, min_fraction=min_fraction, ctx=ctx,
+                                      closed=closed)
 
     def __call__(
         self,
@@ -378,6 +385,9 @@ class Step1X3DGeometryPipeline:
 
         ``label`` (Label model): ``{"symmetry": "asymmetry"|"x", "edge_type": "normal"|"smooth"|"sharp",
         "pose": "unknown"|"t-pose"|"a-pose"}``; absent keys take class 0, as upstream.
+
+        Mesh extraction is upstream's: where the surface meets the sampling box (``bounds``) it is
+        left open, face for face as upstream leaves it. The server's backend closes it instead.
         """
         given: list[ImageInput] = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
         images = [img for img in given for _ in range(num_meshes_per_prompt)]
@@ -389,7 +399,7 @@ class Step1X3DGeometryPipeline:
             latents=latents, foreground_ratio=foreground_ratio, bounds=bounds, mc_level=mc_level,
             octree_resolution=octree_resolution, max_facenum=max_facenum, do_remove_floater=do_remove_floater,
             do_reduce_face=do_reduce_face, use_zero_init=use_zero_init, zero_steps=zero_steps,
-            output_type="mesh_data" if output_type == "trimesh" else output_type, ctx=ctx)
+            output_type="mesh_data" if output_type == "trimesh" else output_type, ctx=ctx, close_shell=False)
         if output_type == "trimesh":
             result.mesh = [to_trimesh(m, smooth=do_shade_smooth) for m in result.mesh]
         if not return_dict:

@@ -22,7 +22,7 @@ from PIL import Image
 
 import kernels
 
-from ...imaging.segment import object_mask
+from ...imaging.segment import bad_image, check_rgba, has_cutout_alpha, object_mask
 
 VIEW_NAMES = ("front", "right", "back", "left", "top", "bottom")
 MESH_EXTENT = 0.5  # upstream scales the mesh so that max |v| = 0.5 inside the +-0.55 ortho box
@@ -163,12 +163,55 @@ def prepare_reference(rgba: np.ndarray, resolution: int) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def upstream_reference_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    """Upstream's crop box (y0, y1, x0, x1), end-exclusive: the bounding box of ``alpha > 0``,
+    grown by one pixel at the top and left only (its ``max(min - 1, 0)`` / ``min(max + 1, size)``)."""
+    ys, xs = np.nonzero(np.asarray(alpha) > 0)
+    if len(ys) == 0:
+        raise bad_image("the reference image is fully transparent: there is nothing to paint from")
+    h, w = alpha.shape[:2]
+    return max(int(ys.min()) - 1, 0), min(int(ys.max()) + 1, h), max(int(xs.min()) - 1, 0), min(int(xs.max()) + 1, w)
+
+
+def prepare_reference_upstream(rgba: np.ndarray, resolution: int) -> np.ndarray:
+    """Upstream's reference preprocessing, step for step (the drop-in ``Step1X3DTexturePipeline``).
+
+    Crop to :func:`upstream_reference_box`; longer side ``int(0.9 * resolution)``, the other
+    truncated likewise; PIL's default (bicubic, premultiplied) resize; top-left corner at
+    ``(resolution - size) // 2`` on a transparent canvas; composited over 0.5 grey in float32 and
+    truncated to uint8. Where upstream runs its background-removal network (an image without
+    a cut-out) the alpha comes from :func:`object_mask` (keying, or the server's matting model
+    upstream of this call).
+    """
+    image = check_rgba(np.asarray(rgba))
+    if not has_cutout_alpha(image):
+        image = np.concatenate([image[..., :3], object_mask(image).alpha[..., None]], axis=2)
+    y0, y1, x0, x1 = upstream_reference_box(image[..., 3])
+    crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+    h, w = crop.shape[:2]
+    side = resolution * 0.9
+    if h > w:
+        w, h = max(1, int(w * side / h)), int(side)
+    else:
+        h, w = max(1, int(h * side / w)), int(side)
+    resized = np.asarray(Image.fromarray(crop, "RGBA").resize((w, h), Image.Resampling.BICUBIC))
+    canvas = np.zeros((resolution, resolution, 4), np.uint8)
+    top, left = (resolution - h) // 2, (resolution - w) // 2
+    canvas[top:top + h, left:left + w] = resized
+    f = canvas.astype(np.float32) / np.float32(255.0)
+    a = f[..., 3:4]
+    out = f[..., :3] * a + (np.float32(1.0) - a) * np.float32(0.5)
+    return (out * np.float32(255.0)).clip(0, 255).astype(np.uint8)
+
+
 __all__ = [
     "VIEW_NAMES",
     "ViewMesh",
     "gltf_to_upstream",
     "mv_views",
     "prepare_reference",
+    "prepare_reference_upstream",
+    "upstream_reference_box",
     "prepare_view_mesh",
     "render_geometry",
     "smooth_normals",

@@ -60,6 +60,9 @@ class TextureConfig:
     # quality gain could not be measured (docs/texture.md, benchmarks/texture_sync.py).
     texture_sync_ratio: float = 0.0
     texture_sync_size: int = 1536
+    # "ours" (crop to alpha >= 128, one pixel of margin all round, rounded compositing) or
+    # "upstream" (its exact preprocessing: crop to alpha > 0, see conditioning.prepare_reference_upstream).
+    reference_preprocessing: str = "ours"
 
     def __post_init__(self) -> None:
         self.adapter_file = Path(self.adapter_file)
@@ -70,6 +73,8 @@ class TextureConfig:
             raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}")
         if self.resolution % 64:
             raise ValueError("resolution must be a multiple of 64")
+        if self.reference_preprocessing not in ("ours", "upstream"):
+            raise ValueError(f"reference_preprocessing must be ours or upstream, not {self.reference_preprocessing!r}")
         from .sync import SyncSettings
 
         # Validates the ratio (0..1, a clear error otherwise) and the latent texture size.

@@ -35,7 +35,14 @@ from ...pipeline.base import JobContext, PipelineError
 from ...pipeline.mesh_input import has_usable_uvs, validate_client_mesh
 from .bake import bake_texture
 from .config import MAX_TEXTURE_SIZE, TextureConfig
-from .conditioning import gpu_kernels_available, mv_views, prepare_reference, prepare_view_mesh, render_geometry
+from .conditioning import (
+    gpu_kernels_available,
+    mv_views,
+    prepare_reference,
+    prepare_reference_upstream,
+    prepare_view_mesh,
+    render_geometry,
+)
 from .loading import load_models
 from .lora import LoraInfo, lora_applied, resolve_lora_file
 from .pipelines.multiview_sdxl import MultiViewSDXL
@@ -130,7 +137,8 @@ class TextureStage:
         ctx.progress(STAGE_PREPARE, 0, 3, "UV atlas")
         mesh = self._ensure_uvs(mesh, settings.texture_size, ctx, notes)
         ctx.progress(STAGE_PREPARE, 1, 3, "reference image")
-        reference = prepare_reference(images[0], c.resolution)
+        prepare = prepare_reference_upstream if c.reference_preprocessing == "upstream" else prepare_reference
+        reference = prepare(images[0], c.resolution)
         ctx.progress(STAGE_PREPARE, 2, 3, "geometry renders")
         view_mesh = prepare_view_mesh(mesh.positions, mesh.faces)
         views = mv_views()

@@ -10,7 +10,9 @@ The upstream two-stage example runs with only its import line changed::
 Differences, all deliberate: ``DIR`` must be a local folder (no hub downloads); the SDXL base and
 fp16-fix VAE folders come from keyword arguments or ``STEP1X3D_SDXL_DIR`` /
 ``STEP1X3D_SDXL_VAE_DIR``; there is no background-removal network (the image's alpha is used,
-else a plain background is keyed out); ``seed`` really fixes the result.
+else a plain background is keyed out); ``seed`` really fixes the result. The reference image is
+then prepared exactly as upstream prepares it (crop box from alpha > 0, its padding and
+truncation; the server's stage keeps its own, see docs/texture.md).
 
 Like upstream, this API synchronises the views through a latent texture during the first half
 of the steps (``texture_sync_ratio=0.5``; the server's default is off); pass
@@ -102,6 +104,7 @@ class Step1X3DTexturePipeline:
         """``options``: further :class:`TextureConfig` fields (``offload``, ``resolution``,
         ``texture_sync_ratio`` (default 0.5 here, as upstream), ...)."""
         options.setdefault("texture_sync_ratio", UPSTREAM_SYNC_RATIO)
+        options.setdefault("reference_preprocessing", "upstream")  # crop box and padding as upstream
         adapter = Path(model_path) / subfolder / ADAPTER_FILE if subfolder else Path(model_path) / ADAPTER_FILE
         config = TextureConfig.from_env(adapter, sdxl_dir=sdxl_dir, vae_dir=vae_dir, lora_dir=lora_dir,
                                         device=device, dtype=dtype, **options)
