@@ -10,6 +10,7 @@ PNGs beside the FBX, and wired into a temporary copy of the material for the exp
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -197,6 +198,13 @@ def _wire_export_material(material: Any, maps: dict[str, Any], engine: EnginePre
     return copy
 
 
+def _shareable(path: Path) -> None:
+    """Give an export the permissions a newly created file gets (the atomic write's temp file is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def map_path(fbx: Path, tag: str) -> Path:
     return fbx.with_name(f"{fbx.stem}_{tag}.png")
 
@@ -231,6 +239,7 @@ def export_fbx(objects: Sequence[Any], path: Path, engine: str) -> list[Path]:
             for tag, image in packed.items():
                 target = map_path(path, tag + suffix)
                 write_atomic(target, encode_png(image, level=PNG_LEVEL))
+                _shareable(target)
                 written.append(target)
                 img = bpy.data.images.load(str(target))
                 if tag != "BaseColor":

@@ -116,6 +116,7 @@ def test_unreal_centimetres_z_up_orm(box_glb: tuple[Path, Asset], tmp_path: Path
     glb, asset = box_glb
     out = tmp_path / "r.fbx"
     assert _convert(glb, out, "unreal") == ["r.fbx", "r_BaseColor.png", "r_Normal.png", "r_ORM.png"]
+    assert (out.with_name("r_ORM.png").stat().st_mode & 0o044) == (out.stat().st_mode & 0o044)  # not private
     report = fbx_report(out)
     settings = report["file"]["settings"]
     assert settings["UpAxis"] == 2 and settings["UnitScaleFactor"] == 1.0  # Z up, centimetres
