@@ -18,6 +18,8 @@ from .args import positive_int
 from .errors import CliError
 
 INPUT_SUFFIXES = (".glb", ".gltf")
+LOD_SUFFIXES = (".glb", ".gltf")  # formats that hold the LOD chain in one file
+LOD_FILE_SUFFIXES = (".glb", ".obj", ".ply", ".stl")  # formats save_asset writes one file per LOD for
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         factor = apply_size([asset.mesh, *asset.lods], size)
         asset.provenance = {**asset.provenance, "size": size, "converted_scale": factor}
     asset.provenance = {**asset.provenance, "converted_from": args.input.name}
+    suffix = args.output.suffix.lower()
+    if asset.lods and suffix not in LOD_SUFFIXES and not (args.lods_as_files and suffix in LOD_FILE_SUFFIXES):
+        hint = " (--lods-as-files writes them as separate files)" if suffix in LOD_FILE_SUFFIXES else ""
+        print(f"note: {len(asset.lods)} LODs are not written to {suffix}; only .glb and .gltf hold them{hint}",
+              file=sys.stderr)
     options = ExportOptions(engine=args.engine, step_faces=args.step_faces,
                             step_merge_planar=args.step_merge_planar, step_schema=args.step_schema)
     try:

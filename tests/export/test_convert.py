@@ -87,3 +87,18 @@ def test_broken_glb_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.glb" in err and "Traceback" not in err
     assert not (tmp_path / "out.obj").exists()
+
+
+def test_lods_are_kept_or_the_loss_is_said(textured_asset: Asset, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from inference_server.export import build_lods
+
+    with_lods = Asset(mesh=textured_asset.mesh, material=textured_asset.material,
+                      lods=build_lods(textured_asset.mesh, (0.5,)), provenance=dict(textured_asset.provenance))
+    (glb,) = save_asset(with_lods, tmp_path / "lods.glb")
+    assert main(["convert", str(glb), str(tmp_path / "copy.gltf")]) == 0
+    assert "note" not in capsys.readouterr().err and len(read_gltf(tmp_path / "copy.gltf").lods) == 1
+    assert main(["convert", str(glb), str(tmp_path / "flat.stl")]) == 0
+    assert "note: 1 LODs are not written to .stl; only .glb and .gltf hold them (--lods-as-files" in capsys.readouterr().err
+    assert main(["convert", str(glb), str(tmp_path / "split.stl"), "--lods-as-files"]) == 0
+    assert "note" not in capsys.readouterr().err and (tmp_path / "split_lod1.stl").is_file()
