@@ -141,8 +141,12 @@ class ServerConnection:
         image_names: list[str] | None = None,
         mesh: dict[str, Any] | None = None,
         want_glb: bool = False,
-    ) -> None:
+        prepare_only: bool = False,
+    ) -> list[Any]:
         """Send a job. The id is yours to choose; sending the same job again is harmless.
+
+        Returns its frames; with ``prepare_only`` they are checked and returned but not sent
+        (see :meth:`send_prepared`).
 
         Checked first against :attr:`limits` (the server's, once its welcome arrived): a job the
         server would refuse for its size raises :class:`SubmitRefused` (code ``too_large``, one
@@ -167,7 +171,18 @@ class ServerConnection:
         except SubmitRefused as exc:
             exc.job_id = job_id
             raise
+        if prepare_only:
+            return frames
         self._send_frames(frames)
+        return frames
+
+    def send_prepared(self, frames: list[Any]) -> None:
+        """Send a submit made by ``submit(..., prepare_only=True)`` (after the server reserved room for it)."""
+        self._send_frames(frames)
+
+    def reserve(self, job_id: str, nbytes: int) -> None:
+        """Ask the server to hold room for an upload of ``nbytes`` before sending it (answer: reserved or rejected)."""
+        self._send(m.RESERVE, {"job_id": job_id, "bytes": int(nbytes)})
 
     def cancel(self, job_id: str) -> None:
         self._send(m.CANCEL, {"job_id": job_id})

@@ -31,6 +31,7 @@ class Welcome:
     instance_id: str = ""  # new on every server start ("" from older servers)
     orphan_grace_s: float | None = None  # jobs with no client connected this long are cancelled (0: never)
     min_free_bytes: int | None = None  # below this much free disk the server refuses new jobs (disk_full)
+    reserve_above_bytes: int | None = None  # larger submits ask for room first (None: this server has no reserve)
 
 
 @dataclass
@@ -126,6 +127,14 @@ class Offline:
 
 
 @dataclass
+class Reserved:
+    """The server holds room for this job's upload: send the submit now."""
+
+    job_id: str
+    bytes: int
+
+
+@dataclass
 class Reconnected:
     """Synthesised by the client: a new connection to the server (it restarted, or the network dropped).
 
@@ -151,6 +160,7 @@ Event = Union[
     ServerShutdown,
     Offline,
     Reconnected,
+    Reserved,
 ]
 
 
@@ -200,6 +210,7 @@ def event_from_message(msg: Message) -> Event:
             instance_id=str(f.get("instance_id", "")),
             orphan_grace_s=float(f["orphan_grace_s"]) if "orphan_grace_s" in f else None,
             min_free_bytes=int(f["min_free_bytes"]) if "min_free_bytes" in f else None,
+            reserve_above_bytes=int(f["reserve_above_bytes"]) if "reserve_above_bytes" in f else None,
         )
     if t == m.ACCEPTED:
         return Accepted(f["job_id"], int(f["queue_position"]))
@@ -227,6 +238,8 @@ def event_from_message(msg: Message) -> Event:
         return Pong(f.get("token", ""), dict(f.get("status") or {}), str(f.get("instance_id", "")))
     if t == m.CLOSED:
         return Closed(f["job_id"])
+    if t == m.RESERVED:
+        return Reserved(f["job_id"], int(f["bytes"]))
     if t == m.VRAM_FREED:
         return VramFreed(f.get("message", ""))
     if t == m.SHUTDOWN:
@@ -244,6 +257,7 @@ __all__ = [
     "Progress",
     "Reconnected",
     "Rejected",
+    "Reserved",
     "Result",
     "ResultReady",
     "ServerShutdown",

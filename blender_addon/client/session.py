@@ -22,7 +22,18 @@ from ..protocol.preflight import SubmitRefused
 from ..protocol.settings import JobSettings
 from .connection import DEFAULT_ADDRESS, ServerConnection
 from .curve import CurveKeys
-from .events import ErrorEvent, Event, Offline, Reconnected, Rejected, Result, ResultReady, StateChanged, Welcome
+from .events import (
+    ErrorEvent,
+    Event,
+    Offline,
+    Reconnected,
+    Rejected,
+    Reserved,
+    Result,
+    ResultReady,
+    StateChanged,
+    Welcome,
+)
 from .tracker import DONE, OFFLINE, JobTracker, offline_sentence
 
 MAX_RESUBMITS = 3
@@ -74,6 +85,7 @@ class JobSession:
         self._resubmits = 0
         self._was_offline = False
         self._awaiting_welcome = False  # the submit waits for the limits of the server it goes to
+        self._prepared: list[Any] | None = None  # a large submit waiting for the server's "reserved"
         self.offline_since: float | None = None
         self.heard_from_server = False
 
@@ -87,19 +99,33 @@ class JobSession:
 
     def _submit(self) -> None:
         try:
-            self.connection.submit(
+            frames = self.connection.submit(
                 self.job_id, self._images, self._settings,
-                image_names=self._image_names, mesh=self._mesh, want_glb=self._want_glb,
+                image_names=self._image_names, mesh=self._mesh, want_glb=self._want_glb, prepare_only=True,
             )
         except SubmitRefused as exc:
             # Refused here, for the limits the server advertised: nothing was sent. The job ends as
             # if the server had rejected it (same code, one sentence), so every caller shows it alike.
             self.tracker.handle(Rejected(self.job_id, exc.code, exc.message))
             self._resubmit_at = None
+            return
+        welcome = getattr(self.connection, "welcome", None)
+        threshold = welcome.reserve_above_bytes if welcome is not None else None
+        size = sum(len(memoryview(f).cast("B")) for f in frames[1:])  # what the server counts: the parts
+        if threshold is not None and size > threshold:
+            # A large upload waits until the server holds room for it: several at once then never
+            # exceed its byte budget, and a refused one ("busy") costs no upload.
+            self._prepared = frames
+            self.connection.reserve(self.job_id, size)
+        else:
+            self.connection.send_prepared(frames)
 
     def cancel(self) -> None:
-        if self._awaiting_welcome:  # never sent: nothing to cancel on the server, and never send it now
+        if self._awaiting_welcome or self._prepared is not None:
+            # Never sent: nothing to cancel on the server, and never send it now (room the server
+            # reserved for the upload is given back when its reservation expires).
             self._awaiting_welcome = False
+            self._prepared = None
             self.tracker.mark_cancelled()
         elif not self.tracker.finished:
             self.connection.cancel(self.job_id)
@@ -141,6 +167,12 @@ class JobSession:
         tracker = self.tracker
         if isinstance(event, Offline):
             self._was_offline = True
+        if isinstance(event, Reserved) and event.job_id == self.job_id:
+            tracker.handle(event)  # the server has heard of the job
+            frames, self._prepared = self._prepared, None
+            if frames is not None and not tracker.finished:
+                self.connection.send_prepared(frames)
+            return
         if isinstance(event, Reconnected):
             # A new connection, or a new server instance behind the old one (a restart shorter than
             # the offline timeout never looks offline): the server may not know we follow the job.

@@ -22,7 +22,8 @@ FETCH = "fetch"
 CLOSE = "close"
 PING = "ping"
 FREE_VRAM = "free_vram"
-CLIENT_TYPES = frozenset({HELLO, SUBMIT, CANCEL, ATTACH, FETCH, CLOSE, PING, FREE_VRAM})
+RESERVE = "reserve"  # ask for room before uploading a large submit (see welcome.reserve_above_bytes)
+CLIENT_TYPES = frozenset({HELLO, SUBMIT, CANCEL, ATTACH, FETCH, CLOSE, PING, FREE_VRAM, RESERVE})
 
 # Server -> client.
 WELCOME = "welcome"
@@ -37,8 +38,10 @@ PONG = "pong"
 VRAM_FREED = "vram_freed"
 ERROR = "error"
 SHUTDOWN = "shutdown"
+RESERVED = "reserved"  # room for the job's upload is held; send the submit now
 SERVER_TYPES = frozenset(
-    {WELCOME, ACCEPTED, REJECTED, PROGRESS, STATE, RESULT_READY, RESULT, CLOSED, PONG, VRAM_FREED, ERROR, SHUTDOWN}
+    {WELCOME, ACCEPTED, REJECTED, PROGRESS, STATE, RESULT_READY, RESULT, CLOSED, PONG, VRAM_FREED, ERROR, SHUTDOWN,
+     RESERVED}
 )
 
 # Ping tokens with this prefix are a client's own keep-alives; a pong carrying one is consumed by the
@@ -115,6 +118,8 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     CLOSE: {"job_id": (_STR, True)},
     PING: {"token": (_STR, False)},
     FREE_VRAM: {},
+    RESERVE: {"job_id": (_STR, True), "bytes": (_INT, True)},
+    RESERVED: {"job_id": (_STR, True), "bytes": (_INT, True)},
     WELCOME: {
         "server_version": (_STR, True),
         "protocol_version": (_LIST, True),
@@ -128,6 +133,9 @@ FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "instance_id": (_STR, False),  # new on every server start: clients re-attach when it changes
         "orphan_grace_s": (_NUM, False),  # a job with no client connected this long is cancelled (0: never)
         "min_free_bytes": (_INT, False),  # new jobs are refused (disk_full) below this much free disk
+        # Submits whose parts exceed this many bytes are announced with "reserve" first and sent on
+        # "reserved": the server holds at most max_queue_bytes of queued and announced uploads together.
+        "reserve_above_bytes": (_INT, False),
     },
     ACCEPTED: {"job_id": (_STR, True), "queue_position": (_INT, True)},
     REJECTED: {

@@ -52,6 +52,10 @@ MAX_PEERS = 256  # peers told about a shutdown
 EXPIRY_CHECK_S = 60.0
 MAX_CRASHES_WHILE_LOADING = 3
 DISK_RETRY_S = 60.0  # retry hint for a submit refused for low disk space
+# Clients announce submits above this size ("reserve") and upload once room is held: several large
+# uploads at once can then never hold more than max_queue_bytes in this process.
+RESERVE_ABOVE_BYTES = 8 * 1024 * 1024
+RESERVATION_TTL_S = 120.0  # room held for an announced upload that never came is given back after this
 PROBE_TOKEN = f"{m.AUTO_TOKEN_PREFIX}probe"  # an unsolicited pong that checks a client is still connected
 
 
@@ -96,6 +100,7 @@ class JobServer:
         self.instance_id = uuid.uuid4().hex[:16]
         self._client_names: dict[bytes, str] = {}  # peer -> the name its hello gave, for the log
         self._last_orphan_check = 0.0
+        self._reservations: dict[str, tuple[int, float]] = {}  # job id -> (bytes, monotonic expiry)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -325,6 +330,7 @@ class JobServer:
             "instance_id": self.instance_id,
             "orphan_grace_s": self.config.orphan_grace_s,
             "min_free_bytes": self.config.min_free_bytes,
+            "reserve_above_bytes": RESERVE_ABOVE_BYTES,
         }
         fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
         if self.backend_error is not None:
@@ -353,42 +359,10 @@ class JobServer:
             self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
             self._replay(peer, existing)
             return
-        if self._stopping_since is not None:
-            self._reject(peer, job_id, "shutting_down", "the server is shutting down; submit again once it is back")
-            return
-        if self.worker is not None and self.worker.unavailable is not None:
-            self._reject(peer, job_id, "busy", *self.worker.unavailable)  # e.g. the Ray cluster is gone
-            return
-        if self.backend_error is not None:
-            self._reject(peer, job_id, self.backend_error.code, self.backend_error.message)
-            return
-        low_disk = self._low_disk()
-        if low_disk is not None:
-            self._reject(peer, job_id, "disk_full", low_disk, DISK_RETRY_S)
-            return
-        # Capacity before content: a flood of submits is refused without hashing or parsing any image.
-        size = submit_bytes(msg)
-        budget = self.limits.max_queue_bytes
-        if size > budget:
-            self._reject(
-                peer,
-                job_id,
-                "too_large",
-                f"the job's images and mesh are {size / MiB:.0f} MiB; this server queues at most "
-                f"{budget / MiB:.0f} MiB (limit max_queue_bytes)",
-            )
-            return
-        waiting_bytes = self.jobs.queued_bytes
-        if self.jobs.queue_full or waiting_bytes + size > budget:
-            retry = self._retry_after()
-            self._reject(
-                peer,
-                job_id,
-                "busy",
-                f"the server is busy ({len(self.jobs.queue)} jobs, {waiting_bytes / MiB:.0f} MiB waiting); "
-                f"try again in about {retry:.0f} s",
-                retry,
-            )
+        self._reservations.pop(job_id, None)  # its room was held for this upload, which has arrived
+        refusal = self._refusal(job_id, submit_bytes(msg))
+        if refusal is not None:
+            self._reject(peer, job_id, *refusal)
             return
         caps = self.worker.capabilities if self.worker is not None and self.worker.ready else None
         try:
@@ -405,6 +379,65 @@ class JobServer:
         self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
         self._notify(job, m.STATE, self._state_fields(job))
         self._dispatch()
+
+    def _refusal(self, job_id: str, size: int) -> tuple[str, str, float | None] | None:
+        """Why a new job of ``size`` bytes cannot be taken now (code, sentence, retry hint), or None.
+
+        Capacity before content: a flood of submits is refused without hashing or parsing any image.
+        The byte budget counts the waiting jobs and the uploads reserved but not yet arrived.
+        """
+        if self._stopping_since is not None:
+            return "shutting_down", "the server is shutting down; submit again once it is back", None
+        if self.worker is not None and self.worker.unavailable is not None:
+            return ("busy", *self.worker.unavailable)  # e.g. the Ray cluster is gone
+        if self.backend_error is not None:
+            return self.backend_error.code, self.backend_error.message, None
+        low_disk = self._low_disk()
+        if low_disk is not None:
+            return "disk_full", low_disk, DISK_RETRY_S
+        budget = self.limits.max_queue_bytes
+        if size > budget:
+            return (
+                "too_large",
+                f"the job's images and mesh are {size / MiB:.0f} MiB; this server queues at most "
+                f"{budget / MiB:.0f} MiB (limit max_queue_bytes)",
+                None,
+            )
+        reserved = self._reserved_bytes(exclude=job_id)
+        waiting_bytes = self.jobs.queued_bytes + reserved
+        slots = len(self.jobs.queue) + len(self._reservations) - (job_id in self._reservations)
+        if slots >= self.jobs.max_queue or waiting_bytes + size > budget:
+            retry = self._retry_after()
+            return (
+                "busy",
+                f"the server is busy ({slots} jobs, {waiting_bytes / MiB:.0f} MiB waiting or on their way); "
+                f"try again in about {retry:.0f} s",
+                retry,
+            )
+        return None
+
+    def _reserved_bytes(self, exclude: str | None = None) -> int:
+        """Bytes of announced uploads not yet arrived (expired reservations are dropped here)."""
+        now = time.monotonic()
+        for job_id in [j for j, (_, until) in self._reservations.items() if until < now]:
+            del self._reservations[job_id]
+        return sum(size for j, (size, _) in self._reservations.items() if j != exclude)
+
+    def _on_reserve(self, peer: bytes, msg: Message) -> None:
+        """Hold room for a large upload before it is sent, so concurrent uploads never exceed the budget."""
+        job_id, size = msg.fields["job_id"], int(msg.fields["bytes"])
+        if not m.valid_job_id(job_id):
+            self._reject(peer, job_id[:64], "bad_job_id", m.ERROR_CODES["bad_job_id"])
+            return
+        if self.jobs.get(job_id) is not None or size <= 0:
+            self._send(peer, m.RESERVED, {"job_id": job_id, "bytes": 0})  # a resubmission is answered without room
+            return
+        refusal = self._refusal(job_id, size)
+        if refusal is not None:
+            self._reject(peer, job_id, *refusal)
+            return
+        self._reservations[job_id] = (size, time.monotonic() + RESERVATION_TTL_S)
+        self._send(peer, m.RESERVED, {"job_id": job_id, "bytes": size})
 
     def _retry_after(self) -> float:
         """When a queue slot should free up: when the running job ends (its ETA, else the average job)."""

@@ -1,0 +1,58 @@
+"""Concurrent large uploads stay within one server-wide byte budget (issue 18).
+
+The size limits are per message, so N clients uploading at once made the server hold N messages
+(four 150 MiB submits took it to 600 MiB). Now a session announces a submit above
+``welcome.reserve_above_bytes`` with ``reserve`` and uploads only once the server answered
+``reserved``; the server holds room for queued jobs and announced uploads together within
+``max_queue_bytes``, and answers the rest ``busy`` (the session waits and asks again: no job is lost).
+
+Measured as bytes, not time: the server process's peak resident memory (``VmHWM``) grows by about
+the budget plus one upload being handed to the worker, not by the sum of the uploads.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from blender_addon.client import JobSession, ServerConnection
+from blender_addon.protocol.settings import JobSettings
+
+from .harness import ServerProcess, wait_ready
+from .test_flood import big_png, vm_kib
+
+MiB = 1024 * 1024
+PEERS = 6
+SIDE = 2900  # an uncompressed RGBA PNG of about 32 MiB
+BUDGET_MIB = 40
+
+
+def test_concurrent_large_uploads_are_bounded_by_the_budget_and_all_complete(results_dir: Path) -> None:
+    image = big_png(SIDE)
+    image_mib = len(image) / MiB
+    server = ServerProcess(results_dir, "--limit", f"max_queue_bytes={BUDGET_MIB * MiB}")
+    connections = [ServerConnection(server.address) for _ in range(PEERS)]
+    try:
+        wait_ready(server.address)
+        before = vm_kib(server.pid, "VmRSS")
+        sessions = [
+            JobSession(conn, [image], JobSettings(lora="slow", steps=3, seed=i), retry_busy_until=time.monotonic() + 300)
+            for i, conn in enumerate(connections)
+        ]
+        for session in sessions:
+            session.start()
+        deadline = time.monotonic() + 300
+        while not all(s.tracker.finished for s in sessions) and time.monotonic() < deadline:
+            for session in sessions:
+                if not session.tracker.finished:
+                    session.step(10)
+        peak = vm_kib(server.pid, "VmHWM")
+    finally:
+        for conn in connections:
+            conn.close()
+        server.stop()
+    assert [s.tracker.state for s in sessions] == ["done"] * PEERS, [s.tracker.error for s in sessions]
+    growth_mib = (peak - before) / 1024
+    # Without the budget all six uploads (about 190 MiB) were held at once. With it: the budget,
+    # plus the upload being handed to the worker, plus allocator slack.
+    assert growth_mib < BUDGET_MIB + image_mib + 24, (growth_mib, image_mib)
