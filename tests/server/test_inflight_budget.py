@@ -7,13 +7,16 @@ The size limits are per message, so N clients uploading at once made the server 
 ``max_queue_bytes``, and answers the rest ``busy`` (the session waits and asks again: no job is lost).
 
 Measured as bytes, not time: the server process's peak resident memory (``VmHWM``) grows by about
-the budget plus one upload being handed to the worker, not by the sum of the uploads.
+the budget plus one upload being handed to the worker, not by the sum of the uploads
+(measured: +17 MiB with six 16 MiB uploads and a 20 MiB budget; +91 MiB without reservations).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import pytest
 
 from blender_addon.client import JobSession, ServerConnection
 from blender_addon.protocol.settings import JobSettings
@@ -23,10 +26,11 @@ from .test_flood import big_png, vm_kib
 
 MiB = 1024 * 1024
 PEERS = 6
-SIDE = 2900  # an uncompressed RGBA PNG of about 32 MiB
-BUDGET_MIB = 40
+SIDE = 2048  # an uncompressed RGBA PNG of about 16 MiB
+BUDGET_MIB = 20
 
 
+@pytest.mark.slow  # six jobs go through one after another behind "busy" answers: 15-30 s on a loaded 2-core machine
 def test_concurrent_large_uploads_are_bounded_by_the_budget_and_all_complete(results_dir: Path) -> None:
     image = big_png(SIDE)
     image_mib = len(image) / MiB
@@ -36,7 +40,7 @@ def test_concurrent_large_uploads_are_bounded_by_the_budget_and_all_complete(res
         wait_ready(server.address)
         before = vm_kib(server.pid, "VmRSS")
         sessions = [
-            JobSession(conn, [image], JobSettings(lora="slow", steps=3, seed=i), retry_busy_until=time.monotonic() + 300)
+            JobSession(conn, [image], JobSettings(lora="slow", steps=1, seed=i), retry_busy_until=time.monotonic() + 300)
             for i, conn in enumerate(connections)
         ]
         for session in sessions:
@@ -53,6 +57,6 @@ def test_concurrent_large_uploads_are_bounded_by_the_budget_and_all_complete(res
         server.stop()
     assert [s.tracker.state for s in sessions] == ["done"] * PEERS, [s.tracker.error for s in sessions]
     growth_mib = (peak - before) / 1024
-    # Without the budget all six uploads (about 190 MiB) were held at once. With it: the budget,
+    # Without the budget all six uploads (about 96 MiB) were held at once. With it: the budget,
     # plus the upload being handed to the worker, plus allocator slack.
-    assert growth_mib < BUDGET_MIB + image_mib + 24, (growth_mib, image_mib)
+    assert growth_mib < BUDGET_MIB + image_mib + 16, (growth_mib, image_mib)
