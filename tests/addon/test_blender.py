@@ -210,15 +210,16 @@ def test_a_mesh_without_uvs_gets_a_smart_uv_project_before_sending(bpy: Any, add
 
 
 def test_a_reexport_with_blenders_gltf_exporter_keeps_the_occlusion(bpy: Any, addon: Any, tmp_path: Any) -> None:
+    """Saved with packed maps, reopened and exported by Blender's glTF exporter: the AO survives."""
     import json
-
-    import addon_utils
+    import subprocess
+    import sys
+    from pathlib import Path
 
     from blender_addon.blender.importer import import_payload
 
     from .assets import solid_rgb
 
-    addon_utils.enable("io_scene_gltf2", default_set=False)
     payload = _payload()
     yy = np.arange(64, dtype=np.uint8)[:, None].repeat(64, axis=1)
     orm = np.stack([40 + yy * 2, np.full_like(yy, 140), np.full_like(yy, 20)], axis=-1)  # AO varies by row
@@ -227,11 +228,15 @@ def test_a_reexport_with_blenders_gltf_exporter_keeps_the_occlusion(bpy: Any, ad
     groups = [n for n in obj.active_material.node_tree.nodes if n.type == "GROUP"]
     assert [g.node_tree.name for g in groups] == ["glTF Material Output"]
     assert groups[0].inputs["Occlusion"].links[0].from_socket.name == "Red"
+    # A second material reuses the one settings group (as the glTF importer does).
+    second = import_payload(bpy.context.scene, _payload(), name="crate2")
+    assert [n.node_tree for n in second.active_material.node_tree.nodes if n.type == "GROUP"] == [groups[0].node_tree]
 
-    for other in bpy.data.objects:
-        other.select_set(other == obj)
-    out = tmp_path / "crate.gltf"
-    bpy.ops.export_scene.gltf(filepath=str(out), export_format="GLTF_SEPARATE", use_selection=True)
+    blend, out = tmp_path / "scene.blend", tmp_path / "crate.gltf"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)  # packed maps travel inside the .blend
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("gltf_reexport.py")), str(blend), "crate",
+                           str(out)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "EXPORTED" in proc.stdout and out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     gltf = json.loads(out.read_text())
     (mat,) = gltf["materials"]
     assert "occlusionTexture" in mat, mat
@@ -240,6 +245,17 @@ def test_a_reexport_with_blenders_gltf_exporter_keeps_the_occlusion(bpy: Any, ad
     assert np.array_equal(ao[:, :, 0], orm[:, :, 0])  # the occlusion channel is ours, row by row
     assert "metallicRoughnessTexture" in mat["pbrMetallicRoughness"]
 
-    # A second material reuses the one settings group (as the glTF importer does).
-    second = import_payload(bpy.context.scene, _payload(), name="crate2")
-    assert [n.node_tree for n in second.active_material.node_tree.nodes if n.type == "GROUP"] == [groups[0].node_tree]
+
+def test_materials_use_no_api_that_newer_blenders_deprecate(bpy: Any, addon: Any) -> None:
+    """Blender 5.0 warns that Material.use_nodes goes away in 6.0: building our material must not touch it."""
+    import warnings
+
+    from blender_addon.blender.importer import import_payload
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = import_payload(bpy.context.scene, _payload(), name="modern")
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "blender_addon" in w.filename]
+    assert ours == []
+    assert obj.active_material.node_tree is not None
+    assert any(n.type == "BSDF_PRINCIPLED" for n in obj.active_material.node_tree.nodes)

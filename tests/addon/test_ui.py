@@ -124,7 +124,7 @@ def test_panels_draw_with_valid_names(bpy: Any, addon: Any) -> None:
 
     History(user_dir()).add(HistoryEntry(job_id="j1", name="chair", mode="full", state="done", result_dir="/x"))
     history = _draw(bpy, panel.STEP1X3D_PT_history, bpy.context)
-    assert "operator:step1x3d.reimport" in history and any("chair" in c for c in history)
+    assert "operator:step1x3d.reimport:Re-import" in history and any("chair" in c for c in history)
 
 
 def test_view_slots_draw_thumbnails_and_state_the_camera_convention(bpy: Any, addon: Any, tmp_path: Any) -> None:
