@@ -59,9 +59,12 @@ def layer_metadata(asset: Asset) -> dict[str, Any]:
     return data
 
 
-def _texture_files(material: PBRMaterial, stem: str) -> dict[str, tuple[str, bytes]]:
-    """Slot -> (file name, PNG bytes) for the maps the material has."""
+def _texture_files(asset: Asset, stem: str) -> dict[str, tuple[str, bytes]]:
+    """Slot -> (file name, PNG bytes) for the maps the material has (none without UVs to read them)."""
     files: dict[str, tuple[str, bytes]] = {}
+    material = asset.material
+    if material is None or asset.mesh.uvs is None:
+        return files
     if material.base_color is not None:
         files["base_color"] = (f"{stem}_basecolor.png", png_bytes(material.base_color))
     if material.orm is not None:
@@ -183,7 +186,7 @@ def write_usd(asset: Asset, path: Path) -> list[Path]:
     """Write ``path`` (.usd binary, .usda text, .usdc binary) and its PNG maps beside it; return the files."""
     path = Path(path)
     suffix = path.suffix.lower()
-    files = _texture_files(asset.material, path.stem) if asset.material is not None else {}
+    files = _texture_files(asset, path.stem)
     written: list[Path] = []
     from .files import write_atomic  # lazy: files imports this module's caller
 
@@ -208,7 +211,7 @@ def write_usdz(asset: Asset, path: Path) -> list[Path]:
     path = Path(path)
     work = Path(tempfile.mkdtemp(prefix="step1x3d-usdz-"))
     try:
-        files = _texture_files(asset.material, "tex") if asset.material is not None else {}
+        files = _texture_files(asset, "tex")
         for name, data in files.values():
             (work / name).write_bytes(data)
         layer_path = work / f"{path.stem or 'asset'}.usdc"

@@ -179,3 +179,20 @@ def test_3mf_millimetres_z_up_welded(textured_asset: Asset, tmp_path: Path) -> N
     np.testing.assert_array_equal(triangles, faces)
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
     assert (np.unique(edges, axis=0, return_counts=True)[1] == 2).all()  # manifold, as 3MF requires
+
+
+def test_usd_without_uvs_uses_the_factors_and_writes_no_maps(textured_asset: Asset, tmp_path: Path) -> None:
+    pytest.importorskip("pxr")
+    from dataclasses import replace
+
+    from pxr import Usd
+
+    assert textured_asset.material is not None
+    material = replace(textured_asset.material, roughness_factor=0.25, metallic_factor=0.75)
+    bare = Asset(mesh=replace(textured_asset.mesh, uvs=None), material=material, provenance=dict(PROVENANCE))
+    assert save_asset(bare, tmp_path / "bare.usda") == [tmp_path / "bare.usda"]  # no PNGs nobody reads
+    assert validation_errors(tmp_path / "bare.usda") == [] and arkit_errors(tmp_path / "bare.usda") == []
+    stage = Usd.Stage.Open(str(tmp_path / "bare.usda"))
+    surface = "/Asset/Materials/Material/PreviewSurface"
+    assert _shader_input(stage, surface, "roughness").Get() == 0.25
+    assert _shader_input(stage, surface, "metallic").Get() == 0.75
