@@ -107,7 +107,10 @@ class ServerConnection:
         self._auth_reported = False
         self._handshakes = 0  # successful ones; every one after the first is a reconnection
         self._no_detail_failures = 0
-        self._reconnect_unconfirmed = False  # reported a reconnection whose instance id we have not seen yet
+        # One reconnection can be seen twice, by the monitor (new handshake) and by a new instance id,
+        # in either order: whichever reports it first leaves a note so that the other stays quiet.
+        self._reported_by_handshake = False  # until the next instance id is seen
+        self._reported_by_instance_at: float | None = None  # until the handshake event follows (or 5 s)
         self.server_instance = ""  # the instance id of the server we last heard from
         self.welcome: Welcome | None = None  # the last Welcome, for limits and capabilities
 
@@ -263,9 +266,10 @@ class ServerConnection:
             return  # an older server: only the socket monitor tells
         changed = bool(self.server_instance) and instance_id != self.server_instance
         self.server_instance = instance_id
-        if changed and not self._reconnect_unconfirmed:
+        if changed and not self._reported_by_handshake:
             events.append(Reconnected(self.address, "the server restarted"))
-        self._reconnect_unconfirmed = False
+            self._reported_by_instance_at = time.monotonic()
+        self._reported_by_handshake = False
 
     def _handshake_failed(self, value: int) -> ErrorEvent | None:
         """The sentence for a handshake that failed, or None when it is too early to tell."""
@@ -316,9 +320,10 @@ class ServerConnection:
                 self._auth_reported = False
                 self._no_detail_failures = 0
                 self._handshakes += 1
-                if self._handshakes > 1:
+                reported_at, self._reported_by_instance_at = self._reported_by_instance_at, None
+                if self._handshakes > 1 and (reported_at is None or time.monotonic() - reported_at > 5.0):
                     # A new connection: the server (maybe a new one) has no record that we follow our jobs.
-                    self._reconnect_unconfirmed = True
+                    self._reported_by_handshake = True
                     events.append(Reconnected(self.address, "the connection was re-established"))
             if failure is not None and not self._auth_reported:
                 self._auth_reported = True

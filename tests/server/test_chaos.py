@@ -263,3 +263,27 @@ def test_a_client_that_reconnects_within_the_orphan_grace_keeps_its_job(results_
             end = collect(again, lambda e: isinstance(e, StateChanged) and e.state in ("done", "cancelled"), 30.0)[-1]
     assert end.state == "done"
     assert (results_dir / "kept.result").is_file()
+
+
+def test_a_restart_is_reported_once_and_the_new_instance_is_known(results_dir: Path) -> None:
+    first = ServerProcess(results_dir)
+    port = int(first.address.rsplit(":", 1)[1])
+    second: ServerProcess | None = None
+    try:
+        with ServerConnection(first.address, offline_after_s=120.0) as conn:
+            conn.hello()
+            old = collect(conn, lambda e: isinstance(e, Welcome))[-1].instance_id
+            assert conn.server_instance == old and len(old) == 16
+            first.stop(signal.SIGKILL)
+            second = ServerProcess(results_dir, port=port)
+            seen = collect(conn, lambda e: isinstance(e, Reconnected), timeout_s=30.0)
+            conn.hello()
+            seen += collect(conn, lambda e: isinstance(e, Welcome))
+            new = [e for e in seen if isinstance(e, Welcome)][-1].instance_id
+            # Seen by the socket monitor (new handshake) and by the new instance id: reported once.
+            assert len([e for e in seen if isinstance(e, Reconnected)]) == 1, seen
+            assert new != old and conn.server_instance == new
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
