@@ -157,6 +157,16 @@ def test_fetch_exact_files_resume_and_layout(hub, repos: dict[str, FakeRepo], tm
     assert check_folder(target) == []
     layout = find_layout(target)
     assert set(layout.geometry) == {"base"} and layout.has_texture
+    # The texture loader reads the fp16-only SDXL folder as it is (cast on load).
+    from inference_server.neural.texture.loading import load_models
+
+    assert layout.adapter is not None and layout.sdxl is not None and layout.sdxl_vae is not None
+    models = load_models(layout.adapter, layout.sdxl, layout.sdxl_vae, torch.float32)
+    for module, name in ((models.text_encoder_2, "text_encoder_2/model.fp16.safetensors"),
+                         (models.unet, "unet/diffusion_pytorch_model.fp16.safetensors")):
+        saved = load_file(str(layout.sdxl / name))
+        key = sorted(k for k in saved if k.endswith("weight"))[0]
+        assert saved[key].dtype == torch.float16 and torch.equal(module.state_dict()[key], saved[key].float())
 
     # A third run finds everything complete and verified: no file is downloaded again.
     before = len(standin.downloads())
