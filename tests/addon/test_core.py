@@ -161,8 +161,12 @@ class FakeConnection:
     def hello(self) -> None:
         self._record("hello")
 
-    def submit(self, job_id: str, images: Any, settings: Any, **kw: Any) -> None:
+    def submit(self, job_id: str, images: Any, settings: Any, **kw: Any) -> list[bytes]:
         self._record("submit", job_id)
+        return [b"header", *images]  # the frames (the client session sends them with send_prepared)
+
+    def send_prepared(self, frames: list[bytes]) -> None:
+        pass
 
     def cancel(self, job_id: str) -> None:
         self._record("cancel", job_id)
