@@ -21,15 +21,32 @@ SCRIPTED = "tests.server.pipelines:ScriptedPipeline"
 GATEWAY_READY_S = 180.0  # deploying replicas on a loaded 2-core machine
 
 
-def start_cluster() -> Any:
-    """Head + one worker node on loopback; replicas import the tests package, so PYTHONPATH has the repo."""
+def start_cluster(nodes: int = 2, gcs_port: int | None = None, attempts: int = 3) -> Any:
+    """A head (+ ``nodes - 1`` more) with one CPU each on this machine; replicas import the tests
+    package, so PYTHONPATH has the repo.
+
+    Ray gives a node 30 s to register with its GCS; a machine loaded by other jobs can miss that,
+    so a failed start is cleaned up and tried again.
+    """
     from ray.cluster_utils import Cluster
 
     os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    return cluster
+    head: dict[str, Any] = {"num_cpus": 1, "include_dashboard": False}
+    if gcs_port is not None:
+        head["gcs_server_port"] = gcs_port
+    for attempt in range(attempts):
+        cluster = Cluster()
+        try:
+            cluster.add_node(**head)
+            for _ in range(nodes - 1):
+                cluster.add_node(num_cpus=1)
+            return cluster
+        except Exception:
+            cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def stop_cluster(cluster: Any) -> None:

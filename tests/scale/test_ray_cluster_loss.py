@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,21 +17,15 @@ pytest.importorskip("ray.serve")
 
 from blender_addon.client import ErrorEvent, Progress, Rejected, ResultReady, ServerConnection, StateChanged  # noqa: E402
 from blender_addon.protocol.settings import JobSettings  # noqa: E402
-from tests.server.harness import REPO, collect, png_bytes, wait_ready  # noqa: E402
+from tests.server.harness import collect, png_bytes, wait_ready  # noqa: E402
 
-from .harness import GATEWAY_READY_S, free_port, ray_gateway, write_config  # noqa: E402
+from .harness import GATEWAY_READY_S, free_port, ray_gateway, start_cluster, write_config  # noqa: E402
 
 JOB_TIMEOUT_S = 120.0
 
 
-def start_head(port: int) -> object:
-    import os
-
-    from ray.cluster_utils import Cluster
-
-    os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    return Cluster(initialize_head=True,
-                   head_node_args={"num_cpus": 1, "include_dashboard": False, "gcs_server_port": port})
+def start_head(port: int) -> Any:
+    return start_cluster(nodes=1, gcs_port=port)
 
 
 def submit_until(conn: ServerConnection, settings: JobSettings, accepted: bool, timeout_s: float) -> object:
@@ -49,7 +44,7 @@ def submit_until(conn: ServerConnection, settings: JobSettings, accepted: bool, 
 def test_lost_cluster_answers_busy_with_retry_after_and_recovers(tmp_path: Path) -> None:
     port = free_port()
     cluster = start_head(port)
-    address = cluster.address  # type: ignore[attr-defined]
+    address = cluster.address
     config = write_config(tmp_path / "serve.yaml", "loss", {"backend": "tests.server.pipelines:ScriptedPipeline"},
                           replicas=1, cpus=0.5)
     gateway = ray_gateway(tmp_path / "results", address, config)
@@ -60,7 +55,7 @@ def test_lost_cluster_answers_busy_with_retry_after_and_recovers(tmp_path: Path)
             conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=200))
             collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid, timeout_s=JOB_TIMEOUT_S)
 
-            cluster.shutdown()  # type: ignore[attr-defined]
+            cluster.shutdown()
             cluster = None
             ended = collect(conn, lambda e: isinstance(e, StateChanged) and e.job_id == jid and e.state == "failed",
                             timeout_s=60.0)[-1]
@@ -80,4 +75,4 @@ def test_lost_cluster_answers_busy_with_retry_after_and_recovers(tmp_path: Path)
     finally:
         gateway.stop()
         if cluster is not None:
-            cluster.shutdown()  # type: ignore[attr-defined]
+            cluster.shutdown()
