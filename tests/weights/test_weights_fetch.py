@@ -92,9 +92,12 @@ RUNNER = ("import sys, huggingface_hub.constants as c; c.DOWNLOAD_CHUNK_SIZE = 1
           "from inference_server.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def fetch_command(target: Path, url: str, *extra: str, via_env: bool = False) -> tuple[list[str], dict[str, str]]:
+def fetch_command(target: Path, url: str, *extra: str, via_env: bool = False,
+                  token: str | None = None) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(target.parent / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    if token:
+        env["HF_TOKEN"] = token  # huggingface_hub's usual place
     args = [sys.executable, "-c", RUNNER, "weights", "fetch", "--dir", str(target), "--quiet", *extra]
     if via_env:
         env["HF_ENDPOINT"] = url
@@ -103,8 +106,9 @@ def fetch_command(target: Path, url: str, *extra: str, via_env: bool = False) ->
     return args, env
 
 
-def run_fetch(target: Path, url: str, *extra: str, via_env: bool = False) -> subprocess.CompletedProcess[str]:
-    args, env = fetch_command(target, url, *extra, via_env=via_env)
+def run_fetch(target: Path, url: str, *extra: str, via_env: bool = False,
+              token: str | None = None) -> subprocess.CompletedProcess[str]:
+    args, env = fetch_command(target, url, *extra, via_env=via_env, token=token)
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -191,9 +195,11 @@ def test_fetch_refetches_corrupted_files(hub, repos: dict[str, FakeRepo], tmp_pa
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    before = len(standin.downloads())
-    proc = run_fetch(target, url, "--models", "geometry-label,texture")
+    before, asked = len(standin.downloads()), len(standin.requests)
+    proc = run_fetch(target, url, "--models", "geometry-label,texture", token="hf_standin_token")
     assert proc.returncode == 0, proc.stderr
+    # The token from HF_TOKEN goes with the listing, the metadata request and the download.
+    assert {r.authorization for r in standin.requests[asked:]} == {"Bearer hf_standin_token"}
     assert "transformer/diffusion_pytorch_model.safetensors: its SHA-256 differs" in proc.stdout
     assert [r.path for r in standin.downloads()[before:]] == [weights.relative_to(target).as_posix()]
     assert weights.read_bytes() == repos[STEP1X3D_REPO].files[weights.relative_to(target).as_posix()]
