@@ -60,9 +60,7 @@ class RayEngine(Engine):
         self._cancels_sent: set[str] = set()
 
     def cancel(self, job_id: str) -> None:
-        if job_id not in self._cancels_sent:
-            if len(self._cancels_sent) > 10_000:
-                self._cancels_sent.clear()
+        if job_id not in self._cancels_sent:  # the server repeats cancel() every tick; send it once
             self._cancels_sent.add(job_id)
             self.send(("cancel", job_id))
 
@@ -78,6 +76,8 @@ class RayEngine(Engine):
             else:
                 if msg[0] == "ready":
                     self.unavailable = None
+                elif msg[0] in ("done", "failed", "cancelled"):
+                    self._cancels_sent.discard(msg[1])  # the id may be submitted (and cancelled) again later
                 relayed.append(msg)
         return relayed, alive
 
