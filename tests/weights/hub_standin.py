@@ -41,6 +41,7 @@ class Request:
     path: str  # file path inside the repository ("" for listings)
     range_start: int | None
     authorization: str | None = None  # the Authorization header the client sent
+    revision: str | None = None  # the revision in the URL (None: a listing without one)
 
 
 @dataclass
@@ -89,7 +90,8 @@ class HubStandIn:
         path = unquote(url.path)
         listing = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if listing:
-            self.requests.append(Request(h.command, listing.group(1), "", None, h.headers.get("Authorization")))
+            self.requests.append(Request(h.command, listing.group(1), "", None, h.headers.get("Authorization"),
+                                         listing.group(2)))
             repo = self.repos.get(listing.group(1))
             if repo is None:
                 return self._send(h, 404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
@@ -98,10 +100,10 @@ class HubStandIn:
         resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if not resolve:
             return self._send(h, 404, b"not found", {})
-        repo_id, _rev, file_path = resolve.groups()
+        repo_id, rev, file_path = resolve.groups()
         rng = h.headers.get("Range")
         start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1)) if rng else None  # type: ignore[union-attr]
-        self.requests.append(Request(h.command, repo_id, file_path, start, h.headers.get("Authorization")))
+        self.requests.append(Request(h.command, repo_id, file_path, start, h.headers.get("Authorization"), rev))
         repo = self.repos.get(repo_id)
         if repo is None or file_path not in repo.files:
             return self._send(h, 404, b"Entry not found", {"X-Error-Code": "EntryNotFound"})

@@ -218,8 +218,36 @@ def test_fetch_unknown_model_and_missing_repo(hub, tmp_path: Path) -> None:
     standin, url = hub
     proc = run_fetch(tmp_path / "w", url, "--models", "geometry,shiny")
     assert proc.returncode == 2 and "unknown model shiny" in proc.stderr
+    # --revision applies to the Step1X-3D repository; files come from the commit its listing names.
+    proc = run_fetch(tmp_path / "r", url, "--models", "geometry", "--revision", "v1.1")
+    assert proc.returncode == 0, proc.stderr
+    listings = [r for r in standin.requests if not r.path]
+    assert [(r.repo, r.revision) for r in listings] == [(STEP1X3D_REPO, "v1.1")]
+    assert {r.revision for r in standin.requests if r.path} == {standin.repos[STEP1X3D_REPO].sha}
     del standin.repos[SDXL_VAE_REPO]
     proc = run_fetch(tmp_path / "w", url, "--models", "texture")
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {SDXL_VAE_REPO} was not found on {url} (or it needs a token: `hf auth login` or HF_TOKEN)"
     assert not (tmp_path / "w").exists()  # nothing is written before the whole plan is known
+
+
+def test_free_space_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    import shutil as sh
+
+    from inference_server.weights.fetch import FetchError, PlannedFile, check_space
+
+    target = tmp_path / "new" / "weights"
+    free = sh.disk_usage(tmp_path).free
+    small = PlannedFile("a/b", "0" * 40, "x.safetensors", target, 1000, "0" * 64)
+    assert check_space(target, [small]) == 1000
+    huge = PlannedFile("a/b", "0" * 40, "y.safetensors", target, free, "0" * 64)  # plus the margin: too much
+    with pytest.raises(FetchError) as info:
+        check_space(target, [small, huge])
+    message = str(info.value)  # the free space itself moves (other processes write to this disk)
+    assert message.startswith(f"the download needs {human_size(free + 1000)} in {target} but only ")
+    assert message.endswith(" GB is free; free some space or choose another --dir")
+    assert not (tmp_path / "new").exists()
+    # A partial download counts for what it already holds.
+    target.mkdir(parents=True)
+    (target / "x.safetensors.part").write_bytes(b"\0" * 600)
+    assert check_space(target, [small]) == 400
