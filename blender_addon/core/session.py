@@ -47,6 +47,7 @@ class ServerInfo:
     device: str = ""
     backends: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    content_filter: bool = False  # the server refuses images its content filter flags
 
     def line(self, status: dict[str, Any] | None = None) -> str:
         """``Connected: inflate on cuda:0 (NVIDIA H100), idle`` -- plus the queue when a ping told us."""
@@ -59,6 +60,8 @@ class ServerInfo:
             text += ", busy" if status.get("running") else ", idle"
             if queued:
                 text += f", {queued} queued"
+        if self.content_filter:
+            text += "; content filter on"
         return text
 
 
@@ -70,6 +73,7 @@ def server_info(ev: Welcome) -> ServerInfo:
         device=str(ev.device),
         backends=dict(ev.backends or {}),
         limits=dict(ev.limits or {}),
+        content_filter=bool(ev.content_filter),
     )
 
 

@@ -128,3 +128,16 @@ def test_serve_refuses_a_bad_configuration_at_start(files: dict[str, Path], tmp_
     assert capsys.readouterr().err.strip() == f"error: the content filter model has 2 classes but {bad} names 3"
     assert main([*base, "--matting-model", str(tmp_path / "none.onnx")]) == 2
     assert capsys.readouterr().err.strip() == f"error: matting model not found: {tmp_path / 'none.onnx'}"
+
+
+def test_panel_status_line_says_the_filter_is_on() -> None:
+    from blender_addon.client.events import Welcome
+    from blender_addon.core.session import server_info
+
+    def welcome(**extra: object) -> Welcome:
+        return Welcome(server_version="1", protocol_version=(1, 0), backends={}, active_backend="inflate",
+                       limits={}, device="cpu", **extra)  # type: ignore[arg-type]
+
+    assert server_info(welcome(content_filter=True)).line({"running": False}) == (
+        "Connected: inflate on cpu, idle; content filter on")
+    assert server_info(welcome()).line() == "Connected: inflate on cpu"
