@@ -19,6 +19,7 @@ FORBIDDEN = [
     re.compile(r"\bperf_counter(_ns)?\s*\("),
     re.compile(r"\bprocess_time(_ns)?\s*\("),
     re.compile(r"^\s*assert\b.*\b(elapsed|took|duration|wall_s|seconds_taken)\b\s*[<>]=?"),
+    re.compile(r"^\s*assert\b.*\b\w*latenc\w*\b.*[<>]"),
     re.compile(r"^\s*assert\b.*(monotonic|time)\(\)\s*-\s*\w+\s*[<>]"),
 ]
 
@@ -44,6 +45,7 @@ def test_the_rule_catches_timing_assertions() -> None:
         "    assert elapsed < 8.0",
         "    assert time.monotonic() - started < 3.0",
         "    assert took <= 2",
+        "    assert max(report.ping_latencies) < 2.0, summary",
     ]
     allowed = ["    deadline = time.monotonic() + 5", "    while time.monotonic() < deadline:"]
     assert all(any(p.search(s) for p in FORBIDDEN) for s in samples)
