@@ -8,6 +8,7 @@ Ray is never imported in the gateway's process.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import multiprocessing as mp
 import time
@@ -40,6 +41,8 @@ class RayEngine(Engine):
     """Jobs run on Ray Serve replicas; this process only relays (the bridge is the Ray driver)."""
 
     def __init__(self, config: ServerConfig) -> None:
+        if importlib.util.find_spec("ray") is None or importlib.util.find_spec("yaml") is None:
+            raise ValueError("--engine ray needs the 'ray' extra: pip install 'step1x3d-blender[ray]'")
         from .bridge import bridge_main  # no Ray import at module level there either
 
         settings = bridge_settings(config)
