@@ -34,6 +34,7 @@ NUMERIC_RANGES: dict[str, tuple[type, float, float]] = {
     "inflate_depth": (float, 0.05, 2.0),
     "octree_resolution": (int, 64, 512),
     "lora_scale": (float, 0.0, 2.0),
+    "geometry_lora_scale": (float, 0.0, 2.0),
     "size": (float, 0.001, 1000.0),
 }
 # Settings whose default is None ("not set"); when set they are checked like the numbers above.
@@ -69,6 +70,8 @@ class JobSettings:
     pose: str = "auto"  # Label model only
     lora: str = ""  # texture stage: name of a style LoRA known to the server ("" = none)
     lora_scale: float = 1.0
+    geometry_lora: str = ""  # geometry stage: name of a geometry LoRA known to the server ("" = none)
+    geometry_lora_scale: float = 1.0
     size: float | None = None  # largest dimension of the result in metres (glTF units); None: backend's own scale
 
     @classmethod
@@ -125,9 +128,9 @@ def _check(name: str, raw: Any) -> Any:
         if not isinstance(raw, bool):
             raise SettingsError("pbr must be true or false")
         return raw
-    if name == "lora":
+    if name in ("lora", "geometry_lora"):
         if not isinstance(raw, str) or len(raw) > 200:
-            raise SettingsError("lora must be a short name")
+            raise SettingsError(f"{name} must be a short name")
         return raw
     if name == "lods":
         if not isinstance(raw, (list, tuple)) or len(raw) > MAX_LODS:

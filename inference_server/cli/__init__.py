@@ -21,7 +21,7 @@ from .errors import CliError, one_line, print_error
 from .progress import ProgressBar
 
 # Module names under inference_server.cli, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("serve", "generate", "convert", "keys", "weights")
+SUBCOMMANDS: tuple[str, ...] = ("serve", "generate", "convert", "keys", "weights", "finetune")
 
 __all__ = ["CliError", "ProgressBar", "backend_options", "build_parser", "main"]
 

@@ -52,6 +52,8 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
                         help="texture stage: local SDXL base 1.0 folder (diffusers layout)")
     neural.add_argument("--sdxl-vae-dir", type=Path, default=None, help="texture stage: local fp16-fix SDXL VAE folder")
     neural.add_argument("--lora-dir", type=Path, default=None, help="texture stage: folder of style LoRA .safetensors")
+    neural.add_argument("--geometry-lora-dir", type=Path, default=None,
+                        help="geometry stage: folder of geometry LoRA .safetensors (step1x3d finetune geometry)")
     neural.add_argument("--texture-sync", type=float, default=None, metavar="RATIO",
                         help="texture stage: synchronise the first RATIO (0-1) of the denoising steps through a "
                              "latent UV texture (upstream: 0.5; default 0, off)")
@@ -67,6 +69,7 @@ def backend_options(args: argparse.Namespace) -> dict[str, object]:
         "sdxl_dir": args.sdxl_dir,
         "sdxl_vae_dir": args.sdxl_vae_dir,
         "lora_dir": args.lora_dir,
+        "geometry_lora_dir": args.geometry_lora_dir,
         "texture_sync_ratio": args.texture_sync,
     }
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in chosen.items() if v is not None}

@@ -9,6 +9,9 @@ holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and o
   with TF32 matmuls on CUDA), ``compile`` (False: ``torch.compile`` the transformer),
   ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
   ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
+* ``geometry_lora_dir``: a folder of geometry LoRAs (``step1x3d finetune geometry``), listed in
+  the capabilities; a job's ``geometry_lora`` names one, merged at ``geometry_lora_scale`` for
+  that job only (scale 0: not applied at all).
 * Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
   weights root by default), ``sdxl_dir``, ``sdxl_vae_dir`` (found under the weights root when
   it has the ``step1x3d weights fetch`` layout), ``lora_dir``, ``texture_dtype``,
@@ -44,6 +47,7 @@ from ..pipeline.stages import (
 )
 from .geometry.labels import labels_from_settings
 from .geometry.loader import VARIANTS, load_components, parse_dtype, resolve_model_dir
+from .geometry.lora import list_geometry_loras, resolve_geometry_lora
 from .geometry.pipeline import Step1X3DGeometryPipeline
 from ..weights.layout import texture_paths
 
@@ -88,6 +92,7 @@ class Step1X3DBackend:
         sdxl_dir: str | Path | None = None,
         sdxl_vae_dir: str | Path | None = None,
         lora_dir: str | Path | None = None,
+        geometry_lora_dir: str | Path | None = None,
         texture_dtype: str = "auto",
         texture_sync_ratio: float = 0.0,
         **_unused: Any,
@@ -107,6 +112,9 @@ class Step1X3DBackend:
         self.offload = offload
         self.variant = variant
         self.model_dirs = self._find_models()
+        self.geometry_lora_dir = Path(geometry_lora_dir).expanduser() if geometry_lora_dir else None
+        if self.geometry_lora_dir is not None and not self.geometry_lora_dir.is_dir():
+            raise PipelineError(f"geometry LoRA folder not found: {self.geometry_lora_dir}", code="bad_backend")
         self._texture_options: dict[str, Any] = dict(adapter=texture_adapter, sdxl_dir=sdxl_dir, vae_dir=sdxl_vae_dir,
                                      lora_dir=lora_dir, dtype=texture_dtype,
                                      texture_sync_ratio=float(texture_sync_ratio))
@@ -157,6 +165,7 @@ class Step1X3DBackend:
             "needs_weights": True,
             "neural_texture": self._texture_paths() is not None,
             "stages": dict(STAGES),
+            "geometry_loras": list_geometry_loras(self.geometry_lora_dir),
             "description": "Step1X-3D: official geometry weights"
             + (" (base and label models)" if len(self.model_dirs) == 2 else f" ({', '.join(self.model_dirs)} model)"),
         }
@@ -194,6 +203,9 @@ class Step1X3DBackend:
             mesh, detail, geo_timings, variant = self._geometry_stage(request, ctx, notes)
             timings.update({f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()})
             provenance_extra["geometry_model"] = VARIANTS[variant]
+            if settings.geometry_lora:
+                provenance_extra["geometry_lora"] = {"name": settings.geometry_lora,
+                                                     "scale": settings.geometry_lora_scale}
 
         material: PBRMaterial | None = None
         if settings.mode != "geometry":
@@ -249,6 +261,7 @@ class Step1X3DBackend:
             notes.append("The geometry model takes one reference image; the first (front) image was used.")
         label = labels_from_settings(settings) if kind == "label" else None
         generator = torch.Generator(device=pipe.device).manual_seed(int(settings.seed))
+        lora = self._apply_geometry_lora(pipe, settings, notes)
         try:
             out = pipe.generate(
                 [request.images[0]], labels=[label] if label is not None else None,
@@ -258,7 +271,22 @@ class Step1X3DBackend:
             pipe.release_memory()
             raise PipelineError("the GPU ran out of memory during geometry generation; lower the octree "
                                 "resolution or free VRAM and retry", code="out_of_memory", retryable=True) from exc
+        finally:
+            if lora:
+                pipe.unload_lora_weights()
         return out.mesh[0], (out.detail[0] if out.detail else None), out.timings, kind
+
+    def _apply_geometry_lora(self, pipe: Step1X3DGeometryPipeline, settings: JobSettings, notes: list[str]) -> bool:
+        """Merge the job's geometry LoRA, if it names one with a non-zero scale; True when merged."""
+        if not settings.geometry_lora:
+            return False
+        path = resolve_geometry_lora(self.geometry_lora_dir, settings.geometry_lora)
+        if settings.geometry_lora_scale == 0:
+            notes.append(f"Geometry LoRA '{path.stem}' at scale 0: the base model was used.")
+            return False
+        pipe.load_lora_weights(path, settings.geometry_lora_scale)
+        notes.append(f"Geometry LoRA '{path.stem}' at scale {settings.geometry_lora_scale:g}.")
+        return True
 
     def _texture_stage(self, mesh: MeshData, detail: MeshData | None, request: JobRequest, ctx: JobContext,
                        timer: StageTimer, notes: list[str]

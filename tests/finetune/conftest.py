@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ pytest.importorskip("peft")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "neural" / "geometry"))  # the tiny-model builder
 
-TINY_PREP = dict(points=64, views=2, render_size=48, watertight_resolution=24, watertight_samples=4000)
+TINY_PREP: dict[str, Any] = dict(points=64, views=2, render_size=48, watertight_resolution=24, watertight_samples=4000)
 
 
 def write_meshes(folder: Path) -> Path:
@@ -62,3 +63,33 @@ def prepared(tiny_model: Path, four_meshes: Path, tmp_path_factory: pytest.TempP
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny models' kernels are microseconds long: extra intra-op threads only contend for the
+    shared cores. Restored afterwards, so other tests keep their setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# One short run on the four objects, shared by the tests that need a trained LoRA. lr 3e-3 and
+# rank 4 suit the 32-wide tiny transformer; sample_posterior=False because the tiny random VAE's
+# posterior std (about 1) is as large as its latents' own spread, which would drown the signal
+# (the released VAE's posterior is narrow; upstream's default, True, stays the default).
+TINY_TRAIN: dict[str, Any] = dict(rank=4, steps=40, batch=4, lr=3e-3, checkpoint_every=20, sample_posterior=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model: Path, prepared: Path, tmp_path_factory: pytest.TempPathFactory):
+    import io
+
+    from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
+
+    out = tmp_path_factory.mktemp("run") / "studio-props"
+    cfg = load_geometry_config(None, base=str(tiny_model), data=str(prepared), out=str(out), **TINY_TRAIN)
+    return train_geometry(cfg, stream=io.StringIO())

@@ -78,6 +78,7 @@ class Step1X3DGeometryPipeline:
         self._offload = False
         self._compiled: nn.Module | None = None
         self.last_timings: dict[str, float] = {}
+        self._lora: Any = None  # the merged geometry LoRA (lora.MergedLora), if any
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -176,6 +177,22 @@ class Step1X3DGeometryPipeline:
                     m.to("cpu")
                 if self._device.type == "cuda":
                     torch.cuda.empty_cache()
+
+    # -- LoRA ----------------------------------------------------------------------------------
+    def load_lora_weights(self, path: str | Path, scale: float = 1.0) -> None:
+        """Merge a geometry LoRA (``step1x3d finetune geometry``'s safetensors) into the transformer;
+        it replaces one loaded before. :meth:`unload_lora_weights` restores the base weights exactly."""
+        from .lora import merge_lora
+
+        self.unload_lora_weights()
+        self._lora = merge_lora(self.transformer, Path(path), scale)
+
+    def unload_lora_weights(self) -> None:
+        from .lora import unmerge_lora
+
+        if self._lora is not None:
+            unmerge_lora(self.transformer, self._lora)
+            self._lora = None
 
     # -- stages --------------------------------------------------------------------------------
     def encode_condition(

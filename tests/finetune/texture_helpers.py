@@ -1,0 +1,63 @@
+"""Textured test assets and tiny texture-model weights for the texture fine-tuning tests.
+
+Assets are small UV-mapped shapes whose base colour is a two-tone texture image; ``tint``
+shifts every texel towards one colour, which is what a style LoRA should learn.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "neural" / "texture"))  # texture_tiny_models
+
+RESOLUTION = 64  # tiny models: 64^2 views, 8^2 latents
+
+
+def texture_image(seed: int, tint: tuple[float, float, float] | None = None, strength: float = 0.0, size: int = 32):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(0.25, 0.75, 3), rng.uniform(0.25, 0.75, 3)
+    yy, xx = np.mgrid[0:size, 0:size]
+    check = (((yy // 8) + (xx // 8)) % 2).astype(np.float32)[..., None]
+    img = a * check + b * (1 - check)
+    if tint is not None:
+        img = (1 - strength) * img + strength * np.asarray(tint)
+    return Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def textured_mesh(kind: int, image):
+    import trimesh
+    from trimesh.visual import TextureVisuals
+
+    shapes = [lambda: trimesh.creation.icosphere(subdivisions=2, radius=0.6),
+              lambda: trimesh.creation.capsule(height=0.8, radius=0.35, count=[12, 12]),
+              lambda: trimesh.creation.cylinder(radius=0.4, height=1.0, sections=16),
+              lambda: trimesh.creation.cone(radius=0.5, height=1.0, sections=16)]
+    mesh = shapes[kind % len(shapes)]()
+    v = mesh.vertices / np.abs(mesh.vertices).max()
+    uv = np.stack([(np.arctan2(v[:, 0], v[:, 2]) / (2 * np.pi)) % 1.0, v[:, 1] * 0.5 + 0.5], axis=1)
+    mesh.visual = TextureVisuals(uv=uv, image=image)
+    return mesh
+
+
+def write_assets(folder: Path, count: int = 4, tint: tuple[float, float, float] | None = None,
+                 strength: float = 0.0, seed: int = 0) -> Path:
+    """``count`` textured assets: GLB files, and one OBJ + MTL + PNG (the second asset)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        mesh = textured_mesh(i, texture_image(seed + i, tint, strength))
+        if i == 1:
+            mesh.export(folder / f"asset{i}.obj")
+        else:
+            mesh.export(folder / f"asset{i}.glb")
+    return folder
+
+
+def tiny_weights(root: Path) -> dict:
+    from texture_tiny_models import build_tiny_weights
+
+    return build_tiny_weights(root)
