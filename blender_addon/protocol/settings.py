@@ -61,7 +61,7 @@ class JobSettings:
     texture_guidance: float = 3.0
     max_faces: int = 200_000
     texture_size: int = 2048
-    inflate_depth: float = 0.5  # weight-free backend: thickness relative to the silhouette size
+    inflate_depth: float = 1.0  # weight-free backend, front view only: depth of the round inflation (1: round)
     octree_resolution: int = 384
     pbr: bool = True  # ORM + normal maps beyond base colour
     lods: tuple[float, ...] = ()  # e.g. (1.0, 0.5, 0.25): face fractions of an LOD chain

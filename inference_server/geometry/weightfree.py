@@ -8,23 +8,28 @@ about ``[-fill, fill]`` (0.95). The mesh keeps that alignment: world ``(x, y) = 
 where ``k = 1`` unless a very deep inflation had to be shrunk to fit ``[-FIT, FIT]``
 (then ``k = FIT / max|coordinate|``, recoverable from the mesh and mask extents).
 
-Volume. With ``u`` the Poisson height of the silhouette (``silhouette.py``, in
-world units squared) and ``s = settings.inflate_depth``, the solid is
-``z^2 <= s^2 u(x, y)``: a disk of diameter D becomes an ellipsoid of revolution
-with thickness ``s * D`` (``s = 1``: a sphere). Thin parts get proportionally
-thin, round cross-sections. The volume is symmetric about ``z = 0``.
+Volume, front view only. The solid is the union of the silhouette's inscribed balls
+(``shape_maps.round_height2``): above each pixel it reaches ``z = +-s * h(x, y)`` with ``h`` the
+union's half-thickness and ``s = settings.inflate_depth`` (default 1: round). A disk becomes a
+sphere, a strip a round tube of its own width, a ring a torus; parts are joined exactly where the
+silhouette joins them and holes stay open. The volume is symmetric about ``z = 0``.
 
 Extra views (optional, in upstream's order around Y): ``images[1]`` is the right
 view (camera on +X; its image x runs towards -Z), ``images[2]`` the back view,
 ``images[3]`` the left view (camera on -X; image x runs towards +Z). A side view
 is registered to the front by matching the silhouettes' heights (orthographic
-views share the Y extent) and centring its width on ``z = 0``. Its silhouette,
-extruded along X, bounds the depth: the solid is the intersection of the inflated
-volume with every side view's extrusion. So that the side view really sets the
-depth, the inflation is deepened until the inflated thickness reaches the side
-silhouette's width; ``inflate_depth`` then acts as a lower bound. The back view's
-silhouette is the front's mirror image and adds no depth information: geometry
-ignores it (texturing uses its colours).
+views share the Y extent) and centring its width on ``z = 0``. With side views the solid
+is a rounded visual hull: each horizontal slice is the intersection of the front's and the
+side's runs in that row (a point must be inside both silhouettes, with
+``TOLERANCE_PX`` of slack), its corners rounded with the smaller of the two views' local
+sizes (row half-widths and local thicknesses), so a solid of revolution gets circular slices
+and a thin plate or post stays as the views show it. Two safeguards keep a side view from
+making things worse: a front part much thinner than what the side view shows at its place
+(a mug's handle in front of the body) is hidden in that view, so its depth is its own round
+inflation centred on the side run that hides it; and rows the side view does not show at all
+fall back to the front-only solid rather than being deleted. The back view's silhouette is
+the front's mirror image and adds no depth information: geometry ignores it (texturing uses
+its colours).
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from ..imaging.prepare import PreparedImage
 from ..meshing.cleanup import clean_mesh_with_detail
 from ..meshing.extract import extract_surface
 from ..pipeline.base import JobContext, PipelineError
-from .silhouette import SilhouetteMaps, sample_map, signed_distance, silhouette_maps
+from .shape_maps import fill_outside, round_height2, local_thickness, row_runs, sample_stack
+from .silhouette import signed_distance
 
 STAGE = "geometry"
 # Grid resolution = RESOLUTION_FACTOR x settings.octree_resolution (the neural backend's
@@ -60,6 +66,10 @@ BOUNDS = 1.05
 FIT = 0.95  # largest half-extent after normalisation, as the image preparation's fill
 SMOOTH_ITERATIONS = 3  # Taubin passes: removes marching-cubes terracing, keeps the volume
 RIGHT, BACK, LEFT = 1, 2, 3
+# A front part whose local thickness is under 1/HIDDEN_RATIO of what the side view shows at its
+# place is taken as hidden in that view (fully so at twice that ratio).
+HIDDEN_RATIO = 1.5
+TOLERANCE_PX = 0.5  # side-view registration slack, side-map pixels (about 0.2 % of the height)
 THIN_MESSAGE = (
     "the object is too thin to inflate into a solid: no part of its silhouette is wider than "
     "about 1/250 of its size"
@@ -68,11 +78,18 @@ THIN_MESSAGE = (
 
 @dataclass(frozen=True)
 class _SideView:
-    phi: np.ndarray  # signed distance in its own map pixels, positive inside
+    """A side view registered to the front; maps in world units on its own map grid."""
+
+    # (N, N, 5): signed distance, horizontal distance to the outline within the row, half the
+    # row run's width, local thickness, world z of the row run's centre (continued outside)
+    stack: np.ndarray
     row_of_y: tuple[float, float]  # row = a * y + b
     col_of_z: tuple[float, float]  # col = a * z + b
     px: float  # world units per map pixel of this view
     half_depth: float  # half the silhouette's width, world units
+    tolerance: float  # world units by which the silhouette is widened (registration slack)
+    row_y: np.ndarray  # world y of the map rows, increasing
+    row_covered: np.ndarray  # 1 where the view shows anything in that row
 
 
 def build_geometry(
@@ -113,7 +130,7 @@ def build_geometry_with_detail(
     clock = _Clock(timings)
     steps = 4
     ctx.progress(STAGE, 0, steps, "silhouette")
-    front = silhouette_maps(images[0].mask, MAP_SIZE)
+    front = signed_distance(images[0].mask, MAP_SIZE)
     sides = [_side_view(images[0], images[i], i) for i in (RIGHT, LEFT) if i < len(images)]
     field, z_scale = _inflation_field(front, sides, settings.inflate_depth)
     clock.lap("geometry.silhouette")
@@ -141,47 +158,93 @@ def build_geometry_with_detail(
     return mesh, detail
 
 
-def _inflation_field(front: SilhouetteMaps, sides: list[_SideView], depth: float
+def _inflation_field(front: np.ndarray, sides: list[_SideView], depth: float
                      ) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
     """The signed field (positive inside) in a z-squashed frame, and the squash factor.
 
-    Deep inflations would leave the extraction bounds, so the field is evaluated at
-    ``z * z_scale`` and the mesh stretched back afterwards.
+    Deep solids would leave the extraction bounds, so the field is evaluated at
+    ``z * z_scale`` and the mesh stretched back afterwards. See the module docstring for
+    the solid itself.
     """
-    px = 2.0 / front.size  # world units per map pixel
-    peak = float(np.sqrt(max(front.height2.max(), 0.0))) * px  # inscribed-ish radius, world units
+    maps = _front_maps(front)
+    peak = float(np.sqrt(max(maps.stack[..., 0].max(), 0.0)))  # inscribed radius, world units
     if peak <= 0:
         raise PipelineError(THIN_MESSAGE, code="bad_image")
-    scale = depth
-    for side in sides:  # deepen so the side silhouette, not the inflation, limits the depth
-        scale = max(scale, 1.05 * side.half_depth / peak)
-    half_thickness = scale * peak
-    z_scale = max(1.0, half_thickness / FIT)
-    height2 = front.height2 * np.float32((scale * px) ** 2)  # world units squared
-    norm = np.float32(1.0 / (2.0 * half_thickness))  # ~unit slope near the thickest part
+    half_z = depth * peak
+    for side in sides:
+        half_z = max(half_z, side.half_depth + side.tolerance)
+    z_scale = max(1.0, half_z / FIT)
+    depth2 = np.float32(depth * depth)
+    norm = np.float32(1.0 / (2.0 * depth * peak))  # ~unit slope near the thickest part
 
     def field(points: np.ndarray) -> np.ndarray:
         x, y, z = points[:, 0], points[:, 1], points[:, 2] * np.float32(z_scale)
-        rows = (1.0 - y) / px - 0.5
-        cols = (x + 1.0) / px - 0.5
-        value = (sample_map(height2, rows, cols) - z * z) * norm
+        rows, cols = maps.rows_cols(x, y)
+        if not sides:
+            return (depth2 * sample_stack(maps.stack[..., :1], rows, cols)[:, 0] - z * z) * norm
+        height2, phi_f, run_f, half_f, thick_f = sample_stack(maps.stack, rows, cols).T
+        inflated = (depth2 * height2 - z * z) * norm
+        ball_f = np.sign(height2) * np.sqrt(np.abs(height2))
+        value = np.full(len(points), np.inf, np.float32)
         for side in sides:
             r = side.row_of_y[0] * y + side.row_of_y[1]
             c = side.col_of_z[0] * z + side.col_of_z[1]
-            value = np.minimum(value, sample_map(side.phi, r, c) * np.float32(side.px))
+            phi_s, run_s, half_s, thick_s, centre = sample_stack(side.stack, r, c).T
+            phi_s = phi_s + side.tolerance
+            run_s = run_s + side.tolerance
+            # Rounded visual hull: each horizontal slice is the intersection of the two views'
+            # runs with its corners rounded by the smaller local size (a circle for a solid of
+            # revolution, a plate for a thin part seen thin in either view).
+            rho = np.minimum(np.minimum(thick_f, thick_s), np.minimum(half_f, half_s))
+            a = np.maximum(rho - run_f, 0.0)
+            b = np.maximum(rho - run_s, 0.0)
+            hull = np.minimum(rho - np.sqrt(a * a + b * b), np.minimum(phi_f, phi_s))
+            # A part much thinner than what the side view shows at its place is hidden behind
+            # the body in that view: its depth comes from its own inflation, centred on the
+            # side run that hides it (a mug's handle, a dumbbell's bar).
+            hidden = np.clip((thick_s / np.maximum(thick_f, 1e-6) - HIDDEN_RATIO) / HIDDEN_RATIO, 0.0, 1.0)
+            own = ball_f - np.abs(z - centre) + (1.0 - hidden) * np.float32(10.0)
+            seen = np.minimum(hull, own)
+            # Rows the side view does not show at all (it merely misses a part): front only.
+            covered = np.interp(y, side.row_y, side.row_covered) >= 0.5
+            value = np.minimum(value, np.where(covered, seen, inflated))
         return value
 
     return field, z_scale
 
 
-def _outline_points(front: SilhouetteMaps) -> np.ndarray:
+@dataclass(frozen=True)
+class _FrontMaps:
+    """The front silhouette's maps in world units on the MAP_SIZE grid over the canvas."""
+
+    # (N, N, 5): squared half-thickness of the union of inscribed balls, signed distance,
+    # horizontal distance to the outline within the row, half the row run's width, local
+    # thickness (radius of the largest inscribed ball covering the pixel)
+    stack: np.ndarray
+    px: float  # world units per map pixel
+
+    def rows_cols(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (1.0 - y) / self.px - 0.5, (x + 1.0) / self.px - 0.5
+
+
+def _front_maps(phi: np.ndarray) -> _FrontMaps:
+    """``phi``: the front silhouette's signed distance in map pixels."""
+    px = 2.0 / phi.shape[0]
+    inside = phi > 0
+    runs = row_runs(phi)
+    thickness = fill_outside(local_thickness(phi), inside)
+    maps = [round_height2(phi, thickness) * np.float32(px), phi, runs.depth, runs.half_width, thickness]
+    return _FrontMaps(stack=np.stack(maps, axis=-1) * np.float32(px), px=px)
+
+
+def _outline_points(phi: np.ndarray) -> np.ndarray:
     """World points (z = 0) just inside the outline: where the surface is known to pass.
 
     Seeding the extractor with them keeps parts thinner than a coarse cell (stems,
     wires, a separate thin piece) that the coarse grid would step over.
     """
-    rows, cols = np.nonzero((front.phi > 0) & (front.phi <= 1.0))
-    px = 2.0 / front.size
+    rows, cols = np.nonzero((phi > 0) & (phi <= 1.0))
+    px = 2.0 / phi.shape[0]
     x = (cols + 0.5) * px - 1.0
     y = 1.0 - (rows + 0.5) * px
     return np.stack([x, y, np.zeros_like(x)], axis=1).astype(np.float32)
@@ -207,7 +270,19 @@ def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideVi
     z_sign = -1.0 if which == RIGHT else 1.0  # right view: image x runs towards -Z; left: towards +Z
     a_z = z_sign / px
     half_depth = 0.5 * (s_right - s_left) / ratio * px
-    return _SideView(phi=phi, row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px, half_depth=half_depth)
+    inside = phi > 0
+    runs = row_runs(phi)
+    world = np.float32(px)
+    row_y = (np.arange(size) - b_y) / a_y  # world y of each map row (decreasing)
+    covered = inside.any(axis=1).astype(np.float32)
+    stack = np.stack([phi * world, runs.depth * world, runs.half_width * world,
+                      fill_outside(local_thickness(phi), inside) * world,
+                      ((runs.centre - centre_col) / a_z).astype(np.float32)], axis=-1)
+    return _SideView(
+        stack=stack.astype(np.float32),
+        row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px, half_depth=half_depth,
+        tolerance=TOLERANCE_PX * px, row_y=row_y[::-1].copy(), row_covered=covered[::-1].copy(),
+    )
 
 
 def _row_extent(mask: np.ndarray) -> tuple[float, float]:
@@ -222,13 +297,16 @@ def _col_extent(mask: np.ndarray) -> tuple[float, float]:
 
 
 def _fit_scale(positions: np.ndarray) -> np.float32:
-    """Factor that shrinks about the origin (never grows, never shifts) so every coordinate is within FIT.
+    """Factor that shrinks about the origin (never grows, never shifts) so every coordinate is
+    within FIT, applied only when a coordinate leaves the canvas [-1, 1].
 
     No shift keeps the front image's canvas aligned with world XY (see the module
-    docstring); only very deep inflations trigger the shrink.
+    docstring); only very deep solids trigger the shrink. A surface grazing FIT (the outline
+    sits at 0.95, marching cubes and smoothing move it by a fraction of a cell) is left alone,
+    so the mesh stays registered to the reference image.
     """
     half = float(np.abs(positions).max())
-    return np.float32(FIT / half) if half > FIT else np.float32(1.0)
+    return np.float32(FIT / half) if half > 1.0 else np.float32(1.0)
 
 
 class _Clock:

@@ -67,13 +67,16 @@ def test_sphere_picture_comes_back_as_a_sphere(sphere_image: PreparedImage) -> N
     to_sphere = np.abs(np.linalg.norm(v, axis=1) - radius)
     to_mesh, _ = cKDTree(v).query(surface)
     chamfer = 0.5 * (to_sphere.mean() + to_mesh.mean())
-    # Bound: one extraction cell is 2.1 / 256 = 0.0082 and the Poisson map pixel 2 / 256 = 0.0078.
+    # Bound: one extraction cell is 2.1 / 256 = 0.0082 and the height map pixel 2 / 256 = 0.0078.
     # Marching cubes on a smooth field and the sub-pixel outline err well below a cell; what is
     # left is the mesh's own vertex spacing (~0.008 at 200k faces, so a random surface point lies
     # ~0.003 from the nearest vertex). Half a cell (0.004) catches any real shape error: a 2:1
     # lens, a shift by one map pixel or a 1% scale error each exceed it.
     assert chamfer < 0.004, chamfer
-    assert to_sphere.max() < 0.01  # no bumps or dents beyond about one cell anywhere
+    # No bumps or dents beyond about one cell anywhere: the solid is the union of balls centred
+    # on map pixels, so its top can sit up to ~0.8 map pixel (0.006) low where the best centre
+    # falls between pixels; 0.012 (1.3 % of the radius) is that plus one cell of extraction.
+    assert to_sphere.max() < 0.012
     assert set(timings) == {"geometry.silhouette", "geometry.extract", "geometry.cleanup"}
 
 
@@ -88,7 +91,9 @@ def test_disk_thickness_follows_the_depth_setting(depth: float) -> None:
     # which keeps the ratio).
     assert extent[2] / diameter == pytest.approx(depth, rel=0.02)
     assert extent[0] == pytest.approx(extent[1], rel=0.005)
-    assert np.abs(mesh.positions).max() == pytest.approx(0.95, abs=0.005)
+    # The rim lies within about 1.5 extraction cells (2.1 / 256) of the outline (a thin lens's sharp
+    # rim is where marching cubes errs most); a depth beyond the frame is shrunk to 0.95.
+    assert np.abs(mesh.positions).max() == pytest.approx(0.95, abs=0.012)
 
 
 def l_shape_rgba(size: int = 600) -> np.ndarray:
@@ -114,12 +119,12 @@ def test_non_convex_shape_is_valid_oriented_and_keeps_both_parts() -> None:
     # The foot runs along the bottom: the lowest vertices span to the right.
     low = mesh.positions[mesh.positions[:, 1] < -0.6]
     assert low[:, 0].max() > 0.5 and low[:, 0].min() < -0.3
-    # Thin parts get thin, round cross-sections: the bar (80 px wide of 400 px tall) is no deeper
-    # than its width times the default depth, plus a margin for the corner where the foot joins.
+    # Thin parts get round cross-sections of their own width: the bar (80 px wide of 400 px tall)
+    # becomes a tube as deep as it is wide (the union of its inscribed balls), not a lens.
     bar = mesh.positions[(mesh.positions[:, 1] > 0.0) & (mesh.positions[:, 0] < -0.3)]
     bar_width = bar[:, 0].max() - bar[:, 0].min()
     bar_depth = bar[:, 2].max() - bar[:, 2].min()
-    assert bar_depth < 0.5 * np.sqrt(2) * bar_width * 1.05  # strip: thickness = depth x sqrt(2) x width
+    assert bar_depth == pytest.approx(bar_width, rel=0.05)
 
 
 def test_separate_thin_part_is_kept() -> None:
@@ -204,7 +209,9 @@ def test_right_and_left_views_face_the_right_way(sphere_image: PreparedImage) ->
         mesh = build_geometry(images, JobSettings(max_faces=20_000), JobContext(), resolution=128)
         v = mesh.positions
         upper = v[(v[:, 1] > 0.3) & (v[:, 1] < 0.6), 2]
-        middle = v[np.abs(v[:, 1]) < 0.02, 2] * -body_side  # positive towards the stub
+        # The stub is 0.2 tall around y = 0; its end is a flat cap, which decimation leaves with
+        # vertices only at its corners, so look at the whole band it covers.
+        middle = v[np.abs(v[:, 1]) < 0.09, 2] * -body_side  # positive towards the stub
         assert body_side * 0.5 * (upper.min() + upper.max()) > 0.1
         assert middle.max() > 0.45  # the stub reaches half the depth of 1.9 * (164 / 300) / 2
 
