@@ -13,8 +13,8 @@ from typing import TextIO
 
 
 class ProgressBar:
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 28) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 28) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # read at call time (tests swap it)
         self.width = width
         self.tty = stream.isatty()
         self._last_stage = ""
