@@ -95,6 +95,10 @@ class STEP1X3D_PT_settings(bpy.types.Panel):
         col.prop(st, "lod_levels")
         col.prop(st, "texture_size")
         layout.prop(st, "inflate_depth")
+        if runtime.geometry_loras():  # only when the server's backend lists some (neural, --geometry-lora-dir)
+            row = layout.row(align=True)
+            row.prop(st, "geometry_lora")
+            row.prop(st, "geometry_lora_scale", text="")
 
 
 class STEP1X3D_PT_history(bpy.types.Panel):

@@ -57,6 +57,12 @@ def _preset_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
     return runtime.preset_enum_items()
 
 
+def _geometry_lora_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
+    from . import runtime
+
+    return runtime.geometry_lora_items()
+
+
 class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     # What to run and from what.
     # One slot per named view; the tooltip states the camera convention (core.views, one place).
@@ -102,6 +108,13 @@ class STEP1X3D_PG_state(bpy.types.PropertyGroup):
         name="LODs", description="Levels of detail (each halves the faces); 1 = none", default=1, min=1, max=4
     )
     preset: EnumProperty(name="Preset", items=_preset_items)  # type: ignore[valid-type]
+    geometry_lora: EnumProperty(  # type: ignore[valid-type]
+        name="Geometry LoRA", description="A geometry LoRA the server offers (neural backend)",
+        items=_geometry_lora_items,
+    )
+    geometry_lora_scale: FloatProperty(  # type: ignore[valid-type]
+        name="LoRA Scale", description="How strongly the geometry LoRA is applied", default=1.0, min=0.0, max=2.0
+    )
     preset_name: StringProperty(name="Preset Name", default="")  # type: ignore[valid-type]
 
     # Runtime (copied from the active JobSession by the timer's poll step).
@@ -135,18 +148,21 @@ def lods(st: Any) -> list[float]:
 
 def job_settings(st: Any, seed: int) -> dict[str, Any]:
     """The panel's settings as a wire dict (validated by ``JobSettings.from_wire`` before sending)."""
-    return JobSettings.from_wire(
-        {
-            "mode": st.mode,
-            "seed": seed,
-            "steps": st.steps,
-            "guidance": float(st.guidance),
-            "max_faces": st.max_faces,
-            "texture_size": int(st.texture_size),
-            "inflate_depth": float(st.inflate_depth),
-            "lods": lods(st),
-        }
-    ).to_wire()
+    wire: dict[str, Any] = {
+        "mode": st.mode,
+        "seed": seed,
+        "steps": st.steps,
+        "guidance": float(st.guidance),
+        "max_faces": st.max_faces,
+        "texture_size": int(st.texture_size),
+        "inflate_depth": float(st.inflate_depth),
+        "lods": lods(st),
+    }
+    lora = st.geometry_lora
+    if lora and lora != "NONE":  # only when the server offered one: older servers do not know the setting
+        wire["geometry_lora"] = lora
+        wire["geometry_lora_scale"] = float(st.geometry_lora_scale)
+    return JobSettings.from_wire(wire).to_wire()
 
 
 CLASSES: tuple[type, ...] = (STEP1X3D_PG_reference, STEP1X3D_PG_state)

@@ -81,3 +81,12 @@ class MediumPipeline(CubePipeline):
     name = "test-medium"
     step_delay_s = 0.1
     steps = 30
+
+
+class LoraCubePipeline(CubePipeline):
+    """Advertises geometry LoRAs in its capabilities, as the neural backend does with --geometry-lora-dir."""
+
+    name = "test-lora"
+
+    def capabilities(self) -> dict[str, Any]:
+        return {**super().capabilities(), "geometry_loras": ["chairs", "tables"]}

@@ -294,3 +294,34 @@ def test_disabling_mid_batch_with_a_vram_request_pending_closes_everything(
     assert all(s._conn is None for s in sessions)
     assert not bpy.app.timers.is_registered(runtime._timer)
     addon_utils.enable("blender_addon", default_set=True)
+
+
+def test_geometry_loras_the_server_lists_appear_in_the_settings(bpy: Any, addon: Any, start_server: Any) -> None:
+    from blender_addon.blender import panel, properties, runtime
+    from blender_addon.protocol.settings import JobSettings
+
+    st = bpy.context.window_manager.step1x3d
+
+    def check_status(address: str) -> list[str]:
+        addon.server_address = address
+        deadline = time.monotonic() + 30
+        while True:  # a fresh server answers before its backend has loaded: ask until it has
+            assert bpy.ops.step1x3d.refresh_status() == {"FINISHED"}
+            _timer_until(bpy, lambda: runtime._probe is not None and runtime._probe.finished)
+            if "loading" not in st.server_line:
+                break
+            assert time.monotonic() < deadline, st.server_line
+        calls: list[str] = []
+        panel.STEP1X3D_PT_settings.draw(type("Stand", (), {"layout": FakeLayout(bpy, calls)})(), bpy.context)
+        return calls
+
+    assert "prop:geometry_lora" not in check_status(start_server(CUBE))  # nothing to offer
+    calls = check_status(start_server("tests.addon.pipelines:LoraCubePipeline"))
+    assert "prop:geometry_lora" in calls and runtime.geometry_loras() == ["chairs", "tables"]
+    assert [item[0] for item in runtime.geometry_lora_items()] == ["NONE", "chairs", "tables"]
+    assert properties.job_settings(st, 1).get("geometry_lora", "") == ""  # "None" asks for no LoRA
+    st.geometry_lora = "tables"
+    if "geometry_lora" in JobSettings.__dataclass_fields__:  # the setting the neural backend reads
+        wire = properties.job_settings(st, 1)
+        assert (wire["geometry_lora"], wire["geometry_lora_scale"]) == ("tables", 1.0)
+    assert st.geometry_lora == "tables"
