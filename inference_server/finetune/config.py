@@ -209,6 +209,8 @@ def config_from_mapping(cls: type[C], data: dict[str, Any], extra_keys: dict[str
             if path in keys:
                 name, convert = keys[path]
                 values[name] = convert(raw)
+            elif path == "lora_layers":
+                values[path] = _layers(raw)
             elif path in names:
                 values[path] = tuple(raw) if isinstance(raw, list) else raw
             elif path == "system.use_lora":
