@@ -41,6 +41,18 @@ MIN_SPECK_FRACTION = 0.002  # keyed islands smaller than this share of the objec
 # own noise (90th percentile) plus this margin: the backdrop seen through a handle is the same
 # surface as the border, while paint on the object is lit and tinted differently.
 HOLE_MARGIN = 6.0
+# A part that touches the image border, is detached from the object and is under this share of
+# its area is backdrop (a studio sweep's floor line, a table edge, a vignetted corner).
+MAX_BORDER_SLIVER = 0.25
+# Keyed masks are a guess, and the job stops, when either ring around the outline looks wrong:
+# - inside (object pixels 2-3 px in): more than UNCERTAIN_FRACTION within UNCERTAIN_CONTRAST x the
+#   keying tolerance of the backdrop (the object's edge fades into it);
+# - outside (backdrop pixels 3-12 px out): more than UNCERTAIN_HALO of them off the backdrop by
+#   more than its own noise (a pale part of the object was keyed away: what is left is a label).
+#   A soft shadow on one side stays under that share.
+UNCERTAIN_CONTRAST = 1.5
+UNCERTAIN_FRACTION = 0.35
+UNCERTAIN_HALO = 0.5
 
 CUTOUT_HINT = "use an image with a transparent background (a PNG cut-out) or a plain, uniform backdrop"
 
@@ -83,8 +95,10 @@ def object_mask(rgba: np.ndarray) -> ObjectMask:
         mask = alpha >= ALPHA_THRESHOLD
         if not mask.any():
             raise bad_image("the reference image is fully transparent: there is no object to model")
+        mask = drop_border_slivers(mask)
         _check_object(mask, "the image's transparency")
-        return ObjectMask(mask=mask, alpha=alpha.copy(), source="alpha")
+        return ObjectMask(mask=mask, alpha=np.where(mask | (alpha < ALPHA_THRESHOLD), alpha, 0).astype(np.uint8),
+                          source="alpha")
     return _key_background(rgba[..., :3])
 
 
@@ -152,9 +166,11 @@ def _key_background(rgb: np.ndarray) -> ObjectMask:
     border_labels = border_labels[border_labels != 0]
     mask = ~np.isin(labels, border_labels)
     mask = _open_see_through_holes(mask, labels, border_labels, dist, spread + HOLE_MARGIN)
-    mask = _drop_specks(mask)
+    mask = drop_border_slivers(_drop_specks(mask))
     if mask.sum() < MIN_OBJECT_PIXELS:
         raise bad_image("no object could be found: the image looks like a plain background")
+    if outline_is_uncertain(mask, dist, tolerance, spread + HOLE_MARGIN):
+        raise bad_image(f"the object's outline cannot be told apart from the background reliably; {CUTOUT_HINT}")
     border_mask = _border_pixels(mask[..., None].astype(np.float32))[:, 0]
     if border_mask.mean() > MAX_BORDER_OBJECT or mask.mean() > MAX_COVERAGE:
         raise bad_image(f"the object could not be separated from the background; {CUTOUT_HINT}")
@@ -197,6 +213,33 @@ def _drop_specks(mask: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def drop_border_slivers(mask: np.ndarray) -> np.ndarray:
+    """Remove parts that touch the image border, are detached from the largest part and are much
+    smaller than it: backdrop that keying or a rough cut-out left behind, not the object."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count < 2:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = int(sizes.argmax())
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    drop = [int(k) for k in border if k not in (0, largest) and sizes[k] < MAX_BORDER_SLIVER * sizes[largest]]
+    if not drop:
+        return mask
+    return mask & ~np.isin(labels, drop)
+
+
+def outline_is_uncertain(mask: np.ndarray, dist: np.ndarray, tolerance: float, noise: float) -> bool:
+    """True when the keyed outline is a guess (see UNCERTAIN_*): the object's edge barely differs
+    from the fitted backdrop, or the backdrop around it is not the clean backdrop (``dist`` above
+    its ``noise`` level), i.e. part of the object was taken for background."""
+    inner = ndimage.binary_erosion(mask, iterations=2) & ~ndimage.binary_erosion(mask, iterations=3)
+    if inner.sum() >= MIN_OBJECT_PIXELS and float((dist[inner] <= UNCERTAIN_CONTRAST * tolerance).mean()) > UNCERTAIN_FRACTION:
+        return True
+    halo = ndimage.binary_dilation(mask, iterations=12) & ~ndimage.binary_dilation(mask, iterations=3)
+    return bool(halo.sum() >= MIN_OBJECT_PIXELS and float((dist[halo] > noise).mean()) > UNCERTAIN_HALO)
+
+
 def _check_object(mask: np.ndarray, where: str) -> None:
     count = int(mask.sum())
     if count < MIN_OBJECT_PIXELS:
@@ -205,4 +248,5 @@ def _check_object(mask: np.ndarray, where: str) -> None:
         raise bad_image(f"the object could not be separated from the background; {CUTOUT_HINT}")
 
 
-__all__ = ["ObjectMask", "object_mask", "check_rgba", "has_cutout_alpha", "CUTOUT_HINT"]
+__all__ = ["ObjectMask", "object_mask", "check_rgba", "has_cutout_alpha", "drop_border_slivers",
+           "outline_is_uncertain", "CUTOUT_HINT"]
