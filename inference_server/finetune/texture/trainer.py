@@ -1,0 +1,386 @@
+"""``step1x3d finetune texture``: a style LoRA for the SDXL UNet of the multi-view texture model.
+
+The objective is upstream's ``IG2MVSDXLSystem.training_step`` with the fixed prompt: epsilon
+prediction under the texture model's shifted-SNR DDPM schedule (``neural.texture.scheduler``,
+interpolated, scale 8), one uniform timestep per asset shared by its six views, MSE; the
+reference features come from a no-grad UNet pass over the reference latents at t = 0 (as
+upstream; they are zeroed for a dropped reference) and the geometry adapter (frozen) encodes
+the position/normal maps. Dropouts as upstream's config: prompt 0.1 (-> the empty prompt),
+image 0.1 (-> zero reference features), both 0.1.
+
+LoRA (PEFT, Gaussian init: B = 0, so the untrained LoRA is the base model) on the UNet's own
+attention projections ``to_q``, ``to_k``, ``to_v``, ``to_out.0`` (self- and cross-attention);
+the MV-Adapter's multi-view and reference branches stay frozen unless
+``train_adapter_branches`` adds their projections. AdamW on the LoRA only, gradient clipping
+at 1.0 (upstream's ``gradient_clip_val``), optional bf16 autocast, gradient checkpointing and
+accumulation. Data order, DDP, checkpoints, loss log and progress are the shared
+infrastructure's (see ``finetune.geometry.trainer`` for the data schedule). The LoRA file is
+``unet.<module>.lora_A/B.weight``: what ``neural.texture.lora`` (and ``serve --lora-dir``) loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from ..checkpoint import latest_step, load_latest, save_checkpoint
+from ..config import ConfigError, TrainConfig, load_config, to_plain
+from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
+from ..geometry.trainer import RunResult, Schedule, TrainError
+from ..lorafile import save_lora
+from ..losslog import LossLog, plot_losses
+from ..prepcache import PrepError
+from ..progress import TrainProgress
+from ..seeding import rng_state, seed_everything, set_rng_state
+from .data import TextureDraw, TextureSet, draw_sample
+
+UNET_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+BRANCH_TARGETS: tuple[str, ...] = ("to_q_mv", "to_k_mv", "to_v_mv", "to_out_mv.0",
+                                   "to_q_ref", "to_k_ref", "to_v_ref", "to_out_ref.0")
+COMPONENT = "unet"  # key prefix in the LoRA file (diffusers' layout; lora.py strips it)
+ADAPTER_FILE = "step1x-3d-ig2v.safetensors"
+
+
+@dataclass
+class TextureTrainConfig(TrainConfig):
+    sdxl_dir: str | None = None  # SDXL base 1.0, diffusers layout
+    vae_dir: str | None = None  # the fp16-fix SDXL VAE
+    betas: tuple[float, float] = (0.9, 0.999)  # upstream's texture AdamW
+    prompt_dropout: float = 0.1  # upstream system.prompt_drop_prob
+    reference_dropout: float = 0.1  # upstream system.image_drop_prob
+    cond_dropout: float = 0.1  # upstream system.cond_drop_prob (prompt and reference together)
+    max_grad_norm: float = 1.0  # upstream trainer.gradient_clip_val; 0 = no clipping
+    train_adapter_branches: bool = False
+    name: str | None = None  # the LoRA file's stem (default: the output folder's name)
+
+    def check(self) -> None:
+        super().check()
+        for key in ("prompt_dropout", "reference_dropout", "cond_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.max_grad_norm < 0:
+            raise ConfigError("max_grad_norm must be 0 (off) or positive")
+
+
+TEXTURE_KEYS: dict[str, tuple[str, Any]] = {
+    "system.prompt_drop_prob": ("prompt_dropout", float),
+    "system.image_drop_prob": ("reference_dropout", float),
+    "system.cond_drop_prob": ("cond_dropout", float),
+    "trainer.gradient_clip_val": ("max_grad_norm", float),
+}
+
+
+def load_texture_config(path: Path | None, **overrides: Any) -> TextureTrainConfig:
+    return load_config(TextureTrainConfig, path, TEXTURE_KEYS, **overrides)
+
+
+def resolve_adapter_file(base: Path) -> Path:
+    """``--base``: the ig2v adapter file, or the Step1X-3D-Texture folder holding it."""
+    if base.is_file():
+        return base
+    if (base / ADAPTER_FILE).is_file():
+        return base / ADAPTER_FILE
+    raise ConfigError(f"--base {base}: no {ADAPTER_FILE} there (give the Step1X-3D-Texture folder or the file)")
+
+
+# -- model ------------------------------------------------------------------------------------------
+def add_lora(unet: nn.Module, cfg: TextureTrainConfig) -> list[str]:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ConfigError("fine-tuning needs peft: pip install '.[train]'") from None
+    targets = list(cfg.lora_layers or (UNET_TARGETS + (BRANCH_TARGETS if cfg.train_adapter_branches else ())))
+    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
+                        init_lora_weights="gaussian", target_modules=targets)
+    try:
+        inject_adapter_in_model(config, unet)
+    except ValueError as exc:
+        raise ConfigError(f"LoRA targets {targets} match no layer of the UNet ({exc})") from exc
+    for name, p in unet.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()
+            p.requires_grad_(True)
+    return targets
+
+
+def lora_state(unet: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet).items()}
+
+
+def load_lora_state(unet: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(unet, state)
+    if getattr(result, "unexpected_keys", []):
+        raise ConfigError("the checkpoint's LoRA does not fit this model (other targets or rank)")
+
+
+@dataclass
+class Embeds:
+    """The fixed prompt's and the empty prompt's SDXL embeddings (computed once, text encoders freed)."""
+
+    text: torch.Tensor  # (2, tokens, dim): [empty, prompt]
+    pooled: torch.Tensor  # (2, projection)
+
+
+class TextureObjective:
+    """Upstream's loss for a batch of draws, on a (possibly DDP-wrapped) UNet."""
+
+    def __init__(self, unet: nn.Module, cond_encoder: nn.Module, scheduler: Any, embeds: Embeds,
+                 resolution: int, device: torch.device) -> None:
+        self.unet, self.cond_encoder, self.scheduler = unet, cond_encoder, scheduler
+        self.embeds = Embeds(embeds.text.to(device), embeds.pooled.to(device))
+        self.device = device
+        self.time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32,
+                                     device=device)  # SDXL micro-conditioning, as at inference
+
+    def per_sample(self, model: nn.Module, draws: list[TextureDraw], controls: list[torch.Tensor]) -> torch.Tensor:
+        dev = self.device
+        views = draws[0].latents.shape[0]
+        latents = torch.cat([d.latents for d in draws]).to(dev)
+        noise = torch.cat([d.noise for d in draws]).to(dev)
+        t = torch.tensor([d.timestep for d in draws], device=dev).repeat_interleave(views)
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        which = torch.tensor([0 if d.drop_prompt else 1 for d in draws], device=dev)
+        text, pooled = self.embeds.text[which], self.embeds.pooled[which]
+        time_ids = self.time_ids.expand(len(draws), -1)
+        with torch.no_grad():
+            cache: dict[str, torch.Tensor] = {}
+            self.unet(torch.cat([d.reference for d in draws]).to(dev), torch.zeros(len(draws), device=dev, dtype=torch.long),
+                      encoder_hidden_states=text, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+                      cross_attention_kwargs={"cache_hidden_states": cache, "use_mv": False, "use_ref": False},
+                      return_dict=False)
+            dropped = torch.tensor([d.drop_reference for d in draws], device=dev)
+            ref_states = {k: torch.where(dropped[:, None, None], torch.zeros_like(v), v) for k, v in cache.items()}
+            adapter_states = self.cond_encoder(torch.cat(controls).to(dev))
+        prediction = model(
+            noisy, t, encoder_hidden_states=text.repeat_interleave(views, 0),
+            added_cond_kwargs={"text_embeds": pooled.repeat_interleave(views, 0),
+                               "time_ids": time_ids.repeat_interleave(views, 0)},
+            cross_attention_kwargs={"ref_hidden_states": ref_states, "num_views": views},
+            down_intrablock_additional_residuals=list(adapter_states),  # the UNet pops from this list
+            return_dict=False)[0]
+        err = (prediction.float() - noise.float()) ** 2
+        return err.reshape(len(draws), -1).mean(dim=1)
+
+
+@dataclass
+class LoadedBase:
+    unet: nn.Module
+    cond_encoder: nn.Module
+    vae: nn.Module
+    scheduler: Any
+    embeds: Embeds
+    scaling: float
+
+
+def load_base(base: Path, sdxl_dir: Path, vae_dir: Path, dtype: torch.dtype) -> LoadedBase:
+    from ...neural.texture.loading import load_models
+    from ...neural.texture.pipelines.multiview_sdxl import MultiViewSDXL
+    from ...neural.texture.config import PROMPT
+    from ...pipeline.base import PipelineError
+
+    try:
+        models = load_models(resolve_adapter_file(base), sdxl_dir, vae_dir, dtype)
+    except PipelineError as exc:
+        raise ConfigError(str(exc)) from None
+    with torch.no_grad():
+        embeds = MultiViewSDXL(models, "cpu", dtype).encode_prompt(PROMPT, "")  # upstream drops to ""
+    both = Embeds(torch.cat([embeds.negative, embeds.positive]).float(),
+                  torch.cat([embeds.negative_pooled, embeds.positive_pooled]).float())
+    return LoadedBase(models.unet, models.cond_encoder, models.vae, models.scheduler, both,
+                      float(models.vae.config.scaling_factor))
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if cfg.mixed_precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _draws(data: TextureSet, indices: list[int], cfg: TextureTrainConfig, step: int, num_t: int, scaling: float,
+           stream: int = 0, dropout: bool = True) -> tuple[list[TextureDraw], list[torch.Tensor]]:
+    draws, controls = [], []
+    for i in indices:
+        view_m, ref_m, control = data.load(i)
+        p = (cfg.prompt_dropout, cfg.reference_dropout, cfg.cond_dropout) if dropout else (0.0, 0.0, 0.0)
+        draws.append(draw_sample(view_m, ref_m, seed=cfg.seed, step=step, index=i, num_timesteps=num_t, scaling=scaling,
+                                 prompt_dropout=p[0], reference_dropout=p[1], cond_dropout=p[2], stream=stream))
+        controls.append(torch.from_numpy(control))
+    return draws, controls
+
+
+def evaluate_loss(base: LoadedBase, data: TextureSet, cfg: TextureTrainConfig, device: torch.device,
+                  draws: int = 4) -> float:
+    """The objective on fixed draws (each asset x ``draws`` noise/timestep draws, no dropout): a
+    deterministic measure of fit, unlike the training loss whose timesteps change every step."""
+    objective = TextureObjective(base.unet, base.cond_encoder, base.scheduler, base.embeds, data.resolution, device)
+    num_t = int(base.scheduler.config.num_train_timesteps)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for k in range(draws):
+            for i in range(len(data)):
+                d, c = _draws(data, [i], cfg, k, num_t, base.scaling, stream=1, dropout=False)
+                total += float(objective.per_sample(base.unet, d, c).sum())
+                count += 1
+    return total / max(count, 1)
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def train_texture(cfg: TextureTrainConfig, *, stream: TextIO = sys.stderr,
+                  on_step: Callable[[int, float], None] | None = None) -> RunResult:
+    """Run (or resume) a texture style LoRA training; returns the LoRA file (rank 0's view)."""
+    for name in ("base", "sdxl_dir", "vae_dir", "data", "out"):
+        if not getattr(cfg, name):
+            flag = name.replace("_", "-")
+            raise ConfigError(f"--{flag} is required (or '{name}:' in the config file)")
+    ctx = init_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx, stream, on_step)
+    finally:
+        shutdown(ctx)
+
+
+def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
+           on_step: Callable[[int, float], None] | None) -> RunResult:
+    from ...neural.texture.loading import resolve_vae_dir
+    from ...pipeline.base import PipelineError
+    from .prepare import vae_digest
+
+    check_world(cfg.expected_world_size, ctx.world_size, cfg.num_nodes, cfg.gpus_per_node)
+    micro = split_batch(cfg.batch, ctx.world_size, cfg.grad_accum)
+    out = Path(cfg.out).expanduser()  # type: ignore[arg-type]
+    data = TextureSet(Path(cfg.data).expanduser())  # type: ignore[arg-type]
+    try:
+        vae_folder = resolve_vae_dir(Path(cfg.vae_dir).expanduser())  # type: ignore[arg-type]
+    except PipelineError as exc:
+        raise ConfigError(str(exc)) from None
+    if data.params.get("vae_digest") != vae_digest(vae_folder):
+        raise PrepError(f"{cfg.data} was prepared with another VAE ({data.params.get('vae')}); run "
+                        f"'step1x3d finetune texture-prepare' again with --sdxl-vae-dir {cfg.vae_dir}")
+    schedule = Schedule(len(data), cfg.batch, ctx, cfg.seed)
+
+    base_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+    base = load_base(Path(cfg.base).expanduser(), Path(cfg.sdxl_dir).expanduser(), vae_folder,  # type: ignore[arg-type]
+                     base_dtype)
+    unet = base.unet
+    seed_everything(cfg.seed)  # identical LoRA initialisation on every rank
+    targets = add_lora(unet, cfg)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()  # type: ignore[operator]
+    unet.to(ctx.device)
+    base.cond_encoder.to(ctx.device)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+    start = 0
+    if cfg.resume:
+        found = load_latest(out)
+        if found is None:
+            if ctx.is_main:
+                print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", file=stream)
+        else:
+            start, state = found
+            if start > cfg.steps:
+                raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
+            load_lora_state(unet, state["lora"])
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+    model: nn.Module = unet
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(unet, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    objective = TextureObjective(unet, base.cond_encoder, base.scheduler, base.embeds, data.resolution, ctx.device)
+    num_t = int(base.scheduler.config.num_train_timesteps)
+
+    log = progress = None
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_plain(cfg), indent=2), encoding="utf-8")
+        log = LossLog(out / "loss.csv", resume_step=start)
+        progress = TrainProgress(cfg.steps, start, stream)
+        if start:
+            progress.message(f"resumed from step {start}")
+
+    def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
+        draws, controls = _draws(data, indices, cfg, step, num_t, base.scaling)
+        sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else model.no_sync()  # type: ignore[operator]
+        with sync:
+            with _autocast(cfg, ctx.device):
+                per_sample = objective.per_sample(model, draws, controls)
+            loss = per_sample.sum() / schedule.local
+            loss.backward()
+        return float(loss.detach())
+
+    losses: list[float] = []
+    step = start
+    t_run = time.perf_counter()
+    try:
+        for step in range(start + 1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            indices = schedule.indices(step)
+            total = 0.0
+            for m in range(cfg.grad_accum):
+                total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = ctx.mean(total)
+            losses.append(loss)
+            rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
+            if ctx.is_main:
+                assert log is not None and progress is not None
+                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run)
+                progress.update(step, loss, rate)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    _save(out, step, unet, optimizer, cfg)
+                    plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+            if on_step is not None:
+                on_step(step, loss)
+    except (Exception, KeyboardInterrupt) as exc:
+        if progress is not None:
+            progress.finish()
+        done = latest_step(out)
+        where = (f"resume with --resume (from step {done}, {out / 'checkpoints'})" if done
+                 else "no checkpoint was written yet; lower --checkpoint-every to keep more progress")
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        raise TrainError(f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({reason}); {where}") from exc
+    if progress is not None:
+        progress.finish()
+
+    lora_path = out / f"{cfg.name or out.name}.safetensors"
+    if ctx.is_main:
+        info = {"base_model": "Step1X-3D-Texture (ig2v, SDXL)", "kind": "texture", "steps": cfg.steps,
+                "data": data.summary(), "config": to_plain(cfg), "world_size": ctx.world_size,
+                "final_loss": losses[-1] if losses else None}
+        state = lora_state(unet)
+        if cfg.lora_alpha != cfg.rank:  # our loader (and kohya-style ones) read a per-module alpha
+            for key in [k for k in state if k.endswith(".lora_A.weight")]:
+                state[key[: -len(".lora_A.weight")] + ".alpha"] = torch.tensor(cfg.lora_alpha)
+        save_lora(lora_path, COMPONENT, state, rank=cfg.rank, alpha=cfg.lora_alpha, target_modules=targets, info=info)
+        if log is not None:
+            plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+    ctx.barrier()
+    return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
+
+
+def _save(out: Path, step: int, unet: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    state = {"step": step, "lora": lora_state(unet), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+             "config": json.dumps(to_plain(cfg))}
+    save_checkpoint(out, step, state, cfg.keep_checkpoints)
+
+
+__all__ = ["TextureTrainConfig", "evaluate_loss", "load_base", "load_texture_config", "train_texture"]
