@@ -1,0 +1,197 @@
+"""Geometry LoRA training: samples/s and memory.
+
+    python benchmarks/finetune.py                  # tiny models on the CPU + the full-size memory estimate
+    python benchmarks/finetune.py --gpu            # also full-size random-weight steps on a CUDA GPU (measured)
+    python benchmarks/finetune.py --markdown FILE  # also write the tables as markdown
+
+Rows:
+* ``tiny / cpu``: the real trainer (``train_geometry``) on the tiny official-layout model and four
+  prepared objects; samples/s is the median of the per-step rates in its ``loss.csv``.
+* ``full / fake tensors``: ESTIMATE, no GPU: the full-size base transformer (1.3B) built on the
+  meta device in bf16 and run on fake tensors (``memory_estimate.LiveTensorMemory``) through one
+  training step exactly as the trainer runs it (PEFT LoRA rank 64 in fp32, bf16 autocast, batch 1,
+  2048 latents + 1370 condition tokens, loss, backward, AdamW step), with and without gradient
+  checkpointing. Peak = resident tensors (frozen bf16 weights, LoRA weights, gradients, Adam
+  states) + the largest live total of everything the step creates. Not included: CUDA context,
+  allocator fragmentation, kernel workspaces (memory_estimate's budget rule adds 20 % + 1 GiB).
+* ``full / cuda``: MEASURED when ``--gpu`` runs on a CUDA machine: the same step with random
+  weights (speed does not depend on their values), ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "neural" / "geometry"))
+
+import torch  # noqa: E402
+
+GiB = 1024**3
+RANK = 64
+CONDITION_TOKENS = 1370  # DINOv2-L at 518: 1 CLS + 37 x 37 patches
+
+
+def tiny_rate(steps: int, batch: int, checkpointing: bool) -> float:
+    """Median samples/s of the real trainer on the tiny model (CPU)."""
+    from geometry_tiny_models import write_tiny_model
+
+    from inference_server.finetune.geometry.prepare import PrepareOptions, prepare
+    from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
+    from tests.finetune.conftest import TINY_PREP, write_meshes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = write_tiny_model(root / "Step1X-3D-Geometry-1300m", label=False)
+        prepare(write_meshes(root / "meshes"), root / "prep", model, PrepareOptions(**TINY_PREP), log=lambda _l: None)
+        cfg = load_geometry_config(None, base=str(model), data=str(root / "prep"), out=str(root / "run"), rank=4,
+                                   steps=steps, batch=batch, lr=1e-3, checkpoint_every=steps,
+                                   gradient_checkpointing=checkpointing, device="cpu")
+        train_geometry(cfg, stream=io.StringIO())
+        import csv
+
+        with open(root / "run" / "loss.csv", newline="") as fh:
+            rates = [float(r["samples_per_s"]) for r in csv.DictReader(fh)][2:]  # skip warm-up steps
+    return statistics.median(rates)
+
+
+def _full_transformer(fake_mode: Any | None, device: str, checkpointing: bool) -> tuple[torch.nn.Module, Any]:
+    """The full-size base transformer in bf16 with the trainer's LoRA and AdamW: real on ``device``,
+    or built on the meta device and materialised as fake tensors (nothing allocated)."""
+    from benchmarks.full_size import GEOMETRY_TRANSFORMERS
+    from inference_server.finetune.geometry.trainer import (
+        GeometryTrainConfig,
+        add_lora,
+        enable_gradient_checkpointing,
+    )
+    from inference_server.neural.geometry.configs import TransformerConfig
+    from inference_server.neural.geometry.models.transformer import Step1X3DTransformer
+
+    cfg = GeometryTrainConfig(rank=RANK, mixed_precision="bf16", gradient_checkpointing=checkpointing)
+    with torch.device("meta" if fake_mode is not None else device):
+        module = Step1X3DTransformer(TransformerConfig(**GEOMETRY_TRANSFORMERS["base"])).to(torch.bfloat16)
+    module.requires_grad_(False)
+    add_lora(module, cfg)  # LoRA weights in fp32, as the trainer keeps them
+    if fake_mode is not None:
+        with fake_mode:
+            module.to_empty(device="cpu")
+    if checkpointing:
+        enable_gradient_checkpointing(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    with fake_mode if fake_mode is not None else contextlib.nullcontext():
+        optimizer = torch.optim.AdamW(params, lr=1e-4, betas=cfg.betas, eps=cfg.eps)
+    return module, optimizer
+
+
+def _step(transformer: torch.nn.Module, optimizer: Any, device: str, batch: int = 1) -> None:
+    """One trainer step on random data (bf16 autocast, the preconditioned flow loss, AdamW)."""
+    from inference_server.finetune.geometry.objective import flow_loss, noisy_latents
+
+    z = torch.randn(batch, 2048, 64, device=device)
+    eps = torch.randn_like(z)
+    visual = torch.randn(batch, CONDITION_TOKENS, 1024, device=device)
+    sigma = torch.full((batch,), 0.5, device=device)
+    x_t = noisy_latents(z, eps, sigma)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        v = transformer(x_t, torch.full((batch,), 500.0, device=device), visual=visual)
+    flow_loss(v, z, eps, x_t, sigma).mean().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _bytes(tensors: list[torch.Tensor]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for tensor in tensors:
+        st = tensor.untyped_storage()
+        if st._cdata not in seen:
+            seen.add(st._cdata)
+            total += -(-int(st.nbytes()) // 512) * 512
+    return total
+
+
+def full_estimate(checkpointing: bool) -> tuple[float, float, float]:
+    """(weights GiB, step GiB, estimated peak GiB) from fake tensors. The step's count includes the
+    gradients and the Adam states it creates (they stay resident from then on)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from benchmarks.memory_estimate import LiveTensorMemory
+
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    transformer, optimizer = _full_transformer(fake, "cpu", checkpointing)
+    weights = _bytes([*transformer.parameters(), *transformer.buffers()])
+    memory = LiveTensorMemory(512)
+    with fake, memory:
+        _step(transformer, optimizer, "cpu")
+    return weights / GiB, memory.peak / GiB, (weights + memory.peak) / GiB
+
+
+def full_cuda(checkpointing: bool, steps: int = 5) -> tuple[float, float]:
+    """(samples/s, peak GiB) measured on the GPU with random weights, batch 1."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    transformer, optimizer = _full_transformer(None, "cuda", checkpointing)
+    times = []
+    for i in range(steps + 1):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _step(transformer, optimizer, "cuda")
+        torch.cuda.synchronize()
+        if i:  # the first step warms up kernels and allocates the Adam states
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / GiB
+    del transformer, optimizer
+    torch.cuda.empty_cache()
+    return 1.0 / statistics.median(times), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="tiny-model steps per row")
+    parser.add_argument("--gpu", action="store_true", help="also measure full-size steps on a CUDA GPU")
+    parser.add_argument("--no-estimate", action="store_true", help="skip the fake-tensor estimate (about 1 min)")
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+
+    lines = ["| model / device | batch | gradient checkpointing | samples/s | peak memory |", "|---|---|---|---|---|"]
+    for ckpt in (False, True):
+        rate = tiny_rate(args.steps, 4, ckpt)
+        lines.append(f"| tiny / cpu (fp32) | 4 | {'yes' if ckpt else 'no'} | {rate:.1f} | - |")
+        print(lines[-1], flush=True)
+    if not args.no_estimate:
+        for ckpt in (True, False):
+            weights, act, peak = full_estimate(ckpt)
+            budget = peak + 0.2 * act + 1.0
+            lines.append(f"| full 1.3B / fake tensors (bf16, LoRA r{RANK}) | 1 | {'yes' if ckpt else 'no'} | "
+                         f"(estimate) | {peak:.1f} GiB = {weights:.1f} weights + {act:.1f} step; budget "
+                         f"{budget:.1f} GiB |")
+            print(lines[-1], flush=True)
+    if args.gpu and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for ckpt in (True, False):
+            rate, peak = full_cuda(ckpt)
+            lines.append(f"| full 1.3B / {name} (bf16, LoRA r{RANK}) | 1 | {'yes' if ckpt else 'no'} | {rate:.2f} | "
+                         f"{peak:.1f} GiB (measured) |")
+            print(lines[-1], flush=True)
+    else:
+        lines.append("| full 1.3B / cuda | 1 | - | (no GPU in this run) | - |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        raise SystemExit(main())
