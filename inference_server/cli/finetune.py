@@ -17,7 +17,7 @@ from .errors import CliError
 
 
 def register(sub: Any) -> None:
-    ft = sub.add_parser("finetune", help="fine-tune LoRAs on your own data (prepare, geometry)",
+    ft = sub.add_parser("finetune", help="fine-tune LoRAs on your own data (prepare, geometry, texture)",
                         description="Fine-tune Step1X-3D LoRAs on your own data. See docs/finetune.md.")
     tasks = ft.add_subparsers(dest="finetune_task", required=True)
 
@@ -59,6 +59,10 @@ def register(sub: Any) -> None:
     geo.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     geo.add_argument("--device", default=None, help="torch device (default: cuda:<local rank> if present, else cpu)")
     geo.set_defaults(handler=run_geometry)
+
+    from .finetune_texture import register_tasks  # texture-prepare, texture (its own module)
+
+    register_tasks(tasks)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

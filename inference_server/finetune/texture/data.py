@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..prepcache import PrepError, read_manifest
+from ..prepcache import MANIFEST, PrepError, read_manifest
 from ..seeding import sample_generator
 
 
 class TextureSet:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        if not (folder / MANIFEST).is_file():
+            raise PrepError(f"{folder} is not a prepared data folder (no {MANIFEST}); run "
+                            "'step1x3d finetune texture-prepare' on your textured meshes first")
         manifest = read_manifest(folder)
         self.params: dict[str, Any] = dict(manifest.get("params", {}))
         if self.params.get("kind") != "texture":

@@ -383,4 +383,4 @@ def _save(out: Path, step: int, unet: nn.Module, optimizer: torch.optim.Optimize
     save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
-__all__ = ["TextureTrainConfig", "evaluate_loss", "load_base", "load_texture_config", "train_texture"]
+__all__ = ["TextureTrainConfig", "TrainError", "evaluate_loss", "load_base", "load_texture_config", "train_texture"]
