@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import ndimage
 
 from blender_addon.protocol.settings import JobSettings
 
@@ -70,6 +71,8 @@ RIGHT, BACK, LEFT = 1, 2, 3
 # place is taken as hidden in that view (fully so at twice that ratio).
 HIDDEN_RATIO = 1.5
 TOLERANCE_PX = 0.5  # side-view registration slack, side-map pixels (about 0.2 % of the height)
+MIN_FACES = 20_000  # a round, simple object (an apple): smooth at any viewing distance
+MAX_AUTO_FACES = 200_000
 THIN_MESSAGE = (
     "the object is too thin to inflate into a solid: no part of its silhouette is wider than "
     "about 1/250 of its size"
@@ -88,6 +91,7 @@ class _SideView:
     px: float  # world units per map pixel of this view
     half_depth: float  # half the silhouette's width, world units
     tolerance: float  # world units by which the silhouette is widened (registration slack)
+    phi_map: np.ndarray  # signed distance in its own map pixels (for the face budget)
     row_y: np.ndarray  # world y of the map rows, increasing
     row_covered: np.ndarray  # 1 where the view shows anything in that row
 
@@ -146,7 +150,8 @@ def build_geometry_with_detail(
     clock.lap("geometry.extract")
 
     ctx.progress(STAGE, 2, steps, "cleaning up")
-    mesh, detail = clean_mesh_with_detail(vertices, faces, max_faces=settings.max_faces,
+    budget = min(settings.max_faces, face_budget([front, *(side.phi_map for side in sides)]))
+    mesh, detail = clean_mesh_with_detail(vertices, faces, max_faces=budget,
                                           smooth_iterations=SMOOTH_ITERATIONS, ctx=ctx)
     ctx.progress(STAGE, 3, steps, "placing in the glTF frame")
     scale = _fit_scale(mesh.positions)
@@ -156,6 +161,24 @@ def build_geometry_with_detail(
     clock.lap("geometry.cleanup")
     ctx.progress(STAGE, steps, steps, f"{mesh.face_count} faces")
     return mesh, detail
+
+
+def face_budget(phis: list[np.ndarray]) -> int:
+    """Faces the shape needs: MIN_FACES for a round blob, more as the silhouettes get intricate.
+
+    Complexity is the isoperimetric ratio ``P^2 / (4 pi A)`` of each silhouette (1 for a disk,
+    about 4 for a chair, more for many thin parts), the largest over the views; the budget grows
+    with its 3/4 power. ``settings.max_faces`` caps it (the backend never exceeds what was asked).
+    """
+    ratio = 1.0
+    for phi in phis:
+        inside = phi > 0
+        area = float(inside.sum())
+        if area <= 0:
+            continue
+        edge = inside ^ ndimage.binary_erosion(inside)  # outline pixels, about the perimeter
+        ratio = max(ratio, float(edge.sum()) ** 2 / (4.0 * np.pi * area))
+    return int(min(MAX_AUTO_FACES, MIN_FACES * ratio ** 0.75))
 
 
 def _inflation_field(front: np.ndarray, sides: list[_SideView], depth: float
@@ -281,7 +304,7 @@ def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideVi
     return _SideView(
         stack=stack.astype(np.float32),
         row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px, half_depth=half_depth,
-        tolerance=TOLERANCE_PX * px, row_y=row_y[::-1].copy(), row_covered=covered[::-1].copy(),
+        tolerance=TOLERANCE_PX * px, phi_map=phi, row_y=row_y[::-1].copy(), row_covered=covered[::-1].copy(),
     )
 
 

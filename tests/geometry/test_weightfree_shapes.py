@@ -11,7 +11,8 @@ import pytest
 
 from blender_addon.protocol.settings import JobSettings
 from inference_server.assets import MeshData
-from inference_server.geometry.weightfree import build_geometry
+from inference_server.geometry.silhouette import signed_distance
+from inference_server.geometry.weightfree import MAP_SIZE, build_geometry, face_budget
 from inference_server.imaging.prepare import prepare_reference
 from inference_server.meshing.topology import face_components, topology_report
 from inference_server.pipeline.base import JobContext
@@ -121,3 +122,20 @@ def test_front_and_side_views_keep_all_four_chair_legs() -> None:
     # The back rest stands at the back (-Z), as thin as the side view shows it, not inflated.
     rest = v[v[:, 1] > 0.3]
     assert rest[:, 2].max() < -0.38 and np.ptp(rest[:, 2]) < 0.12
+
+
+def test_face_budget_follows_the_silhouettes_complexity() -> None:
+    xx, yy = grid()
+    disk = prepare_reference(cutout(np.hypot(xx - 256, yy - 256) <= 200))
+    front, side = (prepare_reference(cutout(m)) for m in chair_views())
+
+    def budget(*images: object) -> int:
+        return face_budget([signed_distance(im.mask, MAP_SIZE) for im in images])  # type: ignore[attr-defined]
+
+    assert budget(disk) == 20_000  # a round blob: tens of thousands, not 200k
+    assert 40_000 < budget(front) < budget(front, side) <= 200_000  # legs and an L-shaped profile
+    # At the default cap (200k) an apple-like disk comes out at its own budget...
+    mesh = build_geometry([disk], JobSettings(), JobContext(), resolution=192)
+    assert 10_000 < mesh.face_count <= 20_000
+    # ...and a budget the artist sets lower still wins.
+    assert build_geometry([disk], JobSettings(max_faces=5_000), JobContext(), resolution=128).face_count <= 5_000
