@@ -57,6 +57,8 @@ def register(sub: Any) -> None:
     geo.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks in the backward pass")
     geo.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
     geo.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    geo.add_argument("--validation-objects", type=int, default=None,
+                     help="objects on the validation sheet written at each checkpoint (default 2; 0: none)")
     geo.add_argument("--device", default=None, help="torch device (default: cuda:<local rank> if present, else cpu)")
     geo.set_defaults(handler=run_geometry)
 
@@ -94,7 +96,8 @@ def run_geometry(args: argparse.Namespace) -> int:
             alpha=args.alpha, steps=args.steps, batch=args.batch, grad_accum=args.grad_accum, lr=args.lr,
             seed=args.seed, mixed_precision="bf16" if args.bf16 else None,
             gradient_checkpointing=True if args.gradient_checkpointing else None,
-            checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)
+            checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device,
+            validation_objects=args.validation_objects)
         result = train_geometry(cfg, stream=sys.stderr)
     except (ConfigError, PrepError, TrainError) as exc:
         raise CliError(str(exc)) from None

@@ -81,7 +81,8 @@ def one_torch_thread():
 # rank 4 suit the 32-wide tiny transformer; sample_posterior=False because the tiny random VAE's
 # posterior std (about 1) is as large as its latents' own spread, which would drown the signal
 # (the released VAE's posterior is narrow; upstream's default, True, stays the default).
-TINY_TRAIN: dict[str, Any] = dict(rank=4, steps=40, batch=4, lr=3e-3, checkpoint_every=20, sample_posterior=False, seed=0)
+TINY_TRAIN: dict[str, Any] = dict(rank=4, steps=40, batch=4, lr=3e-3, checkpoint_every=20, sample_posterior=False, seed=0,
+                                  validation_objects=2, validation_steps=8, validation_octree=32)
 
 
 @pytest.fixture(scope="session")

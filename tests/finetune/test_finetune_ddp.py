@@ -20,7 +20,7 @@ def test_two_gloo_ranks_equal_one_process(tiny_model: Path, prepared: Path, tmp_
 
     from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
 
-    common = dict(rank=4, steps=4, batch=4, lr=3e-3, checkpoint_every=100, seed=5)
+    common = dict(rank=4, steps=4, batch=4, lr=3e-3, checkpoint_every=100, seed=5, validation_objects=0)
     single = train_geometry(load_geometry_config(None, base=str(tiny_model), data=str(prepared),
                                                  out=str(tmp_path / "one"), **common), stream=io.StringIO())
     out = tmp_path / "two"
@@ -28,7 +28,7 @@ def test_two_gloo_ranks_equal_one_process(tiny_model: Path, prepared: Path, tmp_
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "inference_server.cli", "finetune", "geometry", "--base", str(tiny_model), "--data", str(prepared),
            "--out", str(out), "--rank", "4", "--steps", "4", "--batch", "4", "--lr", "3e-3", "--seed", "5",
-           "--device", "cpu"]
+           "--device", "cpu", "--validation-objects", "0"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("LoRA written to") == 1  # only rank 0 reports (and writes)

@@ -59,7 +59,8 @@ def test_a_lora_trained_on_one_object_pulls_samples_towards_it(tiny_model: Path,
     (one / "crate.glb").write_bytes((four_meshes / "crate.glb").read_bytes())
     prepare(one, tmp_path / "prep", tiny_model, PrepareOptions(**TINY_PREP), log=lambda _l: None)
     cfg = load_geometry_config(None, base=str(tiny_model), data=str(tmp_path / "prep"), out=str(tmp_path / "run"),
-                               rank=4, steps=50, batch=1, lr=1e-2, checkpoint_every=100, sample_posterior=False)
+                               rank=4, steps=50, batch=1, lr=1e-2, checkpoint_every=100, sample_posterior=False,
+                               validation_objects=0)
     lora = train_geometry(cfg, stream=io.StringIO()).lora
     moments, visual = PreparedSet(tmp_path / "prep").load(0)
     target = torch.from_numpy(moments[:, : moments.shape[1] // 2])  # the crate's latent (posterior mean)

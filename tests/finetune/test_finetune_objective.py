@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -44,7 +46,7 @@ def test_preconditioned_loss_is_sigma_squared_velocity_mse() -> None:
 def test_draws_depend_only_on_seed_step_and_sample() -> None:
     moments = np.concatenate([np.ones((16, 8)), np.full((16, 8), -4.0)], axis=1).astype(np.float32)
     visual = np.random.default_rng(0).random((3, 5, 4)).astype(np.float16)
-    kw = dict(dropout=0.5, sample_posterior=True, z_scale_factor=2.0)
+    kw: dict[str, Any] = dict(dropout=0.5, sample_posterior=True, z_scale_factor=2.0)
     a = draw_sample(moments, visual, seed=1, step=4, index=2, **kw)
     b = draw_sample(moments, visual, seed=1, step=4, index=2, **kw)
     c = draw_sample(moments, visual, seed=1, step=4, index=3, **kw)

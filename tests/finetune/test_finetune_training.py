@@ -83,7 +83,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_model: Path, prepared
     from inference_server.finetune.geometry.trainer import TrainError, load_geometry_config, train_geometry
 
     common = dict(base=str(tiny_model), data=str(prepared), rank=4, steps=12, batch=2, lr=3e-3, checkpoint_every=5,
-                  sample_posterior=True, seed=3)
+                  sample_posterior=True, seed=3, validation_objects=0)
     straight = train_geometry(load_geometry_config(None, out=str(tmp_path / "a"), **common), stream=io.StringIO())
 
     def crash(step: int, _loss: float) -> None:
@@ -111,7 +111,8 @@ def test_gradient_accumulation_and_checkpointing_match_plain_steps(tiny_model: P
                                                                    tmp_path: Path) -> None:
     from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
 
-    common = dict(base=str(tiny_model), data=str(prepared), rank=4, steps=3, batch=4, lr=3e-3, checkpoint_every=10)
+    common = dict(base=str(tiny_model), data=str(prepared), rank=4, steps=3, batch=4, lr=3e-3, checkpoint_every=10,
+                  validation_objects=0)
     plain = train_geometry(load_geometry_config(None, out=str(tmp_path / "p"), **common), stream=io.StringIO())
     other = train_geometry(load_geometry_config(None, out=str(tmp_path / "q"), grad_accum=2,
                                                 gradient_checkpointing=True, **common), stream=io.StringIO())
@@ -119,3 +120,18 @@ def test_gradient_accumulation_and_checkpointing_match_plain_steps(tiny_model: P
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "q" / "config.json").read_text())["grad_accum"] == 2
+
+
+def test_validation_sheets_show_base_and_lora_meshes(trained) -> None:
+    from PIL import Image
+
+    sheets = sorted((trained.lora.parent / "validation").iterdir())
+    assert [p.name for p in sheets] == ["step-00000020.png", "step-00000040.png"]
+    with Image.open(sheets[-1]) as img:
+        arr = np.asarray(img.convert("RGB")).astype(int)
+    assert img.size == (3 * 160, 22 + 2 * (160 + 14))
+    row = arr[22 + 12 : 22 + 12 + 160]
+    condition, base, tuned = (row[:, c * 160 : (c + 1) * 160] for c in range(3))
+    for tile in (condition, base, tuned):
+        assert (tile.sum(axis=2) < 600).mean() > 0.02  # an object is drawn on the white tile
+    assert np.abs(base - tuned).mean() > 0.5  # the LoRA column is not the base column

@@ -59,6 +59,9 @@ class GeometryTrainConfig(TrainConfig):
     precondition_outputs: bool = True  # upstream's default
     sample_posterior: bool = True  # upstream draws z from the VAE posterior every step
     name: str | None = None  # the LoRA file's stem (default: the output folder's name)
+    validation_objects: int = 2  # rows of the validation sheet written at each checkpoint (0: none)
+    validation_steps: int = 30
+    validation_octree: int = 128
 
     def check(self) -> None:
         super().check()
@@ -66,6 +69,8 @@ class GeometryTrainConfig(TrainConfig):
             raise ConfigError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not self.logit_std > 0:
             raise ConfigError("logit_std must be positive")
+        if self.validation_objects < 0 or self.validation_steps < 1 or not 16 <= self.validation_octree <= 512:
+            raise ConfigError("validation_objects must be >= 0, validation_steps >= 1, validation_octree 16-512")
 
 
 GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
@@ -278,7 +283,12 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
 
         model = DistributedDataParallel(transformer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
-    log = progress = None
+    log = progress = sheet = None
+    if ctx.is_main and cfg.validation_objects > 0:
+        from .validation import ValidationSheet
+
+        sheet = ValidationSheet(model_dir, data, cfg.validation_objects, ctx.device, steps=cfg.validation_steps,
+                                octree_resolution=cfg.validation_octree, seed=cfg.seed)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_plain(cfg), indent=2), encoding="utf-8")
@@ -335,6 +345,8 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     _save(out, step, transformer, optimizer, cfg)
                     plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+                    if sheet is not None:
+                        sheet.write(transformer, label, out / "validation" / f"step-{step:08d}.png", step)
             if on_step is not None:
                 on_step(step, loss)
     except (Exception, KeyboardInterrupt) as exc:
