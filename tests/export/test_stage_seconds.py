@@ -46,11 +46,18 @@ def test_no_timings_no_key(textured_asset: Asset) -> None:
         assert STAGE_SECONDS_KEY not in extras
 
 
-def test_a_pipeline_result_records_every_stage_it_ran(tmp_path: Path) -> None:
+SMALL = JobSettings(max_faces=3_000, texture_size=256)
+
+
+def disk() -> np.ndarray:
     yy, xx = np.mgrid[0:256, 0:256]
     image = np.zeros((256, 256, 4), np.uint8)
     image[(xx - 128) ** 2 + (yy - 128) ** 2 < 90**2] = (200, 60, 40, 255)
-    request = JobRequest([image], JobSettings(max_faces=3_000, texture_size=256), image_names=["disk.png"])
+    return image
+
+
+def test_a_pipeline_result_records_every_stage_it_ran(tmp_path: Path) -> None:
+    request = JobRequest([disk()], SMALL, image_names=["disk.png"])
     asset = InflatePipeline().run(request, JobContext())
     (path,) = save_asset(asset, tmp_path / "disk.glb")
     asset_extras, node_extras = _extras(path.read_bytes())
@@ -62,3 +69,21 @@ def test_a_pipeline_result_records_every_stage_it_ran(tmp_path: Path) -> None:
     # The geometry stage encloses its sub-stages (geometry.silhouette, .extract, ...): nesting, not speed.
     subs = [v for k, v in stages.items() if k.startswith("geometry.")]
     assert subs and sum(subs) <= stages["geometry"] + 0.001 * len(subs)
+
+
+def test_a_server_written_glb_also_records_decode_and_total() -> None:
+    """The GLB a server job writes (``want_glb``) carries the pipeline's stages plus the worker's own."""
+    from inference_server.export.glb import png_bytes
+    from inference_server.server.intake import QueuedRequest
+    from inference_server.server.job_runner import produce_result
+
+    pipeline = InflatePipeline()
+    queued = QueuedRequest(images=[png_bytes(disk())], settings=SMALL, image_names=["disk.png"])
+    _, parts = produce_result(pipeline.run, pipeline.name, queued, "job-1", True, JobContext())
+    (glb,) = [bytes(value) for name, value in parts if name == "glb"]
+    stages = _extras(glb)[0][STAGE_SECONDS_KEY]
+    assert {"decode_images", "total", "prepare", "geometry", "uv_atlas", "texture", "pbr"} <= set(stages)
+    assert all(isinstance(v, float) and v >= 0.0 for v in stages.values())
+    # "total" spans the decode and every top-level stage (nesting, not speed); 1 ms rounding per term.
+    top = [v for k, v in stages.items() if "." not in k and k != "total"]
+    assert sum(top) <= stages["total"] + 0.001 * (len(top) + 1)
