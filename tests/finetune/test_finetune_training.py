@@ -135,3 +135,38 @@ def test_validation_sheets_show_base_and_lora_meshes(trained) -> None:
     for tile in (condition, base, tuned):
         assert (tile.sum(axis=2) < 600).mean() > 0.02  # an object is drawn on the white tile
     assert np.abs(base - tuned).mean() > 0.5  # the LoRA column is not the base column
+
+
+def test_bf16_autocast_trains_fp32_lora_weights_over_a_bf16_base(tiny_model: Path, prepared: Path,
+                                                                  tmp_path: Path) -> None:
+    from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
+
+    cfg = load_geometry_config(None, base=str(tiny_model), data=str(prepared), out=str(tmp_path / "bf"), rank=4,
+                               steps=3, batch=4, lr=3e-3, mixed_precision="bf16", validation_objects=0)
+    result = train_geometry(cfg, stream=io.StringIO())
+    tensors = _lora_tensors(result.lora)
+    assert all(t.dtype == torch.float32 for t in tensors.values()) and all(np.isfinite(result.losses))
+    assert any(float(t.abs().max()) > 0 for k, t in tensors.items() if k.endswith("lora_B.weight"))
+
+
+def test_cli_prepare_prints_a_line_per_file_and_refuses_an_empty_folder(tiny_model: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from inference_server.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["finetune", "prepare", "--base", str(tiny_model), "--data", str(empty), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "is empty" in err[0]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "readme.md").write_text("x")
+    import trimesh
+
+    trimesh.creation.box().export(data / "box.glb")
+    code = main(["finetune", "prepare", "--base", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "p"),
+                 "--points", "64", "--views", "1", "--render-size", "32"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].startswith("ok") and "box.glb" in out[0] and out[1].startswith("skipped") and "readme.md" in out[1]
+    assert out[2].startswith("1 object(s) ready (0 from the cache), 1 skipped")
