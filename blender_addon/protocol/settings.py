@@ -64,6 +64,7 @@ class JobSettings:
     inflate_depth: float = 1.0  # weight-free backend, front view only: depth of the round inflation (1: round)
     octree_resolution: int = 384
     pbr: bool = True  # ORM + normal maps beyond base colour
+    mirror_front_detail: bool = False  # weight-free, no back view: paint the front's features (eyes) on the back
     lods: tuple[float, ...] = ()  # e.g. (1.0, 0.5, 0.25): face fractions of an LOD chain
     symmetry: str = "auto"  # Label model only
     edge_type: str = "auto"  # Label model only
@@ -124,9 +125,9 @@ def _check(name: str, raw: Any) -> Any:
         if raw not in allowed or isinstance(raw, bool):
             raise SettingsError(f"{name} must be one of {', '.join(map(str, allowed))}, got {raw!r}")
         return raw
-    if name == "pbr":
+    if name in ("pbr", "mirror_front_detail"):
         if not isinstance(raw, bool):
-            raise SettingsError("pbr must be true or false")
+            raise SettingsError(f"{name} must be true or false")
         return raw
     if name in ("lora", "geometry_lora"):
         if not isinstance(raw, str) or len(raw) > 200:

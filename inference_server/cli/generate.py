@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="weight-free backend: thickness relative to the silhouette")
     gen.add_argument("--size", type=float, default=None, metavar="METRES",
                      help="largest dimension of the result in metres (e.g. 0.1 for a mug); default: about 1.9")
+    gen.add_argument("--mirror-front-detail", action="store_true",
+                     help="weight-free, no back view: paint the front's features (eyes, labels) on the back too")
     gen.add_argument("--lods", type=lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25 (default: none)")
     gen.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     gen.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a silent server")
@@ -106,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
             inflate_depth=args.inflate_depth,
             lods=list(args.lods),
             size=args.size,
+            mirror_front_detail=args.mirror_front_detail,
         )
     except SettingsError as exc:
         raise CliError(f"{exc}", 2) from None

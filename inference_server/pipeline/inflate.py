@@ -14,7 +14,34 @@ from .base import JobContext, JobRequest, PipelineError
 from .mesh_input import validate_client_mesh
 from .stages import PREPARED_SIZE, StageTimer, apply_size, lod_chain, projected_material, provenance
 
-__all__ = ["InflatePipeline", "provenance"]
+__all__ = ["InflatePipeline", "provenance", "what_was_seen"]
+
+VIEWS = ("front", "right", "back", "left")
+
+
+def what_was_seen(image_count: int, mode: str, painted: dict[str, str]) -> dict[str, Any]:
+    """Provenance of the guesses: which views were given and what was inferred rather than seen.
+
+    ``inferred`` lists "back" (no back view: its colours are a stand-in, see ``texture_back``),
+    "sides" (neither a right nor a left view) and "depth" (always, for a mesh built here: the
+    depth comes from silhouettes, never from a view of the depth itself).
+    """
+    views = list(VIEWS[:image_count])
+    inferred = []
+    if mode != "texture":
+        inferred.append("depth")
+    if "back" not in views:
+        inferred.append("back")
+    if "right" not in views and "left" not in views:
+        inferred.append("sides")
+    out: dict[str, Any] = {"views": views, "inferred": inferred,
+                           "depth_from": "front silhouette (round inflation)" if len(views) == 1 else
+                           "front and side silhouettes (rounded visual hull)"}
+    if mode == "texture":
+        out.pop("depth_from")
+    if "back" in painted:
+        out["texture_back"] = painted["back"]
+    return out
 
 STAGES = {"prepare": 0.1, "geometry": 1.0, "uv_atlas": 2.0, "texture": 1.4, "pbr": 3.0, "lods": 0.3}
 
@@ -68,8 +95,9 @@ class InflatePipeline:
             )
 
         material: PBRMaterial | None = None
+        painted: dict[str, str] = {}
         if settings.mode != "geometry":
-            mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail)
+            mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail, report=painted)
 
         lods = lod_chain(mesh, settings, timer)
         apply_size([mesh, *lods], settings.size)
@@ -77,7 +105,8 @@ class InflatePipeline:
             mesh=mesh,
             material=material,
             lods=lods,
-            provenance=provenance(self.name, settings, request.image_names),
+            provenance={**provenance(self.name, settings, request.image_names),
+                        **what_was_seen(len(request.images), settings.mode, painted)},
             timings=timer.timings,
             notes=notes,
         )

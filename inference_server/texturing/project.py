@@ -22,6 +22,7 @@ from kernels.cameras import UPSTREAM_VIEW_WEIGHTS
 
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
+from .delight import back_stand_in, delight, facing_ratio
 
 STAGE = "texture"
 # Reference image order after the front one, and each camera's (side of the object, image-right axis).
@@ -74,14 +75,6 @@ def _image_arrays(image: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
     return rgba, mask
 
 
-class _MirroredFront:
-    """The front reference flipped left-right: what the back would show if it matched the front."""
-
-    def __init__(self, rgba: np.ndarray, mask: np.ndarray) -> None:
-        self.rgba = np.ascontiguousarray(rgba[:, ::-1])
-        self.mask = np.ascontiguousarray(mask[:, ::-1])
-
-
 def project_texture(
     mesh: MeshData,
     images: Sequence[Any],
@@ -92,6 +85,9 @@ def project_texture(
     gutter_px: int = 8,
     backend: str = "auto",
     mirror_back: bool = True,
+    mirror_detail: bool = False,
+    delight_images: bool = True,
+    report: dict[str, str] | None = None,
 ) -> np.ndarray:
     """Base colour texture (S, S, 3) uint8 (sRGB, glTF UV layout) for ``mesh`` from ``images``.
 
@@ -100,9 +96,12 @@ def project_texture(
     skips a side). Reports progress on ``ctx`` (stage ``"texture"``) and stops between steps when
     the job is cancelled. ``backend="triton"`` runs the kernels on the GPU (CUDA).
 
-    ``mirror_back``: when no back image is given, the front image, mirrored, stands in for it.
-    Seen from behind, a single-image object most plausibly looks like its front (a flood of the
-    silhouette's edge colours, the alternative, paints the whole back in the darkest rim shade).
+    ``mirror_back``: when no back image is given, an image made from the front stands in for it
+    (see :func:`.delight.back_stand_in`: the blurred mirrored front for a left/right symmetric
+    silhouette, the front's dominant colours otherwise, the sharp mirrored front only with
+    ``mirror_detail``), so the back is never the rim colours smeared over it. ``delight_images``
+    removes shading and highlights from every reference first (:func:`.delight.delight`).
+    ``report`` (optional) receives ``{"back": how the back was painted}``.
     """
     if mesh.uvs is None:
         raise PipelineError("the mesh has no UVs: unwrap it before texturing", code="bad_mesh")
@@ -117,9 +116,8 @@ def project_texture(
         raise PipelineError(f"texture size {size} is out of range", code="bad_settings")
     used = [(i, image) for i, image in enumerate(images) if image is not None]
     back = VIEW_NAMES.index("back")
-    if mirror_back and all(i != back for i, _ in used):
-        used.append((back, _MirroredFront(*_image_arrays(images[0], 0))))
-    steps = len(used) + 2
+    stand_in = mirror_back and all(i != back for i, _ in used)
+    steps = len(used) + int(stand_in) + 2
 
     def progress(step: int, message: str) -> None:
         if ctx is not None:
@@ -129,17 +127,37 @@ def project_texture(
     positions = np.asarray(mesh.positions, np.float32)
     faces = np.asarray(mesh.faces, np.int64)
     views = []
+    names = []
+    front_rgb = None
     for i, image in used:
         rgba, mask = _image_arrays(image, i)
         vp = fit_view_camera(positions, mask, VIEW_NAMES[i])
         rgb = rgba[:, :, :3].astype(np.float32) / 255.0
+        if delight_images:
+            facing = facing_ratio(positions, faces, mesh.normals, vp, np.asarray(_VIEW_AXES[VIEW_NAMES[i]][0]),
+                                  mask.shape[0]) if mask.shape[0] == mask.shape[1] else None
+            rgb = delight(rgb, mask, facing)
+        if i == 0:
+            front_rgb = rgb
         views.append(BakeView(rgb, vp, float(view_weights[i]), mask))
+        names.append(VIEW_NAMES[i])
+    if report is not None:
+        report["back"] = "seen" if not stand_in and any(i == back for i, _ in used) else "not painted"
+    if stand_in and front_rgb is not None:
+        _, front_mask = _image_arrays(images[0], 0)
+        back_rgb, how = back_stand_in(front_rgb, front_mask, mirror_detail)
+        back_mask = np.ascontiguousarray(front_mask[:, ::-1])
+        views.append(BakeView(back_rgb, fit_view_camera(positions, back_mask, "back"), float(view_weights[back]),
+                              back_mask))
+        names.append("back")
+        if report is not None:
+            report["back"] = how
 
     baked = bake_views(
         positions, faces, mesh.uvs, views, size, normals=mesh.normals, backend=backend,
-        on_view=lambda k, n: progress(1 + k, f"projecting the {VIEW_NAMES[used[k][0]]} view"),
+        on_view=lambda k, n: progress(1 + k, f"projecting the {names[k]} view"),
     )
-    progress(1 + len(used), "filling what no view saw")
+    progress(1 + len(views), "filling what no view saw")
     filled = to_numpy(fill_holes(baked.texture, baked.mask, positions=positions, uvs=mesh.uvs, faces=faces,
                                  uv_raster=baked.uv_raster, gutter_px=gutter_px, backend=backend), np.float32)
     progress(steps, "texture done")

@@ -101,6 +101,13 @@ def test_lods_timings_and_provenance(ball: Asset) -> None:
     assert ball.provenance["settings"]["max_faces"] == 20_000
 
 
+def test_provenance_says_what_was_inferred_rather_than_seen(ball: Asset) -> None:
+    assert ball.provenance["views"] == ["front"]
+    assert ball.provenance["inferred"] == ["depth", "back", "sides"]
+    assert ball.provenance["texture_back"] == "mirrored front, blurred"  # a disk is left/right symmetric
+    assert "round inflation" in ball.provenance["depth_from"]
+
+
 def test_geometry_only_has_no_material() -> None:
     asset = run(JobSettings(mode="geometry", max_faces=5_000))
     assert asset.material is None and asset.mesh.uvs is None
