@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -105,3 +106,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_all(conns: list[Any], job_ids: set[str], timeout_s: float = 300.0) -> dict[str, Any]:
+    """Every job's end (``ResultReady``, or the ``Rejected``/``ErrorEvent``/failed or cancelled state
+    that ended it), reading every event of every poll of every connection: two jobs of one client
+    can end in the same poll."""
+    from blender_addon.client import ErrorEvent, Rejected, ResultReady, StateChanged
+
+    ends: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(ends) < len(job_ids) and time.monotonic() < deadline:
+        for conn in conns:
+            for event in conn.poll(10):
+                job_id = getattr(event, "job_id", None)
+                if job_id not in job_ids or job_id in ends:
+                    continue
+                ended = isinstance(event, StateChanged) and event.state in ("failed", "cancelled")
+                if ended or isinstance(event, (ResultReady, Rejected, ErrorEvent)):
+                    ends[job_id] = event
+    missing = job_ids - set(ends)
+    assert not missing, f"{len(missing)} jobs did not end within {timeout_s:.0f} s: {sorted(missing)}"
+    return ends

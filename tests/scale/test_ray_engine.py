@@ -37,7 +37,17 @@ from tests.server.harness import ServerProcess, collect, png_bytes, wait_ready  
 # The protocol round-trip tests, unchanged, collected here against the Ray gateway (fixture ``conn``).
 from tests.server.test_roundtrip import *  # noqa: E402,F401,F403
 
-from .harness import GATEWAY_READY_S, free_port, ray_gateway, records, running_gateway, start_cluster, stop_cluster, write_config  # noqa: E402
+from .harness import (  # noqa: E402
+    GATEWAY_READY_S,
+    free_port,
+    ray_gateway,
+    records,
+    running_gateway,
+    start_cluster,
+    stop_cluster,
+    wait_all,
+    write_config,
+)
 
 PIPELINE = "tests.scale.pipelines:CrashOncePipeline"
 JOB_TIMEOUT_S = 120.0
@@ -115,11 +125,8 @@ def test_eight_jobs_from_four_clients_spread_over_both_replicas(scale: Scale, tm
             for c, ids in jobs.items():
                 for i, jid in enumerate(ids):
                     c.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=3, seed=i))
-            for c, ids in jobs.items():
-                for jid in ids:
-                    events = collect(c, lambda e, j=jid: isinstance(e, (ResultReady, Rejected, ErrorEvent)) and e.job_id == j,
-                                     timeout_s=JOB_TIMEOUT_S)
-                    assert isinstance(events[-1], ResultReady), events[-1]
+            ends = wait_all(clients, {jid for ids in jobs.values() for jid in ids}, JOB_TIMEOUT_S)
+            assert all(isinstance(e, ResultReady) for e in ends.values()), ends
         finally:
             for c in clients:
                 c.close()
@@ -200,8 +207,8 @@ def test_gateway_restarted_with_jobs_in_flight(scale: Scale, tmp_path: Path) -> 
             assert collect(c, lambda e: isinstance(e, ErrorEvent))[-1].code == "unknown_job"
             for jid in ids:  # the client's recovery: submit the same ids again
                 c.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=3))
-            for jid in ids:
-                assert isinstance(finish(c, jid)[-1], ResultReady)
+            ends = wait_all([c], set(ids), JOB_TIMEOUT_S)
+            assert all(isinstance(e, ResultReady) for e in ends.values()), ends
     outcomes = sorted((r["job_id"], r["outcome"]) for r in records_of(scale, set(ids), 4))
     assert outcomes == sorted([(j, o) for j in ids for o in ("cancelled", "result")])
 
