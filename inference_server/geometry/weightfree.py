@@ -26,8 +26,9 @@ sizes (row half-widths and local thicknesses), so a solid of revolution gets cir
 and a thin plate or post stays as the views show it. Two safeguards keep a side view from
 making things worse: a front part much thinner than what the side view shows at its place
 (a mug's handle in front of the body) is hidden in that view, so its depth is its own round
-inflation centred on the side run that hides it; and rows the side view does not show at all
-fall back to the front-only solid rather than being deleted. The back view's silhouette is
+inflation centred on the side run that hides it; and rows beyond what the side view shows
+(a few pixels of registration slack at the top or bottom) take its nearest row instead of
+deleting what the front shows there. The back view's silhouette is
 the front's mirror image and adds no depth information: geometry ignores it (texturing uses
 its colours).
 """
@@ -92,8 +93,7 @@ class _SideView:
     half_depth: float  # half the silhouette's width, world units
     tolerance: float  # world units by which the silhouette is widened (registration slack)
     phi_map: np.ndarray  # signed distance in its own map pixels (for the face budget)
-    row_y: np.ndarray  # world y of the map rows, increasing
-    row_covered: np.ndarray  # 1 where the view shows anything in that row
+    rows: tuple[float, float]  # first and last map row where the view shows anything
 
 
 def build_geometry(
@@ -206,11 +206,12 @@ def _inflation_field(front: np.ndarray, sides: list[_SideView], depth: float
         if not sides:
             return (depth2 * sample_stack(maps.stack[..., :1], rows, cols)[:, 0] - z * z) * norm
         height2, phi_f, run_f, half_f, thick_f = sample_stack(maps.stack, rows, cols).T
-        inflated = (depth2 * height2 - z * z) * norm
         ball_f = np.sign(height2) * np.sqrt(np.abs(height2))
         value = np.full(len(points), np.inf, np.float32)
         for side in sides:
-            r = side.row_of_y[0] * y + side.row_of_y[1]
+            # Rows beyond what the side view shows (registration slack at the top and bottom)
+            # take its nearest row: a part the side view merely misses keeps its depth there.
+            r = np.clip(side.row_of_y[0] * y + side.row_of_y[1], side.rows[0], side.rows[1])
             c = side.col_of_z[0] * z + side.col_of_z[1]
             phi_s, run_s, half_s, thick_s, centre = sample_stack(side.stack, r, c).T
             phi_s = phi_s + side.tolerance
@@ -227,10 +228,7 @@ def _inflation_field(front: np.ndarray, sides: list[_SideView], depth: float
             # side run that hides it (a mug's handle, a dumbbell's bar).
             hidden = np.clip((thick_s / np.maximum(thick_f, 1e-6) - HIDDEN_RATIO) / HIDDEN_RATIO, 0.0, 1.0)
             own = ball_f - np.abs(z - centre) + (1.0 - hidden) * np.float32(10.0)
-            seen = np.minimum(hull, own)
-            # Rows the side view does not show at all (it merely misses a part): front only.
-            covered = np.interp(y, side.row_y, side.row_covered) >= 0.5
-            value = np.minimum(value, np.where(covered, seen, inflated))
+            value = np.minimum(value, np.minimum(hull, own))
         return value
 
     return field, z_scale
@@ -296,15 +294,14 @@ def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideVi
     inside = phi > 0
     runs = row_runs(phi)
     world = np.float32(px)
-    row_y = (np.arange(size) - b_y) / a_y  # world y of each map row (decreasing)
-    covered = inside.any(axis=1).astype(np.float32)
+    shown = np.flatnonzero(inside.any(axis=1))
     stack = np.stack([phi * world, runs.depth * world, runs.half_width * world,
                       fill_outside(local_thickness(phi), inside) * world,
                       ((runs.centre - centre_col) / a_z).astype(np.float32)], axis=-1)
     return _SideView(
         stack=stack.astype(np.float32),
         row_of_y=(a_y, b_y), col_of_z=(a_z, centre_col), px=px, half_depth=half_depth,
-        tolerance=TOLERANCE_PX * px, phi_map=phi, row_y=row_y[::-1].copy(), row_covered=covered[::-1].copy(),
+        tolerance=TOLERANCE_PX * px, phi_map=phi, rows=(float(shown[0]), float(shown[-1])),
     )
 
 
