@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +73,18 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class GeometryPart:
+    """What the geometry stage hands the rest of the job: the mesh, the surface before decimation
+    (for a normal-map bake), and the timings, notes and provenance it adds."""
+
+    mesh: MeshData
+    detail: MeshData | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class Step1X3DBackend:
@@ -183,41 +196,56 @@ class Step1X3DBackend:
         if not request.images:
             raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
         with self._lock:
-            return self._run(request, ctx)
+            return self._finish(request, self._geometry_part(request, ctx), ctx)
+
+    # -- the two halves, for engines that run them on different machines (inference_server.scale) --
+    def run_geometry(self, request: JobRequest, ctx: JobContext) -> GeometryPart:
+        """The geometry stage alone (for a texture-only job: the validated client mesh)."""
+        if not request.images:
+            raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
+        with self._lock:
+            return self._geometry_part(request, ctx)
+
+    def finish(self, request: JobRequest, part: GeometryPart, ctx: JobContext) -> Asset:
+        """Everything after the geometry stage: texture, LODs, size, provenance. ``run`` = this after that."""
+        with self._lock:
+            return self._finish(request, part, ctx)
 
     # -- stages ----------------------------------------------------------------------------------
-    def _run(self, request: JobRequest, ctx: JobContext) -> Asset:
+    def _geometry_part(self, request: JobRequest, ctx: JobContext) -> GeometryPart:
         settings = request.settings
-        timings: dict[str, float] = {}
-        notes: list[str] = []
-        # The stages report their own progress; the timer only records wall time.
-        timer = StageTimer(ctx, timings)
-
-        provenance_extra: dict[str, Any] = {}
-        detail: MeshData | None = None
         if settings.mode == "texture":
             from ..pipeline.mesh_input import validate_client_mesh
 
-            mesh = validate_client_mesh(request.mesh)
-        else:
-            mesh, detail, geo_timings, variant = self._geometry_stage(request, ctx, notes)
-            timings.update({f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()})
-            provenance_extra["geometry_model"] = VARIANTS[variant]
-            if settings.geometry_lora:
-                provenance_extra["geometry_lora"] = {"name": settings.geometry_lora,
-                                                     "scale": settings.geometry_lora_scale}
+            return GeometryPart(mesh=validate_client_mesh(request.mesh))
+        notes: list[str] = []
+        mesh, detail, geo_timings, variant = self._geometry_stage(request, ctx, notes)
+        part = GeometryPart(mesh=mesh, detail=detail, notes=notes,
+                            timings={f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()},
+                            provenance={"geometry_model": VARIANTS[variant]})
+        if settings.geometry_lora:
+            part.provenance["geometry_lora"] = {"name": settings.geometry_lora, "scale": settings.geometry_lora_scale}
+        return part
+
+    def _finish(self, request: JobRequest, part: GeometryPart, ctx: JobContext) -> Asset:
+        settings = request.settings
+        timings = dict(part.timings)
+        notes = list(part.notes)
+        # The stages report their own progress; the timer only records wall time.
+        timer = StageTimer(ctx, timings)
+        mesh = part.mesh
 
         material: PBRMaterial | None = None
         if settings.mode != "geometry":
             if self._geometry is not None and self._offload_enabled():
                 self._geometry.release_memory()  # small card: the texture models need the room
-            mesh, material = self._texture_stage(mesh, detail, request, ctx, timer, notes)
+            mesh, material = self._texture_stage(mesh, part.detail, request, ctx, timer, notes)
 
         lods = lod_chain(mesh, settings, timer)
         apply_size([mesh, *lods], settings.size)
 
         prov = provenance(self.name, settings, request.image_names)
-        prov.update(provenance_extra)
+        prov.update(part.provenance)
         return Asset(mesh=mesh, material=material, lods=lods, provenance=prov, timings=timings, notes=notes)
 
     def _pick_variant(self, settings: JobSettings, notes: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""The tiny neural geometry model as Ray Serve deployments: the local engine's mesh, within float tolerance.
+"""The tiny neural backend as Ray Serve deployments: the local engine's mesh within float tolerance; a full job split.
 
 A one-node Ray cluster on this machine (the two-node tests live in tests/scale); the application
 is the step1x3d backend's Geometry deployment (one replica, loading the tiny official-layout
@@ -7,7 +7,8 @@ The local engine's side is the code its worker runs (``produce_result`` over the
 in the test process. Ray runs a replica with one math thread (OMP_NUM_THREADS=1 for a fractional
 CPU), the local side with the machine's threads, so float sums differ in the last bits and the
 decimation may pick a few different edges: the meshes are compared as surfaces (counts, bounds,
-nearest-vertex distances), not index by index.
+nearest-vertex distances), not index by index. A full job then runs geometry on the Geometry
+replica and hands its mesh (through the object store) to a Texture replica woken from zero.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
     config.write_text(yaml.safe_dump({"applications": [{
         "name": "tiny-neural",
         "import_path": "inference_server.scale.app:build_app",
-        "args": {"backend": "step1x3d", "weights": str(tiny_repo)},
+        "args": {"backend": "step1x3d", "weights": str(tiny_repo), "records_dir": str(tmp_path / "records")},
         "deployments": [
             {"name": "Geometry", "num_replicas": 1, **deployment},
             {"name": "Texture", "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1},
@@ -78,11 +79,13 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
         ],
     }]}), encoding="utf-8")
 
+    full = JobSettings(mode="full", steps=3, octree_resolution=64, max_faces=5_000, seed=11, texture_size=512)
     cluster = start_cluster(nodes=1)
     try:
-        ray_welcome, ray_result = next(geometry_result(s, image, settings)
-                                       for s in running_gateway(tmp_path / "ray", cluster.address, config,
-                                                                "--weights", str(tiny_repo), backend="step1x3d"))
+        for gateway in running_gateway(tmp_path / "ray", cluster.address, config, "--weights", str(tiny_repo),
+                                       backend="step1x3d"):
+            ray_welcome, ray_result = geometry_result(gateway, image, settings)
+            _, ray_full = geometry_result(gateway, image, full)
     finally:
         stop_cluster(cluster)
     pipeline = create_pipeline("step1x3d", tiny_repo)
@@ -102,3 +105,13 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
     both_ways = np.concatenate([nearest_distances(ray_pos, local_pos), nearest_distances(local_pos, ray_pos)])
     assert float(np.median(both_ways)) < 1e-5 * diagonal, "most vertices are the same to float precision"
     assert float(both_ways.max()) < 0.02 * diagonal, "where decimation differed, the surfaces still coincide"
+
+    # A full job is split: geometry on the Geometry replica, the rest on a Texture replica (woken from zero).
+    from tests.scale.harness import records
+
+    steps = sorted((r["stage"], r["step"], r["outcome"]) for r in records(tmp_path / "records"))
+    assert steps == [("Geometry", "all", "result"), ("Geometry", "geometry", "part"), ("Texture", "finish", "result")]
+    assert {"base_color", "orm"} <= set(ray_full.textures)  # a normal map only when decimation lost shape
+    assert ray_full.provenance["geometry_model"] == "Step1X-3D-Geometry-1300m"
+    assert any(k.startswith("geometry_") for k in ray_full.timings), "the geometry stage's timings travelled with it"
+    assert 0 < len(ray_full.mesh["faces"]) <= 5_000 and ray_full.mesh["uvs"].shape == (len(ray_full.mesh["positions"]), 2)
