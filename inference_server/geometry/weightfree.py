@@ -22,8 +22,9 @@ views share the Y extent) and centring its width on ``z = 0``. With side views t
 is a rounded visual hull: each horizontal slice is the intersection of the front's and the
 side's runs in that row (a point must be inside both silhouettes, with
 ``TOLERANCE_PX`` of slack), its corners rounded with the smaller of the two views' local
-sizes (row half-widths and local thicknesses), so a solid of revolution gets circular slices
-and a thin plate or post stays as the views show it. Two safeguards keep a side view from
+sizes (row half-widths, and local thicknesses taken as the largest along each vertical run so
+that a prism is rounded alike at its ends and its middle), so a solid of revolution gets
+circular slices and a thin plate or post stays as the views show it. Two safeguards keep a side view from
 making things worse: a front part much thinner than what the side view shows at its place
 (a mug's handle in front of the body) is hidden in that view, so its depth is its own round
 inflation centred on the side run that hides it; and rows beyond what the side view shows
@@ -49,7 +50,7 @@ from ..imaging.prepare import PreparedImage
 from ..meshing.cleanup import clean_mesh_with_detail
 from ..meshing.extract import extract_surface
 from ..pipeline.base import JobContext, PipelineError
-from .shape_maps import fill_outside, round_height2, local_thickness, row_runs, sample_stack
+from .shape_maps import column_run_max, fill_outside, round_height2, local_thickness, row_runs, sample_stack
 from .silhouette import signed_distance
 
 STAGE = "geometry"
@@ -254,7 +255,8 @@ def _front_maps(phi: np.ndarray) -> _FrontMaps:
     inside = phi > 0
     runs = row_runs(phi)
     thickness = fill_outside(local_thickness(phi), inside)
-    maps = [round_height2(phi, thickness) * np.float32(px), phi, runs.depth, runs.half_width, thickness]
+    prism = fill_outside(column_run_max(thickness, inside), inside)  # rounding radius: see _side_view
+    maps = [round_height2(phi, thickness) * np.float32(px), phi, runs.depth, runs.half_width, prism]
     return _FrontMaps(stack=np.stack(maps, axis=-1) * np.float32(px), px=px)
 
 
@@ -296,7 +298,7 @@ def _side_view(front: PreparedImage, side: PreparedImage, which: int) -> _SideVi
     world = np.float32(px)
     shown = np.flatnonzero(inside.any(axis=1))
     stack = np.stack([phi * world, runs.depth * world, runs.half_width * world,
-                      fill_outside(local_thickness(phi), inside) * world,
+                      fill_outside(column_run_max(local_thickness(phi), inside), inside) * world,
                       ((runs.centre - centre_col) / a_z).astype(np.float32)], axis=-1)
     return _SideView(
         stack=stack.astype(np.float32),
