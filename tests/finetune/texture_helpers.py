@@ -58,6 +58,20 @@ def write_assets(folder: Path, count: int = 4, tint: tuple[float, float, float] 
 
 
 def tiny_weights(root: Path) -> dict:
+    """The texture stage's tiny weights, with a VAE that keeps colour in its latents.
+
+    The shared tiny VAE normalises each channel on its own (8 groups over 8 channels), which
+    removes a uniform colour shift before the latents: a style of colour could not be learnt
+    nor seen. One normalisation group (as the real VAE's groups span many channels) keeps it.
+    """
+    import torch
+    from diffusers import AutoencoderKL
     from texture_tiny_models import build_tiny_weights
 
-    return build_tiny_weights(root)
+    paths = build_tiny_weights(root)
+    torch.manual_seed(1)  # test fixture only
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=1, sample_size=RESOLUTION, scaling_factor=0.13025,
+                  force_upcast=False).save_pretrained(paths["vae_dir"])
+    return paths
