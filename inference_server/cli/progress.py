@@ -16,7 +16,7 @@ class ProgressBar:
     def __init__(self, stream: TextIO | None = None, width: int = 28) -> None:
         self.stream = stream if stream is not None else sys.stderr  # read at call time (tests swap it)
         self.width = width
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._last_stage = ""
         self._last_decile = -1
         self._last_len = 0
