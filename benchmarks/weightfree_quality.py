@@ -443,6 +443,51 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_JOB = """
+import sys
+from pathlib import Path
+from inference_server.imaging.decode import decode_image
+from inference_server.pipeline.base import JobContext, JobRequest
+from inference_server.pipeline.inflate import InflatePipeline
+from inference_server.export import save_asset
+image = decode_image(Path(sys.argv[1]).read_bytes(), name="apple.png")
+save_asset(InflatePipeline().run(JobRequest(images=[image]), JobContext()), Path(sys.argv[2]))
+"""
+
+
+def speed(px: int, runs: int) -> None:
+    """The whole job as the user runs it: ``step1x3d generate IMG -o OUT.glb`` on a px^2 render of
+    the apple, ``runs`` times (the first is cold: imports, kernel cache), then one in-process run
+    for the stage split."""
+    import subprocess
+
+    reset_scene(px)
+    objs = [add_part(p, i) for i, p in enumerate(OBJECTS["apple"])]
+    v = np.concatenate([world_triangles(o)[0] for o in objs])
+    lo, hi = v.min(0), v.max(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        aim_camera(0.5 * (lo + hi), FRONT, 1.15 * float((hi - lo).max()))
+        image = Path(tmp) / "apple.png"
+        front = render(image)
+        print(f"== whole weight-free job, {px}^2 image, end to end in a fresh process (GLB written) ==")
+        for k in range(runs):
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "inference_server.cli", "generate", str(image), "-o",
+                                   str(Path(tmp) / "apple.glb")], cwd=REPO, capture_output=True, text=True)
+            if done.returncode != 0:  # the CLI itself failed: time the same steps without its front end
+                last = (done.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"  CLI failed ({last}); timing decode -> InflatePipeline.run -> save_asset instead")
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-c", _JOB, str(image), str(Path(tmp) / "apple.glb")], cwd=REPO,
+                               check=True)
+            print(f"run {k + 1} ({'cold' if k == 0 else 'warm'}): {time.perf_counter() - started:6.1f} s")
+        started = time.perf_counter()
+        asset = run_pipeline([front], 2048)
+        print(f"in-process run() {time.perf_counter() - started:.1f} s, {asset.mesh.face_count} faces; stages:")
+        for stage, seconds in asset.timings.items():
+            print(f"  {stage:24} {seconds:6.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objects", nargs="*", default=list(OBJECTS), choices=list(OBJECTS))
@@ -450,7 +495,12 @@ def main() -> None:
     parser.add_argument("--texture-size", type=int, default=512)
     parser.add_argument("--sheet", type=Path, default=RESULTS / "weightfree_quality.png")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--speed", action="store_true", help="only time the whole job (CLI) on a 1024^2 apple")
+    parser.add_argument("--runs", type=int, default=3, help="--speed: CLI runs (the first is cold)")
     args = parser.parse_args()
+    if args.speed:
+        speed(1024, args.runs)
+        return
     rows, pictures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.objects:

@@ -38,12 +38,22 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 def masked_blur(rgb: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of ``rgb`` (H, W, 3 float) over ``mask`` only (normalised convolution)."""
-    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma)
-    out = np.empty_like(rgb, dtype=np.float32)
+    """Gaussian blur of ``rgb`` (H, W, 3 float) over ``mask`` only (normalised convolution).
+
+    Wide blurs run on a reduced image (a blur of sigma s loses nothing at s / 4 pixels per
+    sample) and are scaled back up: the stand-in back's 100-pixel blur costs milliseconds.
+    """
+    step = max(1, int(sigma // 4))
+    small_rgb = rgb[::step, ::step].astype(np.float32)
+    small_mask = mask[::step, ::step].astype(np.float32)
+    weight = ndimage.gaussian_filter(small_mask, sigma / step)
+    out = np.empty(small_rgb.shape, np.float32)
     for ch in range(3):
-        out[..., ch] = ndimage.gaussian_filter(rgb[..., ch] * mask, sigma) / np.maximum(weight, 1e-6)
-    return out
+        out[..., ch] = ndimage.gaussian_filter(small_rgb[..., ch] * small_mask, sigma / step) / np.maximum(weight, 1e-6)
+    if step == 1:
+        return out
+    zoom = (rgb.shape[0] / out.shape[0], rgb.shape[1] / out.shape[1], 1)
+    return np.asarray(ndimage.zoom(out, zoom, order=1, mode="nearest"), np.float32)[: rgb.shape[0], : rgb.shape[1]]
 
 
 def delight(rgb: np.ndarray, mask: np.ndarray, facing: np.ndarray | None) -> np.ndarray:

@@ -40,7 +40,7 @@ from .tangents import compute_tangents
 
 STAGE = "pbr"
 AO_MAX_SIZE = 1024
-NORMAL_MAX_SIZE = 2048
+NORMAL_MAX_SIZE = 1024  # the baked detail is a smooth field's: 1024^2 carries it, at a quarter of the time
 NORMAL_DETAIL_DEG = 2.0
 ROUGHNESS_FLAT = 0.6
 ROUGHNESS_TEXTURED = 0.95
