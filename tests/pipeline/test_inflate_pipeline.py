@@ -108,6 +108,15 @@ def test_provenance_says_what_was_inferred_rather_than_seen(ball: Asset) -> None
     assert "round inflation" in ball.provenance["depth_from"]
 
 
+def test_provenance_with_a_side_and_a_back_view() -> None:
+    image = sphere_image()
+    request = JobRequest([image, image, image], JobSettings(mode="geometry", max_faces=5_000))
+    asset = InflatePipeline().run(request, JobContext())
+    assert asset.provenance["views"] == ["front", "right", "back"]
+    assert asset.provenance["inferred"] == ["depth"]  # the back and a side were seen
+    assert "visual hull" in asset.provenance["depth_from"] and "texture_back" not in asset.provenance
+
+
 def test_geometry_only_has_no_material() -> None:
     asset = run(JobSettings(mode="geometry", max_faces=5_000))
     assert asset.material is None and asset.mesh.uvs is None
