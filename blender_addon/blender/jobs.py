@@ -21,6 +21,7 @@ from ..core.payload import (
     save_references,
 )
 from ..core.session import DONE, JobRequestSpec, JobSession, SessionView
+from ..core.views import views_setting
 from ..protocol.settings import JobSettings, SettingsError
 from . import importer, material, retexture
 from .preferences import Prefs, results_root, user_dir
@@ -92,6 +93,7 @@ def start_generate(
 ) -> ActiveJob:
     if settings.get("mode") == "texture":
         raise InputError("Texture-only jobs paint a selected mesh: use Retexture Selected.")
+    settings = {**settings, **views_setting(refs.views)}
     spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names)
     job = ActiveJob(_session(prefs, spec), GENERATE, name or asset_name(refs.names[0]), refs.names, settings,
                     views=list(refs.views))
@@ -111,7 +113,7 @@ def start_retexture(
         if added:
             retexture.remove_uv_map(target, uv_map)
         raise
-    settings = {**settings, "mode": "texture"}
+    settings = {**settings, "mode": "texture", **views_setting(refs.views)}
     spec = JobRequestSpec(new_job_id(), refs.images, settings, image_names=refs.names, mesh=mesh)
     job = ActiveJob(_session(prefs, spec), RETEXTURE, target.name, refs.names, settings, sent_mesh=mesh, uv_map=uv_map,
                     views=list(refs.views))

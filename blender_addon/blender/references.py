@@ -90,7 +90,9 @@ def gather_views(slots: Mapping[str, Any]) -> References:
         filled = ordered({view: src for view, src in slots.items() if src not in (None, "")})
     except ViewError as exc:
         raise InputError(str(exc)) from None
-    return gather(src for _, src in filled)
+    refs = gather(src for _, src in filled)
+    refs.views = [view for view, _ in filled]  # a skipped slot (front + back) keeps each image's view
+    return refs
 
 
 def slot_filled(slot: Any) -> bool:

@@ -44,10 +44,10 @@ def view_label(view: str) -> str:
 
 
 def ordered(slots: Mapping[str, T | None]) -> list[tuple[str, T]]:
-    """Filled slots in the server's order; the front is required and the others follow without gaps.
+    """Filled slots in the server's order (front, right, back, left); the front is required.
 
-    Today's protocol sends images by position (front, right, back, left), so a
-    back view without a right view cannot be told apart from a right view.
+    Any subset of the other views may follow; when one is skipped (front + back), the job's
+    ``views`` setting names each image's view (see :func:`views_setting`).
     """
     unknown = sorted(set(slots) - set(VIEW_ORDER))
     if unknown:
@@ -55,11 +55,10 @@ def ordered(slots: Mapping[str, T | None]) -> list[tuple[str, T]]:
     filled = [(v, slots[v]) for v in VIEW_ORDER if slots.get(v) is not None]
     if not filled or filled[0][0] != "front":
         raise ViewError("Add a front reference image (the other views are optional).")
-    for i, (view, _) in enumerate(filled):
-        if view != VIEW_ORDER[i]:
-            missing = VIEW_ORDER[i]
-            raise ViewError(
-                f"Views are read in the order front, right, back, left: fill the {view_label(missing)} "
-                f"slot too, or move the {view_label(view)} image out of the way."
-            )
     return [(v, s) for v, s in filled if s is not None]
+
+
+def views_setting(views: Sequence[str]) -> dict[str, list[str]]:
+    """The job setting that names the views, needed only when they are not the slots in order."""
+    names = list(views)
+    return {} if names == list(VIEW_ORDER[: len(names)]) else {"views": names}

@@ -17,6 +17,9 @@ SYMMETRY = ("auto", "asymmetric", "symmetric")
 EDGE_TYPES = ("auto", "normal", "smooth", "sharp")
 POSES = ("auto", "other", "t_pose", "a_pose")
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
+# The reference views a job's images may be, in their slot order (the camera convention is in
+# docs/views.md): without ``views`` the images fill these slots in order.
+VIEW_NAMES = ("front", "right", "back", "left")
 
 
 class SettingsError(ValueError):
@@ -74,6 +77,7 @@ class JobSettings:
     geometry_lora: str = ""  # geometry stage: name of a geometry LoRA known to the server ("" = none)
     geometry_lora_scale: float = 1.0
     size: float | None = None  # largest dimension of the result in metres (glTF units); None: backend's own scale
+    views: tuple[str, ...] = ()  # the view of each image, in image order (e.g. front, back); (): VIEW_NAMES in order
 
     @classmethod
     def from_wire(cls, data: Any) -> "JobSettings":
@@ -94,6 +98,7 @@ class JobSettings:
     def to_wire(self) -> dict[str, Any]:
         out = asdict(self)
         out["lods"] = list(self.lods)
+        out["views"] = list(self.views)
         return out
 
     def replace(self, **changes: Any) -> "JobSettings":
@@ -133,6 +138,14 @@ def _check(name: str, raw: Any) -> Any:
         if not isinstance(raw, str) or len(raw) > 200:
             raise SettingsError(f"{name} must be a short name")
         return raw
+    if name == "views":
+        if not isinstance(raw, (list, tuple)) or len(raw) > len(VIEW_NAMES):
+            raise SettingsError(f"views must be a list of at most {len(VIEW_NAMES)} view names")
+        if any(v not in VIEW_NAMES for v in raw) or len(set(raw)) != len(raw):
+            raise SettingsError(f"views must name each of {', '.join(VIEW_NAMES)} at most once, got {list(raw)!r}")
+        if raw and raw[0] != "front":
+            raise SettingsError("views must start with the front view")
+        return tuple(raw)
     if name == "lods":
         if not isinstance(raw, (list, tuple)) or len(raw) > MAX_LODS:
             raise SettingsError(f"lods must be a list of at most {MAX_LODS} fractions")
@@ -153,8 +166,26 @@ def advertised_ranges() -> dict[str, Any]:
     for name, allowed in CHOICES.items():
         table[name] = {"choices": list(allowed)}
     table["lods"] = {"max_items": MAX_LODS, "min": 0.01, "max": 1.0}
+    table["views"] = {"choices": list(VIEW_NAMES), "first": "front"}
     table["defaults"] = JobSettings().to_wire()
     return table
 
 
-__all__ = ["JobSettings", "SettingsError", "advertised_ranges"]
+__all__ = ["VIEW_NAMES", "JobSettings", "SettingsError", "advertised_ranges", "view_slots"]
+
+
+def view_slots(images: list[Any], views: tuple[str, ...]) -> list[Any]:
+    """The images placed in their view slots (front, right, back, left), ``None`` where a view is missing.
+
+    ``views`` names each image's view in image order; empty means the images fill the slots in order.
+    """
+    if not views:
+        if len(images) > len(VIEW_NAMES):
+            raise SettingsError(f"at most {len(VIEW_NAMES)} reference images (front, right, back, left)")
+        return list(images)
+    if len(views) != len(images):
+        raise SettingsError(f"views names {len(views)} view(s) but the job has {len(images)} image(s)")
+    slots: list[Any] = [None] * (max(VIEW_NAMES.index(v) for v in views) + 1)
+    for view, image in zip(views, images):
+        slots[VIEW_NAMES.index(view)] = image
+    return slots

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from blender_addon.protocol.settings import TEXTURE_SIZES, JobSettings, SettingsError
+from blender_addon.protocol.settings import TEXTURE_SIZES, VIEW_NAMES, JobSettings, SettingsError
 
 from ..export.formats import SUFFIXES
 from .args import add_backend_args, add_matting_arg, backend_options, lods, preparation_options
@@ -16,7 +16,7 @@ from .errors import CliError
 from .progress import ProgressBar
 
 MESH_SUFFIXES = SUFFIXES  # every format export writes, one list (export/formats.py)
-VIEW_ORDER = ("front", "right", "back", "left")
+VIEW_ORDER = VIEW_NAMES
 # Measured by benchmarks/quickstart.py (cold minus warm run of the quick start, 2-core CPU).
 COMPILE_ESTIMATE = "about 20-40 s on a 2-core CPU"
 
@@ -24,7 +24,7 @@ COMPILE_ESTIMATE = "about 20-40 s on a 2-core CPU"
 VIEW_HELP = (
     "Views (glTF frame, Y up, metres): the FRONT camera sits on +Z looking at the object's front; "
     "RIGHT sits on +X (to your right as you face the front: a character facing you shows its left side), "
-    "BACK on -Z, LEFT on -X. Give the front and optionally the right, back and left views, in that order "
+    "BACK on -Z, LEFT on -X. Give the front and any of the others, positionally in that order or by name "
     "(see docs/views.md for a picture)."
 )
 
@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(handler=run)
 
 
+def view_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The view of each image sent (named form); () for the positional form (slots in order)."""
+    return tuple(name for name in VIEW_ORDER if getattr(args, name) is not None)
+
+
 def image_paths(args: argparse.Namespace) -> list[Path]:
     """The reference images in view order (front, right, back, left), from either form."""
     named = {name: getattr(args, name) for name in VIEW_ORDER if getattr(args, name) is not None}
@@ -83,13 +88,6 @@ def image_paths(args: argparse.Namespace) -> list[Path]:
         return list(args.images)
     if "front" not in named:
         raise CliError("--front is required when views are named (the other views are optional)", 2)
-    missing = [name for name in VIEW_ORDER if name not in named]
-    if missing and max(VIEW_ORDER.index(n) for n in named) > min(VIEW_ORDER.index(n) for n in missing):
-        # The protocol carries views by position; a gap (front + back, no right) is filled by
-        # repeating nothing: say so rather than silently shifting the back into the right slot.
-        raise CliError(
-            f"views are sent in the order front, right, back, left; missing {', '.join(missing)} before a later one "
-            "is not supported yet: give the earlier views too", 2)
     return [named[name] for name in VIEW_ORDER if name in named]
 
 
@@ -107,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
             texture_size=args.texture_size,
             inflate_depth=args.inflate_depth,
             lods=list(args.lods),
+            views=list(view_names(args)),
             size=args.size,
             mirror_front_detail=args.mirror_front_detail,
         )
@@ -236,8 +235,8 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
     image_paths(args)  # a usage error is reported before anything runs
+    settings = settings_from_args(args)
     suffix = args.output.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise CliError(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}", 2)

@@ -98,7 +98,7 @@ class _SideView:
 
 
 def build_geometry(
-    images: list[PreparedImage],
+    images: list[PreparedImage | None],  # view slots: front, right, back, left; None for a view not given
     settings: JobSettings,
     ctx: JobContext,
     *,
@@ -110,7 +110,7 @@ def build_geometry(
 
 
 def build_geometry_with_detail(
-    images: list[PreparedImage],
+    images: list[PreparedImage | None],  # view slots: front, right, back, left; None for a view not given
     settings: JobSettings,
     ctx: JobContext,
     *,
@@ -135,8 +135,11 @@ def build_geometry_with_detail(
     clock = _Clock(timings)
     steps = 4
     ctx.progress(STAGE, 0, steps, "silhouette")
-    front = signed_distance(images[0].mask, MAP_SIZE)
-    sides = [_side_view(images[0], images[i], i) for i in (RIGHT, LEFT) if i < len(images)]
+    first = images[0]
+    if first is None:
+        raise PipelineError("at least one reference image (the front view) is needed", code="bad_image")
+    front = signed_distance(first.mask, MAP_SIZE)
+    sides = [_side_view(first, side, i) for i in (RIGHT, LEFT) if i < len(images) and (side := images[i]) is not None]
     field, z_scale = _inflation_field(front, sides, settings.inflate_depth)
     clock.lap("geometry.silhouette")
 

@@ -329,7 +329,8 @@ class Step1X3DBackend:
             return out_mesh, material
         from ..imaging.prepare import prepare_reference
 
-        prepared = [prepare_reference(np.asarray(img), size=PREPARED_SIZE) for img in request.images]
+        prepared = [None if img is None else prepare_reference(np.asarray(img), size=PREPARED_SIZE)
+                    for img in request.view_slots()]
         return projected_material(mesh, prepared, request.settings, timer, notes, detail)
 
     def _neural_texture(self, notes: list[str]) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from blender_addon.protocol.settings import JobSettings
+from blender_addon.protocol.settings import JobSettings, SettingsError, view_slots
 
 from ..assets import Asset, MeshData
 
@@ -45,6 +45,13 @@ class JobRequest:
     settings: JobSettings = field(default_factory=JobSettings)
     mesh: MeshData | None = None  # texture-only jobs: the client's mesh, glTF frame
     image_names: list[str] = field(default_factory=list)  # for naming and provenance
+
+    def view_slots(self) -> list[np.ndarray | None]:
+        """The images in their view slots (front, right, back, left), ``None`` for a view not given."""
+        try:
+            return view_slots(list(self.images), self.settings.views)
+        except SettingsError as exc:
+            raise PipelineError(str(exc), code="bad_request") from None
 
 
 ProgressCallback = Callable[[str, int, int, str], None]  # (stage, step, total, message)

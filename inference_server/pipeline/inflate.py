@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from blender_addon.protocol.settings import VIEW_NAMES
+
 from ..assets import Asset, MeshData, PBRMaterial
 from .base import JobContext, JobRequest, PipelineError
 from .mesh_input import validate_client_mesh
@@ -16,17 +18,16 @@ from .stages import PREPARED_SIZE, StageTimer, apply_size, lod_chain, projected_
 
 __all__ = ["InflatePipeline", "provenance", "what_was_seen"]
 
-VIEWS = ("front", "right", "back", "left")
 
 
-def what_was_seen(image_count: int, mode: str, painted: dict[str, str]) -> dict[str, Any]:
+def what_was_seen(given: list[bool], mode: str, painted: dict[str, str]) -> dict[str, Any]:
     """Provenance of the guesses: which views were given and what was inferred rather than seen.
 
     ``inferred`` lists "back" (no back view: its colours are a stand-in, see ``texture_back``),
     "sides" (neither a right nor a left view) and "depth" (always, for a mesh built here: the
     depth comes from silhouettes, never from a view of the depth itself).
     """
-    views = list(VIEWS[:image_count])
+    views = [name for name, present in zip(VIEW_NAMES, given) if present]
     inferred = []
     if mode != "texture":
         inferred.append("depth")
@@ -82,7 +83,9 @@ class InflatePipeline:
 
         from ..imaging.prepare import prepare_reference
 
-        prepared = timer("prepare", lambda: [prepare_reference(img, size=PREPARED_SIZE) for img in request.images])
+        slots = request.view_slots()  # None where a view (right, back, left) was not given
+        prepared = timer("prepare", lambda: [None if img is None else prepare_reference(img, size=PREPARED_SIZE)
+                                             for img in slots])
         detail: MeshData | None = None
         if settings.mode == "texture":
             mesh = validate_client_mesh(request.mesh)
@@ -106,7 +109,7 @@ class InflatePipeline:
             material=material,
             lods=lods,
             provenance={**provenance(self.name, settings, request.image_names),
-                        **what_was_seen(len(request.images), settings.mode, painted)},
+                        **what_was_seen([img is not None for img in slots], settings.mode, painted)},
             timings=timer.timings,
             notes=notes,
         )

@@ -216,11 +216,15 @@ def test_view_slots_fill_clear_and_send_in_the_servers_order(bpy: Any, addon: An
     refs = gather_panel(st)
     assert (refs.names, refs.views) == (["front.png", "side.png"], ["front", "right"])
 
-    # A back view without a right view cannot be sent by position: one sentence, nothing sent.
+    # A back view without a right view: each image keeps its view, and the job names them.
+    from blender_addon.core.views import views_setting
+
     assert bpy.ops.step1x3d.reference_clear(view="right") == {"FINISHED"} and st.right.filepath == ""
     bpy.ops.step1x3d.reference_pick(view="back", filepath=str(tmp_path / "rear.png"))
-    with pytest.raises(InputError, match="^Views are read in the order front, right, back, left: fill the Right"):
-        gather_panel(st)
+    refs = gather_panel(st)
+    assert (refs.names, refs.views) == (["front.png", "rear.png"], ["front", "back"])
+    assert views_setting(refs.views) == {"views": ["front", "back"]}
+    assert views_setting(["front", "right"]) == {}  # the slots in order need no setting
     bpy.ops.step1x3d.reference_clear(view="front")
     with pytest.raises(InputError, match="^Add a front reference image"):
         gather_panel(st)
@@ -251,5 +255,4 @@ def test_the_api_takes_named_views_or_a_list(bpy: Any, addon: Any, tmp_path: Any
     assert api._gather(paths).views == ["front", "right"] == gather(paths).views
     with pytest.raises(InputError, match="Unknown view 'top'"):
         api._gather({"front": paths[0], "top": paths[1]})
-    with pytest.raises(api.Step1X3DError, match="fill the Right slot"):
-        api.generate({"front": paths[0], "back": paths[1]})
+    assert api._gather({"front": paths[0], "back": paths[1]}).views == ["front", "back"]

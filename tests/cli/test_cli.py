@@ -230,9 +230,15 @@ def test_named_views_are_sent_in_view_order(tmp_path: Path) -> None:
     from inference_server.cli import build_parser
     from inference_server.cli.generate import image_paths
 
-    front, right = tmp_path / "f.png", tmp_path / "r.png"
+    from inference_server.cli.generate import settings_from_args
+
+    front, right, back = tmp_path / "f.png", tmp_path / "r.png", tmp_path / "b.png"
     args = build_parser().parse_args(["generate", "--right", str(right), "--front", str(front), "-o", "x.glb"])
     assert image_paths(args) == [front, right]
+    gap = build_parser().parse_args(["generate", "--back", str(back), "--front", str(front), "-o", "x.glb"])
+    assert image_paths(gap) == [front, back] and settings_from_args(gap).views == ("front", "back")
+    positional = build_parser().parse_args(["generate", str(front), str(right), "-o", "x.glb"])
+    assert settings_from_args(positional).views == ()
     both = build_parser().parse_args(["generate", str(front), "--front", str(front), "-o", "x.glb"])
     with pytest.raises(Exception, match="either positionally or with --front"):
         image_paths(both)

@@ -117,6 +117,28 @@ def test_provenance_with_a_side_and_a_back_view() -> None:
     assert "visual hull" in asset.provenance["depth_from"] and "texture_back" not in asset.provenance
 
 
+def test_named_views_with_a_gap_paint_the_back_from_the_back_view() -> None:
+    front = sphere_image()
+    back = front.copy()
+    back[..., :3][back[..., 3] > 0] = (20, 40, 220)  # a blue back, a (whatever colour) front
+    settings = JobSettings(max_faces=5_000, texture_size=512, views=("front", "back"))
+    asset = InflatePipeline().run(JobRequest([front, back], settings), JobContext())
+    assert asset.provenance["views"] == ["front", "back"]
+    assert asset.provenance["inferred"] == ["depth", "sides"]  # the back was seen, no side view was given
+    assert asset.provenance["texture_back"] == "seen"
+    # The back view went to the back: the texels of faces facing -Z are blue, not a side's colours.
+    m, mat = asset.mesh, asset.material
+    assert mat is not None and m.uvs is not None
+    centres = m.positions[m.faces].mean(axis=1)
+    back_faces = m.faces[(centres[:, 2] < -0.5 * np.abs(m.positions[:, 2]).max())]
+    uv = m.uvs[back_faces].mean(axis=1)
+    size = mat.base_color.shape[0]
+    texels = mat.base_color[(uv[:, 1] * (size - 1)).astype(int), (uv[:, 0] * (size - 1)).astype(int), :3]
+    assert np.median(texels[:, 2]) > 150 and np.median(texels[:, 0]) < 100
+    with pytest.raises(PipelineError, match="names 1 view"):
+        InflatePipeline().run(JobRequest([front, back], JobSettings(views=("front",))), JobContext())
+
+
 def test_geometry_only_has_no_material() -> None:
     asset = run(JobSettings(mode="geometry", max_faces=5_000))
     assert asset.material is None and asset.mesh.uvs is None

@@ -71,3 +71,20 @@ def test_size_is_unset_by_default_and_checked_when_set() -> None:
         with pytest.raises(SettingsError) as err:
             JobSettings.from_wire({"size": bad})
         assert fragment in str(err.value)
+
+
+def test_views_name_each_image_and_slots_leave_gaps_empty() -> None:
+    from blender_addon.protocol.settings import view_slots
+
+    assert JobSettings().views == ()
+    assert JobSettings.from_wire({"views": ["front", "back"]}).views == ("front", "back")
+    assert JobSettings(views=("front", "left")).to_wire()["views"] == ["front", "left"]
+    for bad, fragment in ((["back"], "start with the front"), (["front", "front"], "at most once"),
+                          (["front", "top"], "at most once"), ("front", "list")):
+        with pytest.raises(SettingsError, match=fragment):
+            JobSettings.from_wire({"views": bad})
+    assert view_slots(["F", "R"], ()) == ["F", "R"]  # no names: the slots in order
+    assert view_slots(["F", "B"], ("front", "back")) == ["F", None, "B"]
+    assert view_slots(["F", "L"], ("front", "left")) == ["F", None, None, "L"]
+    with pytest.raises(SettingsError, match="names 1 view"):
+        view_slots(["F", "B"], ("front",))
