@@ -65,7 +65,7 @@ def _fresh_venv(root: Path, third_party: Path) -> tuple[Path, Path]:
     venv.EnvBuilder(with_pip=True, clear=True).create(root)
     python = root / "bin" / "python"
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+                               capture_output=True, text=True, check=True, env=_clean_env()).stdout.strip())
     # The build backend must be the test environment's setuptools (the one the project asks for),
     # not the older copy ensurepip puts into every new venv.
     for entry in site.iterdir():
@@ -75,12 +75,17 @@ def _fresh_venv(root: Path, third_party: Path) -> tuple[Path, Path]:
     return python, site
 
 
+def _clean_env() -> dict[str, str]:
+    """The user's environment: no PYTHONPATH pointing at the checkout (other tests set one)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STEP1X3D_DEBUG", "PYTHONHOME")}
+
+
 def _install(python: Path, source: Path, editable: bool) -> None:
     # No build isolation: the build backend (setuptools) comes from the test environment, not a download.
     args = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
             "--disable-pip-version-check"]
     args += ["-e", str(source)] if editable else [str(source)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=source.parent)
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=source.parent, env=_clean_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -92,7 +97,7 @@ def _generate(python: Path, workdir: Path, source: Path) -> subprocess.Completed
     out = workdir / "out" / "apple.glb"  # a folder that does not exist yet: generate creates it
     if out.exists():
         out.unlink()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STEP1X3D_DEBUG")}
+    env = _clean_env()
     cli = python.parent / "step1x3d"
     proc = subprocess.run(
         [str(cli), "generate", str(source / "examples" / "apple.png"), "-o", str(out),
@@ -107,7 +112,7 @@ def _generate(python: Path, workdir: Path, source: Path) -> subprocess.Completed
 
 def _imported_from(python: Path, workdir: Path) -> Path:
     code = "import inference_server, kernels; assert inference_server.__file__; print(inference_server.__file__)"
-    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=workdir)
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=workdir, env=_clean_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return Path(proc.stdout.strip()).parent
 
