@@ -18,7 +18,7 @@ from .progress import ProgressBar
 MESH_SUFFIXES = SUFFIXES  # every format export writes, one list (export/formats.py)
 VIEW_ORDER = VIEW_NAMES
 # Measured by benchmarks/quickstart.py (cold minus warm run of the quick start, 2-core CPU).
-COMPILE_ESTIMATE = "about 20-40 s on a 2-core CPU"
+COMPILE_ESTIMATE = "about 20 s on a quiet 2-core CPU"
 
 
 VIEW_HELP = (
