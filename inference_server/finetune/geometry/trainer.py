@@ -28,14 +28,14 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..checkpoint import latest_step, load_latest, save_checkpoint
+from ..checkpoint import latest_step, save_checkpoint
 from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
 from ..lorafile import save_lora
-from ..losslog import LossLog, plot_losses
+from ..losslog import plot_losses
 from ..prepcache import PrepError
-from ..progress import TrainProgress
-from ..seeding import rng_state, seed_everything, set_rng_state
+from ..run import open_outputs, resume, wrap_for_ddp
+from ..seeding import rng_state, seed_everything
 from .data import PreparedSet, draw_sample
 from .objective import FlowTable, flow_loss, noisy_latents
 
@@ -264,38 +264,16 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
-    start = 0
-    if cfg.resume:
-        found = load_latest(out)
-        if found is None:
-            if ctx.is_main:
-                print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", file=stream)
-        else:
-            start, state = found
-            if start > cfg.steps:
-                raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
-            load_lora_state(transformer, state["lora"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
-    model: nn.Module = transformer
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
+    start = resume(out, cfg, lambda state: load_lora_state(transformer, state), optimizer, ctx, stream)
+    model = wrap_for_ddp(transformer, ctx)
 
-        model = DistributedDataParallel(transformer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    log = progress = sheet = None
+    sheet = None
     if ctx.is_main and cfg.validation_objects > 0:
         from .validation import ValidationSheet
 
         sheet = ValidationSheet(model_dir, data, cfg.validation_objects, ctx.device, steps=cfg.validation_steps,
                                 octree_resolution=cfg.validation_octree, seed=cfg.seed)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(to_plain(cfg), indent=2), encoding="utf-8")
-        log = LossLog(out / "loss.csv", resume_step=start)
-        progress = TrainProgress(cfg.steps, start, stream)
-        if start:
-            progress.message(f"resumed from step {start}")
+    log, progress = open_outputs(out, cfg, start, ctx, stream)
     label_dev = label.to(ctx.device) if label is not None else None
 
     def batch_tensors(indices: list[int], step: int) -> tuple[torch.Tensor, ...]:

@@ -32,15 +32,15 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..checkpoint import latest_step, load_latest, save_checkpoint
+from ..checkpoint import latest_step, save_checkpoint
 from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
 from ..geometry.trainer import RunResult, Schedule, TrainError
 from ..lorafile import save_lora
-from ..losslog import LossLog, plot_losses
+from ..losslog import plot_losses
 from ..prepcache import PrepError
-from ..progress import TrainProgress
-from ..seeding import rng_state, seed_everything, set_rng_state
+from ..run import open_outputs, resume, wrap_for_ddp
+from ..seeding import rng_state, seed_everything
 from .data import TextureDraw, TextureSet, draw_sample
 
 UNET_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -284,35 +284,12 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
-    start = 0
-    if cfg.resume:
-        found = load_latest(out)
-        if found is None:
-            if ctx.is_main:
-                print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", file=stream)
-        else:
-            start, state = found
-            if start > cfg.steps:
-                raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
-            load_lora_state(unet, state["lora"])
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
-    model: nn.Module = unet
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(unet, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    start = resume(out, cfg, lambda state: load_lora_state(unet, state), optimizer, ctx, stream)
+    model = wrap_for_ddp(unet, ctx)
     objective = TextureObjective(unet, base.cond_encoder, base.scheduler, base.embeds, data.resolution, ctx.device)
     num_t = int(base.scheduler.config.num_train_timesteps)
 
-    log = progress = None
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(to_plain(cfg), indent=2), encoding="utf-8")
-        log = LossLog(out / "loss.csv", resume_step=start)
-        progress = TrainProgress(cfg.steps, start, stream)
-        if start:
-            progress.message(f"resumed from step {start}")
+    log, progress = open_outputs(out, cfg, start, ctx, stream)
 
     def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
         draws, controls = _draws(data, indices, cfg, step, num_t, base.scaling)
