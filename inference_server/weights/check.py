@@ -10,11 +10,11 @@ when the ``step1x3d`` backend starts. Needs the ``neural`` extra.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..neural.geometry.configs import read_config
 from ..pipeline.base import PipelineError
 from .layout import ADAPTER_NAME, GEOMETRY_FOLDERS, SDXL_FOLDER, SDXL_VAE_FOLDER, TEXTURE_FOLDER, find_layout
 
@@ -172,18 +172,6 @@ def _expected(module: Any) -> Shapes:
             if not k.endswith(IGNORED_SUFFIXES)}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PipelineError(f"missing weights file: {path}", code="weights_missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"cannot read {path}: {exc}", code="weights_invalid") from exc
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path} is not a JSON object", code="weights_invalid")
-    return data
-
-
 def _empty_diffusers(kind: str, config: dict[str, Any]) -> Any:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -194,7 +182,7 @@ def _empty_diffusers(kind: str, config: dict[str, Any]) -> Any:
 
 
 def _check_diffusers(folder: Path, kind: str) -> dict[str, Any]:
-    config = _read_json(folder / "config.json")
+    config = read_config(folder / "config.json")
     weights = weights_file(folder)
     compare(_expected(_empty_diffusers(kind, config)), header_shapes(weights), weights)
     return config
@@ -204,7 +192,7 @@ def _check_text_encoder(folder: Path, with_projection: bool) -> None:
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig.from_dict(_read_json(folder / "config.json"))
+    config = CLIPTextConfig.from_dict(read_config(folder / "config.json"))
     weights = weights_file(folder)
     with init_empty_weights():
         module = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)

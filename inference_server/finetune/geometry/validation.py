@@ -1,5 +1,5 @@
 """The validation sheet: a few prepared objects' condition renders beside meshes sampled without and
-with the LoRA being trained, rendered with our rasterizer (``validation/step-XXXXXXXX.png``).
+with the LoRA being trained, rendered with our rasterizer (``validation/step-<step, 8 digits>.png``).
 
 Each row samples from the object's first condition view with the same noise twice (LoRA layers off,
 then on), decodes with the VAE, extracts the surface at a modest octree resolution and renders it
