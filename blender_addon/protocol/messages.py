@@ -58,40 +58,8 @@ EXPIRED = "expired"
 TERMINAL_STATES = frozenset({DONE, FAILED, CANCELLED, EXPIRED})
 JOB_STATES = frozenset({QUEUED, RUNNING}) | TERMINAL_STATES
 
-# Error codes (``error.code``, ``rejected.code``, ``state.code``).
-ERROR_CODES: dict[str, str] = {
-    "version_mismatch": "the client speaks another major protocol version",
-    "bad_message": "the message could not be decoded or has missing/ill-typed fields",
-    "unknown_type": "the message type is not one the server handles",
-    "too_large": "a limit advertised in welcome was exceeded",
-    "bad_job_id": "job ids are 1-64 characters of letters, digits, '-', '_' and '.'",
-    "bad_settings": "a job setting is unknown or out of range",
-    "bad_image": "an input image is not a readable PNG/JPEG/WebP within the pixel limit",
-    "bad_mesh": "the mesh sent for a texture-only job is malformed",
-    "unsupported": "the active backend cannot do what the job asks (e.g. its mode)",
-    "busy": "the job queue is full; retry after retry_after_s",
-    "shutting_down": "the server is stopping and accepts no new jobs",
-    "job_id_conflict": "the job id is already used by a different job",
-    "unknown_job": "no such job (never submitted, closed, or lost in a restart)",
-    "not_ready": "the job has no result to fetch (yet)",
-    "cancelled": "the job was cancelled",
-    "expired": "the result was kept longer than the server's retention time and deleted",
-    "worker_crashed": "the worker process died while running the job",
-    "out_of_memory": "the job ran out of (GPU) memory",
-    "server_stopped": "the server stopped before the job could finish",
-    "internal_error": "an unexpected error inside the server (see its log)",
-    "disk_full": "the server's results folder has too little free space; retry once space is freed",
-    # Raised by the client itself, from the socket monitor (the server never says them):
-    "auth_refused": "the CURVE handshake was refused: this client's key is not on the server's allow-list",
-    "handshake_failed": "the connection's handshake did not complete (wrong server key, or encryption on one side only)",
-    # Codes raised by pipelines (PipelineError.code) are passed through unchanged:
-    "pipeline_error": "the backend failed",
-    "weights_missing": "the backend needs model weights that are not configured",
-    "not_installed": "the backend needs optional packages that are not installed",
-    "bad_backend": "the backend name could not be resolved",
-    "not_implemented": "the backend does not implement this feature",
-    "content_refused": "the server's content filter refused an input image; nothing of the job was kept",
-}
+# Error codes (``error.code``, ``rejected.code``, ``state.code``): one registry, in errors.py.
+from .errors import ERROR_CODES  # noqa: E402  (re-exported: part of this module's public names)
 
 # Job ids become file names in the results directory: keep them boring.
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
