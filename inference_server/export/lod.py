@@ -9,6 +9,9 @@ their quadric-optimal position, so their UV (and normal) is re-sampled from LOD 
 the new position is projected onto the nearest of the LOD 0 triangles that were
 collapsed into it, and the UV is interpolated there. Border vertices do not move
 and keep their UV exactly.
+
+A geometry-only result has no UVs (and so no seams): the same decimation runs, with
+only the normals re-sampled.
 """
 
 from __future__ import annotations
@@ -49,13 +52,11 @@ def _closest_barycentric(points: np.ndarray, tri: np.ndarray) -> tuple[np.ndarra
 
 
 def decimate_keep_uvs(mesh: MeshData, target_faces: int) -> MeshData:
-    """Decimate towards ``target_faces`` keeping seams/borders fixed and UVs valid."""
-    if mesh.uvs is None:
-        raise ValueError("LODs that share an atlas need a mesh with uvs")
+    """Decimate towards ``target_faces`` keeping seams/borders fixed and UVs (when there are any) valid."""
     pos = np.asarray(mesh.positions, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if target_faces >= faces.shape[0]:
-        return MeshData(mesh.positions.copy(), mesh.faces.copy(), mesh.uvs.copy(),
+        return MeshData(mesh.positions.copy(), mesh.faces.copy(), None if mesh.uvs is None else mesh.uvs.copy(),
                         None if mesh.normals is None else mesh.normals.copy(), None, mesh.smooth)
     new_pos, new_faces, collapses = fast_simplification.simplify(
         pos, faces.astype(np.int32), target_count=int(target_faces), preserve_border=True, return_collapses=True
@@ -80,7 +81,7 @@ def decimate_keep_uvs(mesh: MeshData, target_faces: int) -> MeshData:
     def resample(attr: np.ndarray) -> np.ndarray:
         return (np.asarray(attr, dtype=np.float64)[faces[best_face]] * best_bary[:, :, None]).sum(1)
 
-    uvs = resample(mesh.uvs)
+    uvs = None if mesh.uvs is None else resample(mesh.uvs)
     normals = None if mesh.normals is None else unit_or(resample(mesh.normals), np.array([0.0, 1.0, 0.0]))
     # Vertices that did not move (borders, seams, untouched ones) keep their exact values.
     unmoved = np.zeros(n_out, dtype=bool)
@@ -91,15 +92,17 @@ def decimate_keep_uvs(mesh: MeshData, target_faces: int) -> MeshData:
     same = np.zeros(n_out, dtype=bool)
     same[has] = np.all(new_pos[has] == pos[source[has]], axis=1)
     unmoved[same] = True
-    uvs[unmoved] = np.asarray(mesh.uvs, dtype=np.float64)[source[unmoved]]
+    if uvs is not None and mesh.uvs is not None:
+        uvs[unmoved] = np.asarray(mesh.uvs, dtype=np.float64)[source[unmoved]]
     if normals is not None:
         normals[unmoved] = np.asarray(mesh.normals, dtype=np.float64)[source[unmoved]]
     out_faces = new_faces.astype(np.int64)
-    uvs = untangle_uvs(out_faces, uvs, movable=~unmoved)
+    if uvs is not None:
+        uvs = np.clip(untangle_uvs(out_faces, uvs, movable=~unmoved), 0.0, 1.0)
     return MeshData(
         positions=new_pos.astype(np.float32),
         faces=out_faces.astype(np.uint32),
-        uvs=np.clip(uvs, 0.0, 1.0).astype(np.float32),
+        uvs=None if uvs is None else uvs.astype(np.float32),
         normals=None if normals is None else normals.astype(np.float32),
         tangents=None,
         smooth=mesh.smooth,
