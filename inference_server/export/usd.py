@@ -9,7 +9,10 @@ glTF factors become the texture scale/bias, so the look is the same without maps
 baked again. Stage: metersPerUnit 1, upAxis Y (the glTF frame, no conversion).
 Provenance and the AI-generated label (IPTC digital source type
 ``trainedAlgorithmicMedia``) live in the root layer's ``customLayerData``.
-LODs are not written (USD has no LOD convention engines agree on).
+An LOD chain becomes a variant set ``LOD`` on ``/Asset`` (variants ``LOD0`` .. ``LODn``,
+``LOD0`` selected), each variant defining ``/Asset/Mesh`` at its level: the usual
+USD pipeline layout for switchable levels (one composed mesh at a time, the same
+path and material whichever is selected). Without LODs there is no variant set.
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..assets import Asset, PBRMaterial
+from ..assets import Asset, MeshData, PBRMaterial
 from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe, png_bytes
 from .meshprep import prepare_mesh
 
 USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
+MESH_PATH = "/Asset/Mesh"
+LOD_VARIANT_SET = "LOD"
+
+
+def lod_variant(level: int) -> str:
+    """The variant name of LOD ``level`` (0: the full mesh)."""
+    return f"LOD{level}"
 
 
 def _pxr() -> Any:
@@ -90,8 +100,30 @@ def _build_stage(asset: Asset, layer_path: str, textures: dict[str, str]) -> Any
     stage.SetDefaultPrim(root.GetPrim())
     Usd.ModelAPI(root.GetPrim()).SetKind(Kind.Tokens.component)
 
-    m = prepare_mesh(asset.mesh)
-    mesh = UsdGeom.Mesh.Define(stage, "/Asset/Mesh")
+    material = None
+    if asset.material is not None:
+        has_uvs = asset.mesh.uvs is not None
+        material = _material(stage, asset.material, textures, has_uvs)
+    if not asset.lods:
+        _define_mesh(stage, asset.mesh, material)
+        return stage
+    variants = root.GetPrim().GetVariantSets().AddVariantSet(LOD_VARIANT_SET)
+    for level, mesh_data in enumerate([asset.mesh, *asset.lods]):
+        name = lod_variant(level)
+        variants.AddVariant(name)
+        variants.SetVariantSelection(name)
+        with variants.GetVariantEditContext():
+            _define_mesh(stage, mesh_data, material)
+    variants.SetVariantSelection(lod_variant(0))
+    return stage
+
+
+def _define_mesh(stage: Any, data: MeshData, material: Any) -> None:
+    """``/Asset/Mesh`` from ``data`` (in the current edit target: the root layer or an LOD variant)."""
+    from pxr import Gf, Sdf, UsdGeom, UsdShade, Vt
+
+    m = prepare_mesh(data)
+    mesh = UsdGeom.Mesh.Define(stage, MESH_PATH)
     positions = np.ascontiguousarray(m.positions, dtype=np.float32)
     mesh.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(positions))
     mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(m.face_count, 3, dtype=np.int32)))
@@ -109,12 +141,8 @@ def _build_stage(asset: Asset, layer_path: str, textures: dict[str, str]) -> Any
         primvar = UsdGeom.PrimvarsAPI(mesh).CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray,
                                                           UsdGeom.Tokens.vertex)
         primvar.Set(Vt.Vec2fArray.FromNumpy(st))
-
-    if asset.material is not None:
-        material = _material(stage, asset.material, textures, m.uvs is not None)
-        binding = UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim())
-        binding.Bind(material)
-    return stage
+    if material is not None:
+        UsdShade.MaterialBindingAPI.Apply(mesh.GetPrim()).Bind(material)
 
 
 def _material(stage: Any, pbr: PBRMaterial, textures: dict[str, str], has_uvs: bool) -> Any:
@@ -228,4 +256,4 @@ def write_usdz(asset: Asset, path: Path) -> list[Path]:
     return [path]
 
 
-__all__ = ["USD_SUFFIXES", "layer_metadata", "write_usd", "write_usdz"]
+__all__ = ["LOD_VARIANT_SET", "MESH_PATH", "USD_SUFFIXES", "layer_metadata", "lod_variant", "write_usd", "write_usdz"]
