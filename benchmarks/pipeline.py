@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from inference_server.export.glb import STAGE_SECONDS_KEY  # noqa: E402
+from blender_addon.protocol.provenance import STAGE_SECONDS as STAGE_SECONDS_KEY  # noqa: E402
 
 
 def cli_command() -> list[str]:

@@ -17,10 +17,17 @@ import numpy as np
 
 from ..core.meshdata import BlenderMeshArrays, MeshDataError, blender_arrays_from_result
 from ..core.payload import ResultPayload
+from ..protocol.provenance import (
+    AI_GENERATED,
+    LOD_PROPERTY,
+    NOTES_PROPERTY,
+    PROVENANCE_PREFIX,
+    STAGE_SECONDS,
+    property_name,
+)
 from . import material as material_mod
 
 UV_MAP = "UVMap"
-PROVENANCE_PREFIX = "step1x3d_"
 # Blender 4.5 reads a FLOAT_VECTOR "custom_normal" attribute as free custom normals: setting it
 # costs ~1 ms per million corners instead of ~1.3 s for normals_split_custom_set_from_vertices,
 # which has to build a normal space per corner fan. Older versions need the legacy call.
@@ -91,11 +98,14 @@ class _Created:
                     pass  # already gone
 
 
-def set_provenance(obj: bpy.types.ID, provenance: Mapping[str, Any]) -> None:
-    """Provenance as custom properties (what glTF ``extras`` become), labelled AI-generated."""
-    obj[PROVENANCE_PREFIX + "ai_generated"] = True
+def set_provenance(obj: bpy.types.ID, provenance: Mapping[str, Any], timings: Mapping[str, float] | None = None) -> None:
+    """Provenance as custom properties, one per key of ``protocol/provenance.py`` as in the GLB's
+    ``extras`` (the seconds each stage took, ``timings``, as ``stage_seconds``), labelled AI-generated."""
+    if timings:
+        provenance = {**provenance, STAGE_SECONDS: {str(k): round(float(v), 3) for k, v in timings.items()}}
+    obj[property_name(AI_GENERATED)] = True
     for key, value in provenance.items():
-        prop = PROVENANCE_PREFIX + str(key)
+        prop = property_name(str(key))
         if isinstance(value, (bool, int, float, str)) and not (isinstance(value, int) and abs(value) >= 2**31):
             obj[prop] = value
         else:  # lists of strings, nested maps, big ints: ID properties cannot hold all of these
@@ -139,9 +149,9 @@ def import_payload(
         created.objects.append(obj)
         collection.objects.link(obj)
         obj.location = scene.cursor.location.copy() if location is None else location
-        set_provenance(obj, payload.provenance)
+        set_provenance(obj, payload.provenance, payload.timings)
         if payload.notes:
-            obj[PROVENANCE_PREFIX + "notes"] = "\n".join(payload.notes)
+            obj[NOTES_PROPERTY] = "\n".join(payload.notes)
 
         for level, arrays in enumerate(lod_arrays, start=1):
             lod_mesh = build_mesh(f"{name}_LOD{level}", arrays, custom_normals=custom_normals)
@@ -154,7 +164,7 @@ def import_payload(
             lod.parent = obj  # moves with the asset; hidden so the viewport shows one level
             lod.hide_viewport = True
             lod.hide_render = True
-            lod[PROVENANCE_PREFIX + "lod"] = level
+            lod[LOD_PROPERTY] = level
 
         # Linked last: until here nothing is visible in the scene.
         if link:
@@ -177,7 +187,7 @@ def replace_in_place(scene: bpy.types.Scene, target: bpy.types.Object, payload: 
     old_mesh: Any = target.data
     old_name = old_mesh.name
     children: list[Any] = list(target.children)
-    old_lods = [child for child in children if PROVENANCE_PREFIX + "lod" in child]
+    old_lods = [child for child in children if LOD_PROPERTY in child]
     new_lods: list[Any] = list(fresh.children)
     new_mesh: Any = fresh.data
 

@@ -22,6 +22,7 @@ from ..core.payload import (
 )
 from ..core.session import DONE, JobRequestSpec, JobSession, SessionView
 from ..core.views import views_setting
+from ..protocol.provenance import JOB_ID, SOURCE_IMAGES
 from ..protocol.settings import JobSettings, SettingsError
 from . import importer, material, retexture
 from .preferences import Prefs, results_root, user_dir
@@ -141,8 +142,8 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
         record(job, view, None, prefs)
         raise JobFailed(view.message or "The job did not finish.")
     payload = payload_from_result(job.session.result)
-    payload.provenance.setdefault("job_id", job.job_id)
-    payload.provenance.setdefault("images", list(job.image_names))
+    payload.provenance.setdefault(JOB_ID, job.job_id)  # a server older than finalize_asset left these out
+    payload.provenance.setdefault(SOURCE_IMAGES, list(job.image_names))
     try:
         if job.kind == GENERATE and job.extra.get(REPLACE):
             obj = _replace(context, job, payload)
@@ -192,7 +193,7 @@ def _apply_texture(job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
             bpy.data.images.remove(image)
         raise importer.ImportFailed(f"Blender could not build the material: {exc}.") from None
     retexture.apply_material(obj, mat)
-    importer.set_provenance(mat, payload.provenance)
+    importer.set_provenance(mat, payload.provenance, payload.timings)
     return obj
 
 

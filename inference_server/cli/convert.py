@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from blender_addon.protocol import provenance as prov
 from blender_addon.protocol.settings import JobSettings, SettingsError
 
 from .args import positive_int
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         from ..pipeline.stages import apply_size
 
         factor = apply_size([asset.mesh, *asset.lods], size)
-        asset.provenance = {**asset.provenance, "size": size, "converted_scale": factor}
-    asset.provenance = {**asset.provenance, "converted_from": args.input.name}
+        asset.provenance = {**asset.provenance, prov.SIZE: size, prov.CONVERTED_SCALE: factor}
+    asset.provenance = {**asset.provenance, prov.CONVERTED_FROM: args.input.name}
     suffix = args.output.suffix.lower()
     if asset.lods and suffix not in LOD_SUFFIXES and not (args.lods_as_files and suffix in LOD_FILE_SUFFIXES):
         hint = " (--lods-as-files writes them as separate files)" if suffix in LOD_FILE_SUFFIXES else ""

@@ -147,10 +147,8 @@ def load_mesh(path: Path) -> dict[str, Any]:
 
 
 def _save_asset(asset: Any, output: Path) -> list[Path]:
-    try:
-        from ..export import save_asset
-    except ImportError:
-        raise CliError("this installation cannot write mesh files yet (inference_server.export is missing)") from None
+    from ..export import save_asset
+
     return list(save_asset(asset, output))
 
 
@@ -196,16 +194,19 @@ def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: Progr
 
 
 def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: ProgressBar) -> list[Path]:
+    from blender_addon.core.naming import new_job_id
+
     from ..assets import MeshData
-    from ..imaging.decode import decode_image
-    from ..pipeline.base import JobContext, JobRequest
+    from ..pipeline.base import JobContext
     from ..pipeline.registry import create_pipeline, resolve_backend
+    from ..server.intake import QueuedRequest
+    from ..server.job_runner import run_to_asset
     from ..server.progress import ProgressModel, stage_weights
 
     from kernels.jit import NUMBA_CACHE_DIR, on_compile
 
     paths = image_paths(args)
-    images = [decode_image(data, name=path.name) for data, path in zip(_read_images(paths), paths)]
+    encoded = _read_images(paths)
     mesh = None
     if args.mesh is not None:
         arrays = load_mesh(args.mesh)
@@ -227,9 +228,10 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
                      f"later runs load them from {NUMBA_CACHE_DIR}")
         compiled.append(name)
 
-    request = JobRequest(images=images, settings=settings, mesh=mesh, image_names=[p.name for p in paths])
+    # The worker's own job (decode, run, finalize): local and remote results differ only in per-run keys.
+    queued = QueuedRequest(images=list(encoded), settings=settings, mesh=mesh, image_names=[p.name for p in paths])
     with on_compile(compiling):
-        asset = pipeline.run(request, JobContext(callback=report))
+        asset = run_to_asset(pipeline.run, pipeline.name, queued, new_job_id(), JobContext(callback=report))
     bar.finish()
     return _save_asset(asset, args.output)
 

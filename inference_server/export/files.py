@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_addon.protocol.provenance import BACKEND, SEED, labelled
+
 from ..assets import Asset, MeshData, PBRMaterial
 from .formats import SUFFIXES, output_suffix
 from .glb import asset_to_glb, generator_string, json_safe, png_bytes
@@ -131,8 +133,8 @@ def _single(asset: Asset, mesh: MeshData) -> Asset:
 
 
 def _header(asset: Asset) -> str:
-    prov = json_safe({**asset.provenance, "AI-generated": True})
-    return f"{generator_string(prov)}; AI-generated; backend={prov.get('backend', 'unknown')}; seed={prov.get('seed', '')}"
+    prov = json_safe(labelled(asset.provenance))
+    return f"{generator_string(prov)}; AI-generated; backend={prov.get(BACKEND, 'unknown')}; seed={prov.get(SEED, '')}"
 
 
 # --- OBJ -------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from blender_addon.protocol import provenance as prov
+
 from .. import __version__
 from ..assets import Asset, MeshData, PBRMaterial
 from .meshprep import prepare_mesh
@@ -40,13 +42,10 @@ _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
 # zlib level for embedded PNGs: 6 is ~3x slower than 3 at 2048^2 for ~5 % smaller files.
 PNG_COMPRESS_LEVEL = 3
-# Provenance key under which a GLB records the seconds each stage took (``Asset.timings``):
-# a file says how long its making took, and benchmarks/pipeline.py reads the stage split back.
-STAGE_SECONDS_KEY = "stage_seconds"
 
 
 def generator_string(provenance: dict[str, Any]) -> str:
-    backend = str(provenance.get("backend", "unknown"))
+    backend = str(provenance.get(prov.BACKEND, "unknown"))
     return f"{PROJECT} {__version__} (backend: {backend})"
 
 
@@ -194,8 +193,9 @@ def _xmp_packet(provenance: dict[str, Any], generator: str) -> dict[str, Any]:
 
 def asset_to_glb(asset: Asset, *, xmp: bool = True) -> bytes:
     """Serialise an asset (with its LOD chain, if any) to GLB bytes."""
-    timings = {STAGE_SECONDS_KEY: {k: round(float(v), 3) for k, v in asset.timings.items()}} if asset.timings else {}
-    provenance = json_safe({**asset.provenance, **timings, "AI-generated": True})
+    # A file says how long its making took; benchmarks/pipeline.py reads the stage split back.
+    timings = {prov.STAGE_SECONDS: {k: round(float(v), 3) for k, v in asset.timings.items()}} if asset.timings else {}
+    provenance = json_safe(prov.labelled({**asset.provenance, **timings}))
     generator = generator_string(provenance)
     has_normal_map = asset.material is not None and asset.material.normal is not None
     levels = [prepare_mesh(m, need_tangents=has_normal_map) for m in [asset.mesh, *asset.lods]]

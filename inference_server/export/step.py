@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.provenance import BACKEND, SEED, labelled
+
 from ..assets import Asset
 from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe
@@ -143,7 +145,7 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
     writer = STEPControl_Writer()
     Interface_Static.SetCVal_s("write.step.schema", SCHEMAS[schema])
     Interface_Static.SetCVal_s("write.step.unit", "MM")
-    prov = json_safe({**asset.provenance, "AI-generated": True})
+    prov = json_safe(labelled(asset.provenance))
     Interface_Static.SetCVal_s("write.step.product.name", "step1x3d_asset")
     if writer.Transfer(shape, STEPControl_AsIs) != IFSelect_RetDone:
         raise StepError("OpenCascade could not translate the shape to STEP")
@@ -153,7 +155,7 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
     header.SetOriginatingSystem(TCollection_HAsciiString(generator_string(prov)))
     header.SetAuthorisation(TCollection_HAsciiString(f"AI-generated ({IPTC_AI_SOURCE})"))
     header.SetDescriptionValue(1, TCollection_HAsciiString(
-        "AI-generated; " + json.dumps({k: prov[k] for k in ("backend", "seed") if k in prov}, sort_keys=True)))
+        "AI-generated; " + json.dumps({k: prov[k] for k in (BACKEND, SEED) if k in prov}, sort_keys=True)))
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         if writer.Write(str(tmp)) != IFSelect_RetDone:

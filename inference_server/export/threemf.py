@@ -18,6 +18,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from blender_addon.protocol.provenance import BACKEND, SEED, labelled
+
 from ..assets import Asset
 from .glb import IPTC_AI_SOURCE, generator_string, json_safe
 from .weld import weld
@@ -51,10 +53,10 @@ def model_xml(asset: Asset) -> str:
     positions, faces = weld(asset.mesh.positions, asset.mesh.faces)
     gltf = positions * MM_PER_METRE
     zup = np.column_stack([gltf[:, 0], -gltf[:, 2], gltf[:, 1]])  # Y up -> Z up, still right-handed
-    prov = json_safe({**asset.provenance, "AI-generated": True})
-    description = f"AI-generated 3D asset ({IPTC_AI_SOURCE}); backend {prov.get('backend', 'unknown')}"
+    prov = json_safe(labelled(asset.provenance))
+    description = f"AI-generated 3D asset ({IPTC_AI_SOURCE}); backend {prov.get(BACKEND, 'unknown')}"
     if "seed" in prov:
-        description += f", seed {prov['seed']}"
+        description += f", seed {prov[SEED]}"
     meta = [
         ("Application", generator_string(prov)),
         ("Title", "step1x3d_asset"),

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.provenance import AI_GENERATED, BACKEND, SEED, SETTINGS, labelled
+
 from .. import __version__
 from ..assets import Asset, MeshData, PBRMaterial
 from .formats import ExportError
@@ -52,20 +54,20 @@ def _pxr() -> Any:
 
 def layer_metadata(asset: Asset) -> dict[str, Any]:
     """What goes into customLayerData: who made it, that a trained model did, and how."""
-    prov = json_safe({**asset.provenance, "AI-generated": True})
+    prov = json_safe(labelled(asset.provenance))
     data: dict[str, Any] = {
         "producer": PROJECT,
         "producerVersion": __version__,
         "generator": generator_string(prov),
-        "AIGenerated": True,
+        AI_GENERATED: True,
         "digitalSourceType": IPTC_AI_SOURCE,
-        "backend": str(prov.get("backend", "unknown")),
+        "backend": str(prov.get(BACKEND, "unknown")),
         "provenance": json.dumps(prov, sort_keys=True),  # the whole record, losslessly
     }
-    if "seed" in prov:
-        data["seed"] = int(prov["seed"])
-    if "settings" in prov:
-        data["settings"] = json.dumps(prov["settings"], sort_keys=True)
+    if SEED in prov:
+        data["seed"] = int(prov[SEED])
+    if SETTINGS in prov:
+        data["settings"] = json.dumps(prov[SETTINGS], sort_keys=True)
     return data
 
 

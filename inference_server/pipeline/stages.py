@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from blender_addon.protocol import provenance as prov
 from blender_addon.protocol.settings import JobSettings
 
 from .. import __version__
@@ -105,12 +106,11 @@ def apply_size(meshes: Sequence[MeshData], size: float | None) -> float:
 
 
 def provenance(backend: str, settings: JobSettings, image_names: list[str]) -> dict[str, Any]:
-    """What the asset records about its making (glTF extras, Blender custom properties)."""
-    return {
-        "generator": f"Step1X-3D for Blender {__version__}",
-        "backend": backend,
-        "seed": settings.seed,
-        "settings": settings.to_wire(),
-        "source_images": list(image_names),
-        "AI-generated": True,
-    }
+    """What the asset records about its making (glTF extras, Blender custom properties); keys: ``protocol/provenance.py``."""
+    return prov.labelled({
+        prov.GENERATOR: f"Step1X-3D for Blender {__version__}",
+        prov.BACKEND: backend,
+        prov.SEED: settings.seed,
+        prov.SETTINGS: settings.to_wire(),
+        prov.SOURCE_IMAGES: list(image_names),
+    })

@@ -1,7 +1,8 @@
-"""One job from its queued request to the fields and parts of its ``result`` message.
+"""One job from its queued request to its finished asset, and to the fields and parts of its ``result`` message.
 
-Shared by the local worker process (``worker.py``) and the Ray Serve replicas
-(``inference_server.scale``), so a job's result is the same whichever engine ran it.
+Shared by the local worker process (``worker.py``), the Ray Serve replicas
+(``inference_server.scale``) and ``step1x3d generate`` without a server
+(``cli/generate.py``), so a job's result and provenance are the same whichever path ran it.
 Writing the result (``ResultStore.stage``) and reporting the outcome stay with the caller.
 """
 
@@ -11,52 +12,61 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from blender_addon.protocol import provenance as prov
 from blender_addon.protocol.codec import PartValue
 
 from ..assets import Asset
+from ..export.glb import asset_to_glb
 from ..pipeline.base import JobContext, JobRequest
+from ..pipeline.stages import provenance
 from .intake import QueuedRequest
 from .result_codec import asset_to_result
 
 RunFn = Callable[[JobRequest, JobContext], Asset]
 
 
-def glb_bytes(asset: Asset, notes: list[str]) -> bytes | None:
-    try:
-        from ..export import asset_to_glb  # optional: the export package may be missing in slim installs
-    except ImportError:
-        notes.append("GLB export is not available on this server; use the mesh arrays.")
-        return None
-    return bytes(asset_to_glb(asset))
+def finalize_asset(asset: Asset, request: JobRequest, *, backend: str, job_id: str, decode_s: float,
+                   total_s: float) -> Asset:
+    """Fill in what every result records, whichever path made it: the common provenance keys
+    (``protocol/provenance.py``) and the ``decode_images``/``total`` timings.
+
+    Keys the backend set itself win; ``job_id`` is always this run's.
+    """
+    asset.timings.setdefault("decode_images", decode_s)
+    asset.timings.setdefault("total", total_s)
+    common = provenance(backend, request.settings, request.image_names)
+    asset.provenance = {**common, **asset.provenance, prov.JOB_ID: job_id, prov.AI_GENERATED: True}
+    return asset
 
 
-def produce_result(
-    run: RunFn, backend: str, queued: QueuedRequest, job_id: str, want_glb: bool, ctx: JobContext
-) -> tuple[dict[str, Any], list[tuple[str, PartValue]]]:
-    """Decode the images, run the pipeline, fill in timings and provenance, encode the asset.
+def run_to_asset(run: RunFn, backend: str, queued: QueuedRequest, job_id: str, ctx: JobContext) -> Asset:
+    """Decode the images, run the pipeline, finalize the asset.
 
-    Raises what the pipeline raises (``JobCancelled``, ``PipelineError``, anything else).
+    Raises what the pipeline raises (``JobCancelled``, ``Step1X3DError``, anything else).
     """
     started = time.perf_counter()
-    # Decoded here, not on the server's event loop: a bad image fails this job (ImageError is a
-    # PipelineError with code "bad_image"), and a big one stalls no other client.
+    # Decoded here, not on the server's event loop: a bad image fails this job (code "bad_image"),
+    # and a big one stalls no other client.
     request = queued.decode()
     queued.images = []  # the decoded arrays replace the encoded files
     ctx.check_cancelled()
     decode_s = time.perf_counter() - started
     asset = run(request, ctx)
     ctx.check_cancelled()
-    asset.timings.setdefault("decode_images", decode_s)
-    asset.timings.setdefault("total", time.perf_counter() - started)
-    asset.provenance.setdefault("backend", backend)
-    asset.provenance.setdefault("job_id", job_id)
-    asset.provenance.setdefault("settings", request.settings.to_wire())
-    asset.provenance.setdefault("ai_generated", True)
+    return finalize_asset(asset, request, backend=backend, job_id=job_id, decode_s=decode_s,
+                          total_s=time.perf_counter() - started)
+
+
+def produce_result(
+    run: RunFn, backend: str, queued: QueuedRequest, job_id: str, want_glb: bool, ctx: JobContext
+) -> tuple[dict[str, Any], list[tuple[str, PartValue]]]:
+    """:func:`run_to_asset`, then the asset encoded as a ``result`` message (with the GLB when asked)."""
+    asset = run_to_asset(run, backend, queued, job_id, ctx)
     encode_started = time.perf_counter()
-    glb = glb_bytes(asset, asset.notes) if want_glb else None
+    glb = bytes(asset_to_glb(asset)) if want_glb else None
     fields, parts = asset_to_result(asset, job_id, glb=glb)
     fields["timings"]["encode"] = time.perf_counter() - encode_started
     return fields, parts
 
 
-__all__ = ["RunFn", "glb_bytes", "produce_result"]
+__all__ = ["RunFn", "finalize_asset", "produce_result", "run_to_asset"]

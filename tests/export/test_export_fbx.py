@@ -93,7 +93,7 @@ def test_unity_metres_y_up_metallic_smoothness(box_glb: tuple[Path, Asset], tmp_
 
     (obj,) = report["objects"]
     assert sorted(obj["dimensions"]) == pytest.approx([0.2, 0.4, 0.8], abs=1e-5)  # Blender reads it back in metres
-    assert obj["props"]["seed"] == "7" and obj["props"]["AI-generated"] == "1"
+    assert obj["props"]["seed"] == "7" and obj["props"]["ai_generated"] == "1"
     feeds = obj["materials"][0]["feeds"]
     assert feeds["Base Color"]["image"] == "u_BaseColor.png" and feeds["Base Color"]["size"] == [64, 64]
     assert feeds["Metallic"]["image"] == "u_MetallicSmoothness.png"

@@ -34,7 +34,7 @@ def test_glb_reads_back_everything_we_wrote(textured_asset: Asset) -> None:
     assert back.material is not None and asset.material is not None
     for slot in ("base_color", "orm", "normal"):
         np.testing.assert_array_equal(getattr(back.material, slot), getattr(asset.material, slot))  # PNG: lossless
-    assert back.provenance["seed"] == 7 and back.provenance["AI-generated"] is True
+    assert back.provenance["seed"] == 7 and back.provenance["ai_generated"] is True
     assert back.provenance["settings"] == {"texture_size": 512, "lods": [1.0, 0.5]}
 
 
@@ -97,7 +97,7 @@ def test_usdz_passes_validators_and_arkit_rules(textured_asset: Asset, tmp_path:
     stage = Usd.Stage.Open(str(path))
     assert UsdGeom.GetStageMetersPerUnit(stage) == 1.0 and UsdGeom.GetStageUpAxis(stage) == "Y"
     data = stage.GetRootLayer().customLayerData
-    assert data["producer"] == "Step1X-3D for Blender" and data["AIGenerated"] is True
+    assert data["producer"] == "Step1X-3D for Blender" and data["ai_generated"] is True
     assert data["digitalSourceType"].endswith("/digitalsourcetype/trainedAlgorithmicMedia")
     assert data["seed"] == 7 and json.loads(data["settings"]) == {"lods": [1.0, 0.5], "texture_size": 512}
     assert json.loads(data["provenance"])["images"] == ["front.png"]

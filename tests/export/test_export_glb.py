@@ -37,7 +37,7 @@ def test_full_pbr_glb_is_valid_and_labelled(textured_asset: Asset) -> None:
     gltf = _gltf_json(data)
     assert gltf["asset"]["generator"] == "Step1X-3D for Blender 0.1.0 (backend: inflate)"
     for extras in (gltf["asset"]["extras"], gltf["nodes"][0]["extras"]):
-        assert extras["AI-generated"] is True and extras["backend"] == "inflate" and extras["seed"] == 7
+        assert extras["ai_generated"] is True and extras["backend"] == "inflate" and extras["seed"] == 7
         assert extras["settings"]["lods"] == [1.0, 0.5]
     assert "KHR_xmp_json_ld" in gltf["extensionsUsed"] and "extensionsRequired" not in gltf
     packet = gltf["extensions"]["KHR_xmp_json_ld"]["packets"][gltf["asset"]["extensions"]["KHR_xmp_json_ld"]["packet"]]
@@ -119,7 +119,7 @@ def test_blender_import(textured_asset: Asset, tmp_path: Path) -> None:
     main = meshes["step1x3d_asset"]
     assert main["vertices"] == asset.mesh.vertex_count and main["polygons"] == asset.mesh.face_count
     assert main["uv_layers"] and main["materials"] == ["step1x3d_material"]
-    assert main["props"]["AI-generated"] == 1 and main["props"]["backend"] == "inflate"
+    assert main["props"]["ai_generated"] == 1 and main["props"]["backend"] == "inflate"
     # Blender has no MSFT_lod: it imports the coarser level as its own object.
     assert meshes["step1x3d_asset_lod1"]["polygons"] == lods[0].face_count
     assert sorted(im["name"] for im in summary["images"]) == ["base_color", "normal", "occlusion_roughness_metallic"]

@@ -18,7 +18,7 @@ from gltf_validator import validate_glb
 from blender_addon.protocol.settings import JobSettings
 from inference_server.assets import Asset
 from inference_server.export import asset_to_glb, save_asset
-from inference_server.export.glb import STAGE_SECONDS_KEY
+from blender_addon.protocol.provenance import STAGE_SECONDS as STAGE_SECONDS_KEY
 from inference_server.pipeline.base import JobContext, JobRequest
 from inference_server.pipeline.inflate import InflatePipeline
 
@@ -37,7 +37,7 @@ def test_timings_go_into_both_extras_rounded_to_milliseconds(textured_asset: Ass
     assert report["errors"] == 0, report["messages"]
     for extras in _extras(data):
         assert extras[STAGE_SECONDS_KEY] == {"prepare": 0.123, "geometry": 2.0, "geometry.extract": 0.5}
-        assert extras["backend"] == "inflate" and extras["AI-generated"] is True
+        assert extras["backend"] == "inflate" and extras["ai_generated"] is True
     assert timed.provenance == PROVENANCE  # the asset's own provenance is not changed
 
 

@@ -40,7 +40,7 @@ def run(settings: JobSettings, image: np.ndarray | None = None, mesh: MeshData |
 
 @pytest.fixture(scope="module")
 def ball() -> Asset:
-    return run(JobSettings(max_faces=20_000, texture_size=1024, inflate_depth=1.0, lods=(1.0, 0.5)))
+    return run(JobSettings(max_faces=20_000, texture_size=1024, options={"inflate_depth": 1.0}, lods=(1.0, 0.5)))
 
 
 def welded_edges_are_closed(mesh: MeshData) -> bool:
@@ -96,7 +96,7 @@ def test_lods_timings_and_provenance(ball: Asset) -> None:
     assert abs(ball.lods[0].face_count / ball.mesh.face_count - 0.5) < 0.05
     for stage in ("prepare", "geometry", "uv_atlas", "texture", "pbr", "lods"):
         assert ball.timings[stage] >= 0.0
-    assert ball.provenance["backend"] == "inflate" and ball.provenance["AI-generated"] is True
+    assert ball.provenance["backend"] == "inflate" and ball.provenance["ai_generated"] is True
     assert ball.provenance["source_images"] == ["ball.png"]
     assert ball.provenance["settings"]["max_faces"] == 20_000
 
@@ -209,7 +209,7 @@ def test_low_poly_result_carries_the_lost_shape_in_a_normal_map() -> None:
     from inference_server.export import asset_to_glb
     from tests.gltf_validator import validate_glb
 
-    asset = run(JobSettings(max_faces=1_500, texture_size=512, inflate_depth=1.0))
+    asset = run(JobSettings(max_faces=1_500, texture_size=512, options={"inflate_depth": 1.0}))
     assert asset.material is not None and asset.material.normal is not None
     assert asset.material.normal.shape == (512, 512, 3)
     assert asset.mesh.tangents is not None and asset.mesh.tangents.shape == (asset.mesh.vertex_count, 4)
