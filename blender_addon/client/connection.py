@@ -13,17 +13,19 @@ import itertools
 import time
 from typing import Any, Sequence
 
-import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..protocol import messages as m
-from ..protocol.codec import PartValue, ProtocolError, decode, encode
+from ..protocol.codec import ProtocolError, decode_message, encode_message
+from ..protocol.errors import Step1X3DError
 from ..protocol.limits import Limits, MiB
 from ..protocol.preflight import SubmitRefused, check_submit
+from ..protocol.result import CLIENT_MESH_ARRAYS, mesh_arrays
+from ..protocol.schema import WireMessage
 from ..protocol.settings import JobSettings
 from .curve import CurveKeys
-from .events import ErrorEvent, Event, Offline, Pong, Reconnected, Welcome, event_from_message
+from .events import SERVER_EVENTS, ErrorEvent, Event, Offline, Pong, Reconnected, Welcome
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 AUTO_PING_PREFIX = m.AUTO_TOKEN_PREFIX
@@ -45,11 +47,12 @@ RESULT_LIMITS = Limits(
     max_total_bytes=8192 * MiB,
 )
 
-MESH_ARRAY_DTYPES = {"positions": np.float32, "faces": np.uint32, "uvs": np.float32, "normals": np.float32}
 
+class ConnectionClosed(Step1X3DError):
+    """The connection was closed (or its outgoing queue is full): nothing more can be sent on it."""
 
-class ConnectionClosed(RuntimeError):
-    pass
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "internal_error")
 
 
 def normalize_address(address: str) -> str:
@@ -121,8 +124,8 @@ class ServerConnection:
         """What ``submit`` checks a job against: the last welcome's limits, the defaults before one arrived."""
         return Limits.from_wire(self.welcome.limits) if self.welcome is not None else Limits()
 
-    def _send(self, msg_type: str, fields: dict[str, Any] | None = None, parts: Any = None) -> None:
-        self._send_frames(encode(msg_type, fields, parts))
+    def _send(self, msg: WireMessage) -> None:
+        self._send_frames(encode_message(msg))
 
     def _send_frames(self, frames: list[Any]) -> None:
         if self._socket is None:
@@ -133,7 +136,7 @@ class ServerConnection:
             raise ConnectionClosed(f"cannot send to {self.address}: the outgoing queue is full") from None
 
     def hello(self) -> None:
-        self._send(m.HELLO, {"client": self.client_name})
+        self._send(m.Hello(client=self.client_name))
 
     def submit(
         self,
@@ -156,19 +159,18 @@ class ServerConnection:
         sentence naming the image or mesh array) and nothing is sent.
         """
         if not m.valid_job_id(job_id):
-            raise ValueError(f"job id {job_id!r}: {m.ERROR_CODES['bad_job_id']}")
+            raise Step1X3DError(f"job id {job_id!r}: {m.ERROR_CODES['bad_job_id']}", "bad_job_id")
         wire_settings = settings.to_wire() if isinstance(settings, JobSettings) else dict(settings)
-        fields: dict[str, Any] = {"job_id": job_id, "settings": wire_settings, "want_glb": bool(want_glb)}
-        if image_names is not None:
-            fields["image_names"] = list(image_names)
-        parts: list[tuple[str, PartValue]] = [(f"image{i}", data) for i, data in enumerate(images)]
-        wire_mesh: dict[str, np.ndarray] = {}
-        if mesh is not None:
-            for key, dtype in MESH_ARRAY_DTYPES.items():
-                if mesh.get(key) is not None:
-                    wire_mesh[key] = np.ascontiguousarray(mesh[key], dtype=dtype)
-                    parts.append((f"mesh.{key}", wire_mesh[key]))
-        frames = encode(m.SUBMIT, fields, parts)  # zero-copy views: cheap even when refused below
+        message = m.Submit(
+            job_id=job_id,
+            settings=wire_settings,
+            image_names=list(image_names) if image_names is not None else None,
+            want_glb=bool(want_glb),
+            images=list(images),
+            mesh=mesh,
+        )
+        frames = encode_message(message)  # zero-copy views: cheap even when refused below
+        wire_mesh = mesh_arrays("mesh", dict(message.wire_parts()), CLIENT_MESH_ARRAYS)
         try:
             check_submit(self.limits, images, image_names=image_names, mesh=wire_mesh, header_bytes=len(frames[0]))
         except SubmitRefused as exc:
@@ -185,25 +187,25 @@ class ServerConnection:
 
     def reserve(self, job_id: str, nbytes: int) -> None:
         """Ask the server to hold room for an upload of ``nbytes`` before sending it (answer: reserved or rejected)."""
-        self._send(m.RESERVE, {"job_id": job_id, "bytes": int(nbytes)})
+        self._send(m.Reserve(job_id, int(nbytes)))
 
     def cancel(self, job_id: str) -> None:
-        self._send(m.CANCEL, {"job_id": job_id})
+        self._send(m.Cancel(job_id))
 
     def attach(self, job_id: str) -> None:
-        self._send(m.ATTACH, {"job_id": job_id})
+        self._send(m.Attach(job_id))
 
     def fetch(self, job_id: str) -> None:
-        self._send(m.FETCH, {"job_id": job_id})
+        self._send(m.Fetch(job_id))
 
     def close_job(self, job_id: str) -> None:
-        self._send(m.CLOSE, {"job_id": job_id})
+        self._send(m.Close(job_id))
 
     def ping(self, token: str = "") -> None:
-        self._send(m.PING, {"token": token} if token else {})
+        self._send(m.Ping(token or None))
 
     def free_vram(self) -> None:
-        self._send(m.FREE_VRAM)
+        self._send(m.FreeVram())
 
     # ------------------------------------------------------------------ receiving
 
@@ -231,15 +233,14 @@ class ServerConnection:
 
     def _decode(self, frames: list[zmq.Frame], events: list[Event]) -> Event | None:
         try:
-            msg = decode([f.buffer for f in frames], RESULT_LIMITS)
-            event = event_from_message(msg)
+            event = decode_message([f.buffer for f in frames], RESULT_LIMITS)
         except ProtocolError as exc:
             return ErrorEvent(exc.job_id, exc.code, f"the server sent a message this client cannot read: {exc.message}")
-        except (ValueError, KeyError, TypeError) as exc:
-            return ErrorEvent(None, "bad_message", f"the server sent a message this client cannot read: {exc}")
+        if not isinstance(event, SERVER_EVENTS):
+            return ErrorEvent(None, "bad_message", f"the server sent a message this client cannot read: {event.TYPE!r}")
         if isinstance(event, (Pong, Welcome)):
-            self._note_instance(event.instance_id, events)
-        if isinstance(event, Pong) and event.token.startswith(AUTO_PING_PREFIX):
+            self._note_instance(event.instance_id or "", events)
+        if isinstance(event, Pong) and (event.token or "").startswith(AUTO_PING_PREFIX):
             return None  # our own keep-alive (or the server's probe): it already refreshed _last_rx
         if isinstance(event, Welcome):
             self.welcome = event
@@ -253,7 +254,7 @@ class ServerConnection:
         if silent > 2 * self.heartbeat_s and now - self._last_ping > interval:
             self._last_ping = now
             try:
-                self._send(m.PING, {"token": f"{AUTO_PING_PREFIX}{next(self._tokens)}"})
+                self._send(m.Ping(f"{AUTO_PING_PREFIX}{next(self._tokens)}"))
             except ConnectionClosed:
                 pass
         if silent > self.offline_after_s and not self._offline_reported:

@@ -190,9 +190,9 @@ class JobTracker:
         elif event.state == m.DONE:
             self.result_ready = True  # the result itself still has to be fetched
         elif event.state == m.CANCELLED:
-            self._fail("cancelled", event.message)
+            self._fail("cancelled", event.message or "")
         elif event.state in (m.FAILED, m.EXPIRED):
-            self._fail(event.code or event.state, event.message, retryable=event.retryable)
+            self._fail(event.code or event.state, event.message or "", retryable=bool(event.retryable))
 
     def tick(self, now: float | None = None) -> None:
         """Time-based transition: no word about the job from the server within ``no_answer_s``.

@@ -14,11 +14,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..protocol.result import CLIENT_MESH_ARRAYS, MAP_NAMES, Result
 from .files import write_atomic
 
 MeshDict = dict[str, Any]  # {"positions", "faces", "uvs"?, "normals"?, "smooth"?}, glTF frame
-TEXTURE_KINDS = ("base_color", "orm", "normal")
-_MESH_KEYS = ("positions", "faces", "uvs", "normals")
+_MESH_KEYS = CLIENT_MESH_ARRAYS  # the arrays a re-import needs (tangents are recomputed by Blender)
 
 
 @dataclass
@@ -32,17 +32,16 @@ class ResultPayload:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def payload_from_result(result: Any) -> ResultPayload:
-    """Adapt the client's ``Result`` event (attribute access) to a payload."""
-    textures = {k: bytes(v) for k, v in (getattr(result, "textures", None) or {}).items() if v}
+def payload_from_result(result: Result) -> ResultPayload:
+    """The payload of a received ``result`` message."""
     return ResultPayload(
         mesh=dict(result.mesh),
-        textures=textures,
-        material=dict(getattr(result, "material", None) or {}),
-        lods=[dict(m) for m in (getattr(result, "lods", None) or [])],
-        provenance=dict(getattr(result, "provenance", None) or {}),
-        notes=[str(n) for n in (getattr(result, "notes", None) or [])],
-        timings={str(k): float(v) for k, v in (getattr(result, "timings", None) or {}).items()},
+        textures={k: bytes(v) for k, v in result.textures.items() if v},
+        material=dict(result.material),
+        lods=[dict(m) for m in result.lods],
+        provenance=dict(result.provenance),
+        notes=[str(n) for n in result.notes],
+        timings={str(k): float(v) for k, v in result.timings.items()},
     )
 
 
@@ -119,4 +118,4 @@ def save_references(folder: Path, views: list[str], names: list[str], images: li
 
 def texture_items(textures: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
     """Known maps in a stable order (base colour, ORM, normal); unknown kinds are ignored."""
-    return [(k, textures[k]) for k in TEXTURE_KINDS if textures.get(k)]
+    return [(k, textures[k]) for k in MAP_NAMES if textures.get(k)]

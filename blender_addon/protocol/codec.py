@@ -1,4 +1,10 @@
-"""Framing: one msgpack header frame + raw binary frames ("parts").
+"""The one codec: typed messages <-> frames (one msgpack header frame + raw binary frames, "parts").
+
+Both ends use :func:`encode_message` (a message dataclass from :mod:`.messages` to
+frames) and :func:`decode_message` (frames to the dataclass, every check done:
+limits, version, header field types, part names/kinds/dtypes/columns as the class
+declares them). :func:`encode`/:func:`decode` are the framing layer underneath,
+also what the hostile-input tests use to build malformed messages.
 
 Header (a msgpack map, string keys only)::
 
@@ -16,13 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence
 
 import msgpack
 import numpy as np
 
 from .limits import Limits
-from .messages import PROTOCOL_VERSION, check_fields, valid_job_id
+from .messages import MESSAGES, PROTOCOL_VERSION, check_fields, valid_job_id
+from .schema import Buffer, PartSpec, PartValue, ProtocolError, WireMessage, find_spec
 
 # Wire dtype name -> numpy dtype (always little-endian on the wire).
 DTYPES: dict[str, np.dtype] = {
@@ -35,20 +42,6 @@ DTYPES: dict[str, np.dtype] = {
 }
 MAX_NDIM = 4
 MAX_PARTS_NAME = 64
-
-Buffer = Union[bytes, bytearray, memoryview]
-PartValue = Union[np.ndarray, bytes, bytearray, memoryview]
-
-
-class ProtocolError(Exception):
-    """A message that breaks the protocol; ``code`` is one of messages.ERROR_CODES."""
-
-    def __init__(self, message: str, code: str = "bad_message", job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.job_id = job_id
-
 
 @dataclass
 class Message:
@@ -244,4 +237,45 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None, *, check_sche
     return Message(type=msg_type, fields=header, parts=parts, version=version)
 
 
-__all__ = ["DTYPES", "Message", "ProtocolError", "encode", "decode", "unpack_header", "check_version"]
+def encode_message(msg: WireMessage, *, version: tuple[int, int] = PROTOCOL_VERSION) -> list[Buffer]:
+    """The frames of a typed message (arrays as zero-copy views)."""
+    return encode(msg.TYPE, msg.header(), msg.wire_parts(), version=version)
+
+
+def check_parts(specs: tuple[PartSpec, ...], msg: Message) -> None:
+    """Every part must match a row its class declares: name, kind, dtype and columns."""
+    job_id = msg.fields.get("job_id") if isinstance(msg.fields.get("job_id"), str) else None
+    for name, value in msg.parts.items():
+        spec = find_spec(specs, name)
+        if spec is None:
+            raise ProtocolError(f"unexpected part in {msg.type}: {name}", job_id=job_id)
+        if spec.kind == "bytes":
+            if isinstance(value, np.ndarray):
+                raise ProtocolError(f"{name} must be sent as {spec.describe()}, not an array", spec.code, job_id)
+            continue
+        if not isinstance(value, np.ndarray):
+            raise ProtocolError(f"{name} must be an array of {spec.describe()}", spec.code, job_id)
+        shape_ok = value.ndim == 2 and value.shape[1] == spec.columns if spec.columns else True
+        if value.dtype != DTYPES[spec.dtype] or not shape_ok:
+            shape = tuple(value.shape)
+            raise ProtocolError(f"{name} must be {spec.describe()}, got {value.dtype} {shape}", spec.code, job_id)
+
+
+def typed(msg: Message) -> WireMessage:
+    """A decoded frame set as its message class (parts checked against the class). Raises ProtocolError only."""
+    cls = MESSAGES.get(msg.type)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
+    check_parts(cls.PARTS, msg)
+    return cls.from_wire(msg.fields, msg.parts)
+
+
+def decode_message(frames: Sequence[Buffer], limits: Limits | None = None) -> WireMessage:
+    """Decode and validate one message's frames into its typed class. Raises ProtocolError only."""
+    return typed(decode(frames, limits))
+
+
+__all__ = [
+    "DTYPES", "Message", "ProtocolError", "PartValue", "check_parts", "check_version", "decode", "decode_message",
+    "encode", "encode_message", "typed", "unpack_header",
+]

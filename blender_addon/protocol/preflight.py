@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import Step1X3DError
 from .limits import Limits, MiB
+from .result import CLIENT_MESH_ARRAYS
 
 KiB = 1024
-MESH_ARRAYS = ("positions", "faces", "uvs", "normals")  # wire order: mesh.positions, mesh.faces, ...
 _ARRAY_WORDS = {
     "positions": "vertex positions",
     "faces": "triangles",
@@ -35,18 +36,16 @@ _ARRAY_WORDS = {
 }
 
 
-class SubmitRefused(ValueError):
+class SubmitRefused(Step1X3DError):
     """A job this client does not send because it breaks a limit of the server.
 
     ``str(exc)`` is one sentence for the artist; ``code`` is what the server
-    would have answered (``too_large``); ``job_id`` is set by the sender.
+    would have answered (``too_large``); ``job_id`` is set by the sender. A subclass
+    because the session catches this family alone (it ends the job as the server would).
     """
 
     def __init__(self, message: str, code: str = "too_large", job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.job_id = job_id
+        super().__init__(message, code, job_id=job_id)
 
 
 def describe_size(n: int) -> str:
@@ -95,7 +94,7 @@ def check_submit(
     array too large, then the message as a whole.
     """
     image_sizes = [_nbytes(data) for data in images]
-    arrays = {key: mesh[key] for key in MESH_ARRAYS if mesh is not None and mesh.get(key) is not None}
+    arrays = {key: mesh[key] for key in CLIENT_MESH_ARRAYS if mesh is not None and mesh.get(key) is not None}
     count = len(image_sizes)
 
     if count > limits.max_images:
@@ -157,4 +156,4 @@ def check_submit(
         )
 
 
-__all__ = ["MESH_ARRAYS", "SubmitRefused", "check_submit", "describe_size"]
+__all__ = ["SubmitRefused", "check_submit", "describe_size"]

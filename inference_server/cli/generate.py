@@ -155,7 +155,7 @@ def _save_asset(asset: Any, output: Path) -> list[Path]:
 def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: ProgressBar) -> list[Path]:
     from blender_addon.client import CurveKeys, JobTracker, run_job
 
-    from ..server.result_codec import result_to_asset
+    from ..result_asset import result_to_asset
 
     curve = None
     if (args.client_key is None) != (args.server_public_key is None):

@@ -19,24 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from blender_addon.protocol.codec import Message, PartValue
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.limits import Limits
+from blender_addon.protocol.messages import Submit
+from blender_addon.protocol.result import CLIENT_MESH_ARRAYS
+from blender_addon.protocol.schema import PartValue
 from blender_addon.protocol.settings import JobSettings, SettingsError
 
 from ..assets import MeshData
 from ..imaging.decode import Encoded, ImageError, check_encoded_image, decode_image
 from ..pipeline.base import JobRequest
 
-MESH_PARTS = {"mesh.positions", "mesh.faces", "mesh.uvs", "mesh.normals"}
 
 
-class Refusal(Exception):
-    """A submit the server will not run: becomes a ``rejected`` message."""
+class Refusal(Step1X3DError):
+    """A submit the server will not run: becomes a ``rejected`` message (a subclass: the server catches this family)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 @dataclass
@@ -70,13 +70,8 @@ class QueuedRequest:
         Computed when first needed rather than on arrival: hashing runs at about 1 GB/s, and the
         event loop must read a flood of large submits faster than that.
         """
-        parts: dict[str, PartValue] = {f"image{i}": image for i, image in enumerate(self.images)}
-        if self.mesh is not None:
-            for attr in ("positions", "faces", "uvs", "normals"):
-                value = getattr(self.mesh, attr)
-                if value is not None:
-                    parts[f"mesh.{attr}"] = value
-        return fingerprint(self.fields, parts)
+        mesh = None if self.mesh is None else {a: getattr(self.mesh, a) for a in CLIENT_MESH_ARRAYS}
+        return fingerprint(self.fields, dict(Submit(job_id="", images=list(self.images), mesh=mesh).wire_parts()))
 
     def without_images(self) -> QueuedRequest:
         return replace(self, images=[])
@@ -93,10 +88,15 @@ class QueuedRequest:
         return JobRequest(images=decoded, settings=self.settings, mesh=self.mesh, image_names=list(names))
 
 
-def submit_bytes(msg: Message) -> int:
+def submit_bytes(msg: Submit) -> int:
     """Bytes of a submit's parts: about what the queue holds for it if accepted."""
     return sum(value.nbytes if isinstance(value, np.ndarray) else len(memoryview(value).cast("B"))
-               for value in msg.parts.values())
+               for _, value in msg.wire_parts())
+
+
+def submit_fingerprint(msg: Submit) -> str:
+    """fingerprint() of a received submit (header fields as the class sends them, parts in wire order)."""
+    return fingerprint(msg.header(), dict(msg.wire_parts()))
 
 
 def fingerprint(fields: Mapping[str, Any], parts: Mapping[str, PartValue]) -> str:
@@ -118,21 +118,18 @@ def fingerprint(fields: Mapping[str, Any], parts: Mapping[str, PartValue]) -> st
     return digest.hexdigest()
 
 
-def _image_names(msg: Message, count: int) -> list[str]:
-    names = msg.fields.get("image_names")
+def _image_names(msg: Submit, count: int) -> list[str]:
+    names = msg.image_names
     if isinstance(names, list) and len(names) == count and all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
         return list(names)
     return [f"image {i + 1}" for i in range(count)]
 
 
-def _mesh(parts: dict[str, PartValue], limits: Limits) -> MeshData:
-    positions, faces = parts.get("mesh.positions"), parts.get("mesh.faces")
-    if not isinstance(positions, np.ndarray) or not isinstance(faces, np.ndarray):
+def _mesh(arrays: dict[str, np.ndarray], limits: Limits) -> MeshData:
+    """Content checks of a client mesh (the codec checked each array's dtype and columns against ``Submit.PARTS``)."""
+    positions, faces = arrays.get("positions"), arrays.get("faces")
+    if positions is None or faces is None:
         raise Refusal("bad_mesh", "the mesh needs float32 'positions' (N, 3) and uint32 'faces' (M, 3) arrays")
-    if positions.ndim != 2 or positions.shape[1] != 3 or positions.dtype != np.float32:
-        raise Refusal("bad_mesh", f"mesh positions must be float32 (N, 3), got {positions.dtype} {positions.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype not in (np.uint32, np.int32):
-        raise Refusal("bad_mesh", f"mesh faces must be uint32 (M, 3), got {faces.dtype} {faces.shape}")
     n, m = positions.shape[0], faces.shape[0]
     if n < 3 or m < 1:
         raise Refusal("bad_mesh", "the mesh is empty")
@@ -144,43 +141,35 @@ def _mesh(parts: dict[str, PartValue], limits: Limits) -> MeshData:
         )
     if not np.isfinite(positions).all():
         raise Refusal("bad_mesh", "the mesh has NaN or infinite vertex positions")
-    faces_u = faces.astype(np.uint32) if faces.dtype == np.int32 else faces
-    if faces.dtype == np.int32 and (faces < 0).any() or int(faces_u.max()) >= n:
+    if int(faces.max()) >= n:
         raise Refusal("bad_mesh", f"mesh faces refer to vertices outside 0..{n - 1}")
     extras: dict[str, np.ndarray | None] = {}
     for attr, width in (("uvs", 2), ("normals", 3)):
-        value = parts.get(f"mesh.{attr}")
+        value = arrays.get(attr)
         if value is None:
             extras[attr] = None
             continue
-        if not isinstance(value, np.ndarray) or value.shape != (n, width) or value.dtype != np.float32:
+        if value.shape != (n, width):
             raise Refusal("bad_mesh", f"mesh {attr} must be float32 ({n}, {width})")
         if not np.isfinite(value).all():
             raise Refusal("bad_mesh", f"mesh {attr} contain NaN or infinite values")
         extras[attr] = np.array(value)
     return MeshData(
-        positions=np.array(positions), faces=np.array(faces_u), uvs=extras["uvs"], normals=extras["normals"]
+        positions=np.array(positions), faces=np.array(faces), uvs=extras["uvs"], normals=extras["normals"]
     )
 
 
-def build_request(msg: Message, limits: Limits, capabilities: dict[str, Any] | None) -> QueuedRequest:
-    """Validate a submit from its headers; raises Refusal with a code from the protocol's error table."""
+def build_request(msg: Submit, limits: Limits, capabilities: dict[str, Any] | None) -> QueuedRequest:
+    """Validate a submit (its parts' names, dtypes and columns are the codec's); raises Refusal with a registered code."""
     try:
-        settings = JobSettings.from_wire(msg.fields.get("settings"))
+        settings = JobSettings.from_wire(msg.settings)
     except SettingsError as exc:
         raise Refusal("bad_settings", str(exc)) from None
-    image_keys = [k for k in msg.parts if k.startswith("image")]
-    unknown = sorted(set(msg.parts) - set(image_keys) - MESH_PARTS)
-    if unknown:
-        raise Refusal("bad_message", f"unexpected part(s) in submit: {', '.join(unknown)}")
-    expected = [f"image{i}" for i in range(len(image_keys))]
-    if image_keys != expected:
-        raise Refusal("bad_message", "images must be parts named image0, image1, ... in order")
-    if not image_keys:
+    if not msg.images:
         raise Refusal("bad_image", "the job has no reference image")
-    if len(image_keys) > limits.max_images:
-        raise Refusal("too_large", f"the job has {len(image_keys)} images; the limit is {limits.max_images}")
-    has_mesh = any(k in MESH_PARTS for k in msg.parts)
+    if len(msg.images) > limits.max_images:
+        raise Refusal("too_large", f"the job has {len(msg.images)} images; the limit is {limits.max_images}")
+    has_mesh = msg.mesh is not None
     if settings.mode == "texture" and not has_mesh:
         raise Refusal("bad_settings", "mode 'texture' paints a mesh you send: the job has no mesh")
     if has_mesh and settings.mode != "texture":
@@ -188,23 +177,21 @@ def build_request(msg: Message, limits: Limits, capabilities: dict[str, Any] | N
     modes = (capabilities or {}).get("modes")
     if isinstance(modes, (list, tuple)) and settings.mode not in modes:
         raise Refusal("unsupported", f"the server's backend cannot do mode {settings.mode!r} (it does {', '.join(modes)})")
-    names = _image_names(msg, len(image_keys))
+    names = _image_names(msg, len(msg.images))
     images: list[Encoded] = []
-    for key, name in zip(image_keys, names):
-        value = msg.parts[key]
-        if isinstance(value, np.ndarray):
-            raise Refusal("bad_image", f"{name} must be sent as encoded bytes (PNG, JPEG or WebP), not an array")
+    for value, name in zip(msg.images, names):
+        assert not isinstance(value, np.ndarray)  # the codec refused arrays as images (Submit.PARTS)
         try:
             check_encoded_image(value, limits.max_image_pixels, name)
         except ImageError as exc:
             raise Refusal("bad_image", str(exc)) from None
         images.append(value)  # kept encoded (a view of the received frame): the worker decodes it
-    mesh = _mesh(msg.parts, limits) if has_mesh else None
+    mesh = _mesh(msg.mesh, limits) if msg.mesh is not None else None
     return QueuedRequest(
         images=images,
         settings=settings,
         mesh=mesh,
         image_names=names,
         max_pixels=limits.max_image_pixels,
-        fields=dict(msg.fields),
+        fields=msg.header(),
     )

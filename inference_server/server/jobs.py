@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from blender_addon.protocol.messages import DONE, QUEUED, RUNNING, TERMINAL_STATES
+from blender_addon.protocol.messages import DONE, QUEUED, RUNNING, TERMINAL_STATES, Progress
 
 from .intake import QueuedRequest
 
@@ -38,7 +38,7 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
-    last_progress: dict[str, Any] | None = None
+    last_progress: Progress | None = None  # replayed to a client that attaches mid-job
     error: JobError | None = None
     cancel_requested: float | None = None
     close_requested: bool = False  # closed while running: forget it (and any result) once it ends

@@ -25,22 +25,23 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
 from blender_addon.protocol import messages as m
-from blender_addon.protocol.codec import Message, ProtocolError, decode, encode
+from blender_addon.protocol.codec import ProtocolError, decode, encode_message, typed
+from blender_addon.protocol.schema import WireMessage
 from blender_addon.protocol.limits import MiB
 from blender_addon.protocol.settings import advertised_ranges
 
 from .. import __version__
 from ..pipeline.registry import resolve_backend
 from .config import ServerConfig
-from .intake import Refusal, build_request, fingerprint, submit_bytes
+from .intake import Refusal, build_request, submit_bytes, submit_fingerprint
 from .jobs import Job, JobError, JobTable
 from .progress import ProgressModel, stage_weights
-from .result_codec import plain
+from ..result_asset import plain
 from .result_store import ResultStore, ResultStoreError
 from .security import enable_curve_server
 from .engine import Engine, create_engine
@@ -242,8 +243,8 @@ class JobServer:
 
     # ----------------------------------------------------------------- sending
 
-    def _send(self, peer: bytes, msg_type: str, fields: dict[str, Any] | None = None, parts: Any = None) -> bool:
-        return self._send_frames(peer, encode(msg_type, fields, parts))
+    def _send(self, peer: bytes, msg: WireMessage) -> bool:
+        return self._send_frames(peer, encode_message(msg))
 
     def _send_frames(self, peer: bytes, frames: Sequence[Any]) -> bool:
         return self._deliver(peer, frames) == 0
@@ -261,8 +262,8 @@ class JobServer:
             self._peers.pop(peer, None)
             return exc.errno or -1
 
-    def _notify(self, job: Job, msg_type: str, fields: dict[str, Any]) -> None:
-        frames = encode(msg_type, fields)
+    def _notify(self, job: Job, msg: WireMessage) -> None:
+        frames = encode_message(msg)
         for peer in list(job.subscribers):
             err = self._deliver(peer, frames)
             if err == 0:
@@ -275,15 +276,15 @@ class JobServer:
         return f"{name} ({peer.hex()})" if name else peer.hex()
 
     def _error(self, peer: bytes, code: str, message: str, job_id: str | None = None, retryable: bool = False) -> None:
-        self._send(peer, m.ERROR, {"job_id": job_id, "code": code, "message": message, "retryable": retryable})
+        self._send(peer, m.ErrorEvent(job_id, code, message, retryable))
 
-    def _state_fields(self, job: Job) -> dict[str, Any]:
-        fields: dict[str, Any] = {"job_id": job.job_id, "state": job.state}
+    def _state(self, job: Job) -> m.StateChanged:
+        msg = m.StateChanged(job.job_id, job.state)
         if job.error is not None:
-            fields.update(code=job.error.code, message=job.error.message, retryable=job.error.retryable)
+            msg.code, msg.message, msg.retryable = job.error.code, job.error.message, job.error.retryable
         if job.state == m.QUEUED:
-            fields["queue_position"] = self.jobs.queue_position(job.job_id)
-        return fields
+            msg.queue_position = self.jobs.queue_position(job.job_id)
+        return msg
 
     # ----------------------------------------------------------------- client messages
 
@@ -296,67 +297,87 @@ class JobServer:
         while len(self._peers) > MAX_PEERS:
             self._client_names.pop(self._peers.popitem(last=False)[0], None)
         try:
-            msg = decode([f.buffer for f in frames[1:]], self.limits)
+            raw = decode([f.buffer for f in frames[1:]], self.limits)
         except ProtocolError as exc:
             self._error(peer, exc.code, exc.message, exc.job_id)
             return
-        if msg.type not in m.CLIENT_TYPES:
-            self._error(peer, "unknown_type", f"{msg.type!r} is not a message a client sends")
+        if raw.type not in m.CLIENT_TYPES:
+            self._error(peer, "unknown_type", f"{raw.type!r} is not a message a client sends")
             return
         try:
-            getattr(self, f"_on_{msg.type}")(peer, msg)
+            msg = typed(raw)  # parts checked against what the message class declares
+        except ProtocolError as exc:
+            if raw.type == m.SUBMIT and exc.job_id is not None and m.valid_job_id(exc.job_id):
+                self._reject(peer, exc.job_id, exc.code, exc.message)  # the job's content, not the framing
+            else:
+                self._error(peer, exc.code, exc.message, exc.job_id)
+            return
+        handler = self._handlers[type(msg)]
+        try:
+            handler(peer, msg)
         except Exception as exc:  # noqa: BLE001 - one bad request must never stop the server
-            log.exception("handling %s failed", msg.type)
-            self._error(peer, "internal_error", f"the server failed to handle {msg.type}: {exc}")
+            log.exception("handling %s failed", msg.TYPE)
+            self._error(peer, "internal_error", f"the server failed to handle {msg.TYPE}: {exc}")
 
-    def _on_hello(self, peer: bytes, msg: Message) -> None:
-        name = msg.fields.get("client")
-        if isinstance(name, str) and name:
-            self._client_names[peer] = name[:64]
-        self._send(peer, m.WELCOME, self._welcome_fields())
+    @property
+    def _handlers(self) -> dict[type[WireMessage], Callable[[bytes, Any], None]]:
+        """Every message a client may send, and the method that answers it."""
+        return {
+            m.Hello: self._on_hello,
+            m.Submit: self._on_submit,
+            m.Reserve: self._on_reserve,
+            m.Attach: self._on_attach,
+            m.Cancel: self._on_cancel,
+            m.Fetch: self._on_fetch,
+            m.Close: self._on_close,
+            m.Ping: self._on_ping,
+            m.FreeVram: self._on_free_vram,
+        }
 
-    def _welcome_fields(self) -> dict[str, Any]:
+    def _on_hello(self, peer: bytes, msg: m.Hello) -> None:
+        if msg.client:
+            self._client_names[peer] = msg.client[:64]
+        self._send(peer, self._welcome())
+
+    def _welcome(self) -> m.Welcome:
         worker = self.worker if self.worker is not None and self.worker.ready else None
         caps: dict[str, Any] = dict(worker.capabilities) if worker is not None else {"loading": True}
         active = worker.name if worker is not None else self.backend_name
-        fields: dict[str, Any] = {
-            "server_version": __version__,
-            "protocol_version": list(m.PROTOCOL_VERSION),
-            "backends": {active: plain(caps)},
-            "active_backend": active,
-            "limits": self.limits.to_wire(),
-            "device": worker.device if worker is not None else "loading",
-            "settings": advertised_ranges(),
-            "instance_id": self.instance_id,
-            "orphan_grace_s": self.config.orphan_grace_s,
-            "min_free_bytes": self.config.min_free_bytes,
-            "reserve_above_bytes": RESERVE_ABOVE_BYTES,
-        }
-        fields["content_filter"] = bool(self.config.backend_options.get("content_filter"))
-        if self.backend_error is not None:
-            fields["backend_error"] = {"code": self.backend_error.code, "message": self.backend_error.message}
-        return fields
+        error = self.backend_error
+        return m.Welcome(
+            server_version=__version__,
+            protocol_version=m.PROTOCOL_VERSION,
+            backends={active: plain(caps)},
+            active_backend=active,
+            limits=self.limits.to_wire(),
+            device=worker.device if worker is not None else "loading",
+            settings=advertised_ranges(),
+            content_filter=bool(self.config.backend_options.get("content_filter")),
+            backend_error={"code": error.code, "message": error.message} if error is not None else None,
+            instance_id=self.instance_id,
+            orphan_grace_s=self.config.orphan_grace_s,
+            min_free_bytes=self.config.min_free_bytes,
+            reserve_above_bytes=RESERVE_ABOVE_BYTES,
+        )
 
     def _reject(self, peer: bytes, job_id: str, code: str, message: str, retry_after: float | None = None) -> None:
-        fields: dict[str, Any] = {"job_id": job_id, "code": code, "message": message}
-        if retry_after is not None:
-            fields["retry_after_s"] = round(retry_after, 1)
-        self._send(peer, m.REJECTED, fields)
+        retry = round(retry_after, 1) if retry_after is not None else None
+        self._send(peer, m.Rejected(job_id, code, message, retry))
 
-    def _on_submit(self, peer: bytes, msg: Message) -> None:
-        job_id = msg.fields["job_id"]
+    def _on_submit(self, peer: bytes, msg: m.Submit) -> None:
+        job_id = msg.job_id
         if not m.valid_job_id(job_id):
             self._reject(peer, job_id[:64], "bad_job_id", m.ERROR_CODES["bad_job_id"])
             return
         existing = self.jobs.get(job_id)
         if existing is not None:
             known = existing.settle_fingerprint()
-            if known is not None and known != fingerprint(msg.fields, msg.parts):
+            if known is not None and known != submit_fingerprint(msg):
                 self._reject(peer, job_id, "job_id_conflict", f"job id {job_id} is already used by a different job")
                 return
             # Same job again (a retry after a lost reply): never run it twice, just re-subscribe.
             existing.subscribers.add(peer)
-            self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
+            self._send(peer, m.Accepted(job_id, self.jobs.queue_position(job_id)))
             self._replay(peer, existing)
             return
         self._reservations.pop(job_id, None)  # its room was held for this upload, which has arrived
@@ -371,13 +392,13 @@ class JobServer:
             self._reject(peer, job_id, exc.code, exc.message)
             return
         # Not hashed now (about 1 GB/s): the fingerprint is computed when first needed (jobs.py).
-        job = Job(job_id=job_id, fingerprint=None, request=request, want_glb=bool(msg.fields.get("want_glb", False)))
+        job = Job(job_id=job_id, fingerprint=None, request=request, want_glb=msg.want_glb)
         job.subscribers.add(peer)
         job.client = self._client_label(peer)
         self.jobs.add(job)
         log.info("job %s accepted from %s (%d ahead)", job_id, job.client, self.jobs.queue_position(job_id))
-        self._send(peer, m.ACCEPTED, {"job_id": job_id, "queue_position": self.jobs.queue_position(job_id)})
-        self._notify(job, m.STATE, self._state_fields(job))
+        self._send(peer, m.Accepted(job_id, self.jobs.queue_position(job_id)))
+        self._notify(job, self._state(job))
         self._dispatch()
 
     def _refusal(self, job_id: str, size: int) -> tuple[str, str, float | None] | None:
@@ -423,21 +444,21 @@ class JobServer:
             del self._reservations[job_id]
         return sum(size for j, (size, _) in self._reservations.items() if j != exclude)
 
-    def _on_reserve(self, peer: bytes, msg: Message) -> None:
+    def _on_reserve(self, peer: bytes, msg: m.Reserve) -> None:
         """Hold room for a large upload before it is sent, so concurrent uploads never exceed the budget."""
-        job_id, size = msg.fields["job_id"], int(msg.fields["bytes"])
+        job_id, size = msg.job_id, msg.bytes
         if not m.valid_job_id(job_id):
             self._reject(peer, job_id[:64], "bad_job_id", m.ERROR_CODES["bad_job_id"])
             return
         if self.jobs.get(job_id) is not None or size <= 0:
-            self._send(peer, m.RESERVED, {"job_id": job_id, "bytes": 0})  # a resubmission is answered without room
+            self._send(peer, m.Reserved(job_id, 0))  # a resubmission is answered without room
             return
         refusal = self._refusal(job_id, size)
         if refusal is not None:
             self._reject(peer, job_id, *refusal)
             return
         self._reservations[job_id] = (size, time.monotonic() + RESERVATION_TTL_S)
-        self._send(peer, m.RESERVED, {"job_id": job_id, "bytes": size})
+        self._send(peer, m.Reserved(job_id, size))
 
     def _retry_after(self) -> float:
         """When a queue slot should free up: when the running job ends (its ETA, else the average job)."""
@@ -453,32 +474,32 @@ class JobServer:
 
     def _replay(self, peer: bytes, job: Job) -> None:
         """What a (re-)attaching client missed: the state, the latest progress, and result-ready."""
-        self._send(peer, m.STATE, self._state_fields(job))
+        self._send(peer, self._state(job))
         if job.state == m.RUNNING and job.last_progress is not None:
-            self._send(peer, m.PROGRESS, job.last_progress)
+            self._send(peer, job.last_progress)
         if job.state == m.DONE:
-            self._send(peer, m.RESULT_READY, {"job_id": job.job_id})
+            self._send(peer, m.ResultReady(job.job_id))
 
-    def _lookup(self, peer: bytes, msg: Message) -> Job | None:
-        job_id = msg.fields["job_id"]
+    def _lookup(self, peer: bytes, msg: m.Attach | m.Cancel | m.Fetch | m.Close) -> Job | None:
+        job_id = msg.job_id
         job = self.jobs.get(job_id) if m.valid_job_id(job_id) else None
         if job is None:
             self._error(peer, "unknown_job", f"no job {job_id!r} on this server (never submitted, closed, or lost in a restart)", job_id[:64])
         return job
 
-    def _on_attach(self, peer: bytes, msg: Message) -> None:
+    def _on_attach(self, peer: bytes, msg: m.Attach) -> None:
         job = self._lookup(peer, msg)
         if job is not None:
             job.subscribers.add(peer)
             self._replay(peer, job)
 
-    def _on_cancel(self, peer: bytes, msg: Message) -> None:
+    def _on_cancel(self, peer: bytes, msg: m.Cancel | m.Close) -> None:
         job = self._lookup(peer, msg)
         if job is None:
             return
         job.subscribers.add(peer)
         if job.terminal:
-            self._send(peer, m.STATE, self._state_fields(job))  # cancel after the end: just say how it ended
+            self._send(peer, self._state(job))  # cancel after the end: just say how it ended
         elif job.state == m.QUEUED:
             self._finish(job, m.CANCELLED, None)
         elif job.cancel_requested is None:
@@ -486,7 +507,7 @@ class JobServer:
             if self.worker is not None:
                 self.worker.cancel_event.set()  # the pipeline sees it at its next progress() call
 
-    def _on_fetch(self, peer: bytes, msg: Message) -> None:
+    def _on_fetch(self, peer: bytes, msg: m.Fetch) -> None:
         job = self._lookup(peer, msg)
         if job is None:
             return
@@ -503,7 +524,7 @@ class JobServer:
             return
         self._send_frames(peer, frames)
 
-    def _on_close(self, peer: bytes, msg: Message) -> None:
+    def _on_close(self, peer: bytes, msg: m.Close) -> None:
         job = self._lookup(peer, msg)
         if job is None:
             return
@@ -513,7 +534,7 @@ class JobServer:
             self._on_cancel(peer, msg)
         if job.terminal:
             self._forget(job)
-        self._send(peer, m.CLOSED, {"job_id": job.job_id})
+        self._send(peer, m.Closed(job.job_id))
 
     def _forget(self, job: Job) -> None:
         self.jobs.remove(job.job_id)
@@ -521,24 +542,19 @@ class JobServer:
         self.store.discard_staged(job.job_id)
         self._progress.pop(job.job_id, None)
 
-    def _on_ping(self, peer: bytes, msg: Message) -> None:
-        fields: dict[str, Any] = {
-            "status": {
-                "queued": len(self.jobs.queue),
-                "queued_bytes": self.jobs.queued_bytes,
-                "running": self.jobs.running or "",
-                "worker_pid": self.worker.pid if self.worker is not None else 0,
-                "worker_ready": bool(self.worker is not None and self.worker.ready),
-                "uptime_s": round(time.monotonic() - self.started, 1),
-                "stopping": self._stopping_since is not None,
-            }
+    def _on_ping(self, peer: bytes, msg: m.Ping) -> None:
+        status = {
+            "queued": len(self.jobs.queue),
+            "queued_bytes": self.jobs.queued_bytes,
+            "running": self.jobs.running or "",
+            "worker_pid": self.worker.pid if self.worker is not None else 0,
+            "worker_ready": bool(self.worker is not None and self.worker.ready),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "stopping": self._stopping_since is not None,
         }
-        if "token" in msg.fields:
-            fields["token"] = msg.fields["token"]
-        fields["instance_id"] = self.instance_id
-        self._send(peer, m.PONG, fields)
+        self._send(peer, m.Pong(token=msg.token, status=status, instance_id=self.instance_id))
 
-    def _on_free_vram(self, peer: bytes, msg: Message) -> None:
+    def _on_free_vram(self, peer: bytes, msg: m.FreeVram) -> None:
         if peer not in self._vram_requests:  # one pending request per client, however often it asks
             self._vram_requests.append(peer)
         self._release_if_idle()
@@ -548,7 +564,7 @@ class JobServer:
             return
         if self.worker is None or not self.worker.ready:
             for peer in self._vram_requests:
-                self._send(peer, m.VRAM_FREED, {"message": "no backend is loaded"})
+                self._send(peer, m.VramFreed("no backend is loaded"))
             self._vram_requests.clear()
             return
         self._release_pending = self.worker.send(("release",))
@@ -610,7 +626,7 @@ class JobServer:
         elif kind == "released":
             self._release_pending = False
             for peer in self._vram_requests:
-                self._send(peer, m.VRAM_FREED, {"message": str(msg[1])})
+                self._send(peer, m.VramFreed(str(msg[1])))
             self._vram_requests.clear()
 
     def _on_progress(self, job_id: str, stage: str, step: int, total: int, message: str) -> None:
@@ -623,16 +639,8 @@ class JobServer:
                 stage_weights(self.worker.capabilities if self.worker else {}), job.started or time.monotonic()
             )
         fraction, eta = model.update(stage, step, total, time.monotonic())
-        job.last_progress = {
-            "job_id": job_id,
-            "stage": stage,
-            "step": step,
-            "total": total,
-            "fraction": round(fraction, 4),
-            "eta_s": eta,
-            "message": message,
-        }
-        self._notify(job, m.PROGRESS, job.last_progress)
+        job.last_progress = m.Progress(job_id, stage, step, total, round(fraction, 4), eta, message)
+        self._notify(job, job.last_progress)
 
     def _on_worker_died(self) -> None:
         assert self.worker is not None
@@ -681,7 +689,7 @@ class JobServer:
         if self._release_pending:  # a dead process holds no memory: answer the free-VRAM request
             self._release_pending = False
             for peer in self._vram_requests:
-                self._send(peer, m.VRAM_FREED, {"message": "the worker restarted, which released its memory"})
+                self._send(peer, m.VramFreed("the worker restarted, which released its memory"))
             self._vram_requests.clear()
 
     def _set_backend_error(self, error: JobError) -> None:
@@ -712,9 +720,9 @@ class JobServer:
             self._kill_worker_and_finish(m.FAILED, JobError("worker_crashed", "the worker could not take the job", True))
             return
         log.info("job %s started (client %s)", job.job_id, job.client or "unknown")
-        self._notify(job, m.STATE, self._state_fields(job))
+        self._notify(job, self._state(job))
         for queued in self.jobs.queued_jobs():
-            self._notify(queued, m.STATE, self._state_fields(queued))
+            self._notify(queued, self._state(queued))
         self._dispatch()  # engines with several slots take the next job at once
 
     def _finish(self, job: Job, state: str, error: JobError | None) -> None:
@@ -731,10 +739,10 @@ class JobServer:
         if was_running and job.started is not None and state == m.DONE:
             self._avg_job_s = 0.7 * self._avg_job_s + 0.3 * (time.monotonic() - job.started)
         if state == m.DONE:
-            self._notify(job, m.STATE, self._state_fields(job))
-            self._notify(job, m.RESULT_READY, {"job_id": job.job_id})
+            self._notify(job, self._state(job))
+            self._notify(job, m.ResultReady(job.job_id))
         else:
-            self._notify(job, m.STATE, self._state_fields(job))
+            self._notify(job, self._state(job))
         if job.close_requested:
             self._forget(job)
         self._dispatch()
@@ -756,7 +764,7 @@ class JobServer:
         live = self.jobs.live_jobs()
         quiet = {peer for job in live if now - job.last_delivered > self.config.heartbeat_s for peer in job.subscribers}
         if quiet:
-            probe = encode(m.PONG, {"token": PROBE_TOKEN, "instance_id": self.instance_id})
+            probe = encode_message(m.Pong(token=PROBE_TOKEN, instance_id=self.instance_id))
             gone = {peer for peer in quiet if self._deliver(peer, probe) == errno.EHOSTUNREACH}
             for job in live:
                 job.subscribers -= gone
@@ -812,7 +820,7 @@ class JobServer:
                 # Done is already terminal; expiry replaces the stored result, not the outcome.
                 job.state = m.EXPIRED
                 job.error = JobError("expired", "the result was kept past the retention time and deleted")
-                self._notify(job, m.STATE, self._state_fields(job))
+                self._notify(job, self._state(job))
 
     def _begin_shutdown(self) -> None:
         self._stopping_since = time.monotonic()
@@ -821,8 +829,7 @@ class JobServer:
             log.info("shutting down: no new jobs; running %s, which get %.0f s to finish", running, self.config.shutdown_grace_s)
         else:
             log.info("shutting down: no job is running")
-        notice = {"message": "the server is shutting down", "deadline_s": self.config.shutdown_grace_s}
-        frames = encode(m.SHUTDOWN, notice)
+        frames = encode_message(m.ServerShutdown("the server is shutting down", self.config.shutdown_grace_s))
         for peer in list(self._peers):
             self._send_frames(peer, frames)
         for job in self.jobs.queued_jobs():

@@ -10,6 +10,7 @@ import zmq
 
 from blender_addon.client import JobFailed, Offline, ServerConnection, run_job
 from blender_addon.client.curve import CurveKeyError, CurveKeys
+from blender_addon.protocol.errors import Step1X3DError
 
 
 def free_port() -> int:
@@ -54,8 +55,9 @@ def test_run_job_without_server_fails_with_the_fix() -> None:
 
 def test_submit_refuses_unsafe_job_ids() -> None:
     with ServerConnection(f"tcp://127.0.0.1:{free_port()}") as conn:
-        with pytest.raises(ValueError, match="job id"):
+        with pytest.raises(Step1X3DError, match="job id") as info:
             conn.submit("../etc", [b"x"], {})
+    assert info.value.code == "bad_job_id"
 
 
 def test_curve_keys_missing_file_is_one_sentence(tmp_path) -> None:  # noqa: ANN001
