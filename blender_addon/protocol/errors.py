@@ -9,6 +9,8 @@ type, so a code means one thing end to end. Pure Python: no bpy, no numpy.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 ERROR_CODES: dict[str, str] = {
     "version_mismatch": "the client speaks another major protocol version",
     "bad_message": "the message could not be decoded or has missing/ill-typed fields",
@@ -34,6 +36,8 @@ ERROR_CODES: dict[str, str] = {
     # Raised by the client itself, from the socket monitor (the server never says them):
     "auth_refused": "the CURVE handshake was refused: this client's key is not on the server's allow-list",
     "handshake_failed": "the connection's handshake did not complete (wrong server key, or encryption on one side only)",
+    "offline": "no server answers at the address (or it stopped answering)",
+    "timeout": "the job did not finish within the client's time limit",
     # Codes raised by pipelines (PipelineError.code) are passed through unchanged:
     "pipeline_error": "the backend failed",
     "weights_missing": "the backend needs model weights that are not configured",
@@ -41,6 +45,19 @@ ERROR_CODES: dict[str, str] = {
     "bad_backend": "the backend name could not be resolved",
     "not_implemented": "the backend does not implement this feature",
     "content_refused": "the server's content filter refused an input image; nothing of the job was kept",
+    "bad_request": "the job is incomplete or contradicts itself (e.g. no front view, an unknown model variant)",
+    "weights_invalid": "a weights or config file cannot be read or is not what it claims to be",
+    "weights_mismatch": "the weights do not match the model their config describes (names or shapes)",
+    # Raised on the artist's or operator's machine (CLI, add-on, exporters), never by the server:
+    "usage": "the command line is wrong (an option, a missing or contradictory argument); nothing ran",
+    "startup_failed": "the server could not start (port in use, bad key or config, the backend failed to load)",
+    "bad_file": "an input file (image, mesh, result to convert) cannot be read",
+    "bad_input": "an input the artist gave in Blender (image, view, object) cannot be used; nothing was sent",
+    "bad_config": "a configuration file (Ray Serve config, fine-tuning config) cannot be used",
+    "export_failed": "the asset could not be written in the requested format",
+    "import_failed": "Blender could not build the asset from the result; the scene is unchanged",
+    "fetch_failed": "downloading model weights failed",
+    "training_failed": "a fine-tuning run stopped (a rank failed or was interrupted); its checkpoint resumes it",
 }
 
 # Codes whose cause is expected to pass: a client may try the same job again later.
@@ -52,18 +69,22 @@ RETRYABLE_CODES: frozenset[str] = frozenset(
 class Step1X3DError(Exception):
     """A failure told as one sentence, with a ``code`` from :data:`ERROR_CODES`.
 
+    ``code`` defaults to the class's ``default_code`` (a thin subclass names its family's code there);
     ``retryable`` defaults from :data:`RETRYABLE_CODES`; ``job_id`` names the job
     the failure belongs to, when there is one.
     """
 
+    default_code: ClassVar[str] = "internal_error"
+
     def __init__(
         self,
         message: str,
-        code: str = "internal_error",
+        code: str | None = None,
         *,
         retryable: bool | None = None,
         job_id: str | None = None,
     ) -> None:
+        code = self.default_code if code is None else code
         if code not in ERROR_CODES:  # a code outside the registry is a programming error, caught by the tests
             raise ValueError(f"error code {code!r} is not in ERROR_CODES (blender_addon/protocol/errors.py)")
         super().__init__(message)

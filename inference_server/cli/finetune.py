@@ -59,6 +59,9 @@ def register(sub: Any) -> None:
     geo.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     geo.add_argument("--validation-objects", type=int, default=None,
                      help="objects on the validation sheet written at each checkpoint (default 2; 0: none)")
+    geo.add_argument("--holdout", type=float, default=None,
+                     help="objects kept out of training for the validation loss and sheet: a count (2) or a "
+                          "fraction (0.1); chosen by the seed (default 0: no split)")
     geo.add_argument("--device", default=None, help="torch device (default: cuda:<local rank> if present, else cpu)")
     geo.set_defaults(handler=run_geometry)
 
@@ -97,9 +100,13 @@ def run_geometry(args: argparse.Namespace) -> int:
             seed=args.seed, mixed_precision="bf16" if args.bf16 else None,
             gradient_checkpointing=True if args.gradient_checkpointing else None,
             checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device,
-            validation_objects=args.validation_objects)
+            validation_objects=args.validation_objects, validation_holdout=args.holdout)
         result = train_geometry(cfg, stream=sys.stderr)
-    except (ConfigError, PrepError, TrainError) as exc:
+    except TrainError as exc:
+        if exc.reported_elsewhere:
+            return 1  # another rank of the run has printed the one sentence; this one only fails
+        raise CliError(str(exc)) from None
+    except (ConfigError, PrepError) as exc:
         raise CliError(str(exc)) from None
     if result.world_size == 1 or _rank() == 0:
         print(f"LoRA written to {result.lora}")

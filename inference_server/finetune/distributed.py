@@ -3,14 +3,17 @@
 Launched plainly (no ``WORLD_SIZE`` in the environment) a run is one process. Under
 ``torchrun`` each process joins the group with NCCL when it trains on a GPU and gloo on the
 CPU; only rank 0 writes files. A rank that fails raises, torchrun's agent then stops the others,
-and the group's timeout bounds how long a survivor can wait in a collective.
+and the group's timeout bounds how long a survivor can wait in a collective. The group is joined
+through torchrun's own key-value store (``env://`` rendezvous, done here so that the context keeps
+the store): ``finetune.failure`` uses it to make a failed run say its cause once.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,6 +30,7 @@ class DistContext:
     local_rank: int
     device: torch.device
     backend: str | None  # None: a single process, no group
+    store: Any = field(default=None, compare=False)  # torch.distributed.Store of the group (None: single process)
 
     @property
     def is_main(self) -> bool:
@@ -80,10 +84,13 @@ def init_distributed(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
     if world <= 1:
         return DistContext(0, 1, 0, dev, None)
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    store = None
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s),
-                                device_id=dev if dev.type == "cuda" else None)
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend)
+        # What init_method="env://" does, in two public steps, so that we keep the store.
+        store, rank, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend, store)
 
 
 def shutdown(ctx: DistContext) -> None:

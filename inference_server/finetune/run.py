@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -21,9 +21,12 @@ from .seeding import set_rng_state
 
 def resume(
     out: Path, cfg: TrainConfig, load_lora: Callable[[dict[str, torch.Tensor]], None],
-    optimizer: torch.optim.Optimizer, ctx: DistContext, stream: TextIO,
+    optimizer: torch.optim.Optimizer, ctx: DistContext, stream: TextIO, *, expect: dict[str, Any] | None = None,
 ) -> int:
-    """The step to start from: the latest checkpoint's with ``cfg.resume`` (LoRA, optimizer and RNG restored), else 0."""
+    """The step to start from: the latest checkpoint's with ``cfg.resume`` (LoRA, optimizer and RNG restored), else 0.
+
+    ``expect``: entries the checkpoint must hold with these values when it holds them at all (e.g. the
+    held-out split: resuming with another one would train on objects the run has validated on)."""
     if not cfg.resume:
         return 0
     found = load_latest(out)
@@ -34,6 +37,10 @@ def resume(
     start, state = found
     if start > cfg.steps:
         raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
+    for key, value in (expect or {}).items():
+        if key in state and state[key] != value:
+            raise ConfigError(f"the checkpoint at step {start} in {out / 'checkpoints'} was written with another {key} "
+                              f"({state[key]}); resume with the settings the run started with")
     load_lora(state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])

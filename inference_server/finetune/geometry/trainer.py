@@ -9,9 +9,12 @@ only; optional bf16 autocast, gradient checkpointing per transformer block and g
 accumulation. The objective is in ``objective``; all randomness is per sample (``seeding``),
 so the result does not depend on the number of processes.
 
-Data order: an epoch is a seeded permutation of the objects (``DistributedSampler`` with the
-run's seed); optimizer step ``k`` uses the ``k``-th block of ``batch`` objects of it, each rank
-taking its shard. Only rank 0 writes (checkpoints, ``loss.csv``, ``loss.png``, the LoRA).
+Data order: an epoch is a seeded permutation of the training objects (``DistributedSampler``
+with the run's seed); optimizer step ``k`` uses the ``k``-th block of ``batch`` objects of it,
+each rank taking its shard. ``validation_holdout`` keeps objects out of training (``finetune.split``);
+at each checkpoint their loss on fixed draws goes into ``loss.csv`` and they fill the validation
+sheet. Only rank 0 writes (checkpoints, ``loss.csv``, ``loss.png``, the sheets, the LoRA); every
+rank waits at each checkpoint until it is on disk, so a failure's resume point is always written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,14 +31,15 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..checkpoint import latest_step, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
+from ..failure import Terminated, TrainError, run_failed, sigterm_raises
 from ..lorafile import save_lora
-from ..losslog import plot_losses
 from ..prepcache import PrepError
 from ..run import open_outputs, resume, wrap_for_ddp
 from ..seeding import rng_state, seed_everything
+from ..split import Split, check_holdout, split_objects
 from .data import PreparedSet, draw_sample
 from .objective import FlowTable, flow_loss, noisy_latents
 
@@ -45,10 +49,6 @@ UPSTREAM_LORA_TARGETS: tuple[str, ...] = (
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
 )
 COMPONENT = "transformer"  # key prefix in the LoRA file (diffusers' layout)
-
-
-class TrainError(RuntimeError):
-    """The run failed; the message says where and how to resume."""
 
 
 @dataclass
@@ -62,6 +62,8 @@ class GeometryTrainConfig(TrainConfig):
     validation_objects: int = 2  # rows of the validation sheet written at each checkpoint (0: none)
     validation_steps: int = 30
     validation_octree: int = 128
+    validation_holdout: float = 0.0  # objects kept out of training: a count, a fraction < 1, or 0 (no split)
+    validation_draws: int = 4  # fixed noise/timestep draws per held-out object for the validation loss
 
     def check(self) -> None:
         super().check()
@@ -71,6 +73,9 @@ class GeometryTrainConfig(TrainConfig):
             raise ConfigError("logit_std must be positive")
         if self.validation_objects < 0 or self.validation_steps < 1 or not 16 <= self.validation_octree <= 512:
             raise ConfigError("validation_objects must be >= 0, validation_steps >= 1, validation_octree 16-512")
+        check_holdout(self.validation_holdout)
+        if not isinstance(self.validation_draws, int) or self.validation_draws < 1:
+            raise ConfigError(f"validation_draws must be a whole number of at least 1, got {self.validation_draws!r}")
 
 
 GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
@@ -78,6 +83,9 @@ GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
     "system.logit_mean": ("logit_mean", float),
     "system.logit_std": ("logit_std", float),
     "system.precondition_outputs": ("precondition_outputs", bool),
+    "validation.holdout": ("validation_holdout", float),
+    "validation.objects": ("validation_objects", int),
+    "validation.draws": ("validation_draws", int),
 }
 
 
@@ -173,11 +181,15 @@ class RunResult:
 
 
 class Schedule:
-    """Which objects each rank trains on at each optimizer step."""
+    """Which objects each rank trains on at each optimizer step. ``ids`` maps the sampler's positions
+    to object indices (the training part of a split); by default object ``i`` is position ``i``."""
 
-    def __init__(self, n: int, batch: int, ctx: DistContext, seed: int) -> None:
+    def __init__(self, n: int, batch: int, ctx: DistContext, seed: int, ids: Sequence[int] | None = None) -> None:
         from torch.utils.data import DistributedSampler
 
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"{len(ids)} object ids for {n} positions")
+        self.ids = list(ids) if ids is not None else list(range(n))
         if n < batch:
             raise ConfigError(f"the batch of {batch} is larger than the {n} prepared object(s); lower --batch")
         self.per_epoch = n // batch  # whole global batches; the remainder of an epoch is skipped
@@ -193,16 +205,18 @@ class Schedule:
         if epoch != self._epoch:
             self.sampler.set_epoch(epoch)
             self._order, self._epoch = list(self.sampler), epoch
-        return self._order[pos * self.local : (pos + 1) * self.local]
+        return [self.ids[p] for p in self._order[pos * self.local : (pos + 1) * self.local]]
 
 
 def evaluate_loss(transformer: nn.Module, data: PreparedSet, cfg: "GeometryTrainConfig", table: FlowTable,
-                  z_scale: float, label: torch.Tensor | None, device: torch.device, draws: int = 4) -> float:
-    """The objective on fixed draws (every object x ``draws`` noise/timestep draws, no dropout): a
-    deterministic measure of fit, unlike the training loss whose timesteps change every step."""
+                  z_scale: float, label: torch.Tensor | None, device: torch.device, draws: int = 4,
+                  indices: Sequence[int] | None = None) -> float:
+    """The objective on fixed draws (each of ``indices`` (default: every object) x ``draws`` noise/timestep
+    draws, no dropout): a deterministic measure of fit, unlike the training loss whose timesteps change
+    every step. The validation loss of a run with held-out objects is this over them."""
     total, count = 0.0, 0
     with torch.no_grad():
-        for i in range(len(data)):
+        for i in (range(len(data)) if indices is None else indices):
             moments, visual = data.load(i)
             for k in range(draws):
                 d = draw_sample(moments, visual, seed=cfg.seed, step=k, index=i, dropout=0.0,
@@ -237,6 +251,15 @@ def train_geometry(cfg: GeometryTrainConfig, *, stream: TextIO = sys.stderr,
         shutdown(ctx)
 
 
+def make_split(data: PreparedSet, cfg: GeometryTrainConfig) -> Split:
+    """The run's held-out split of ``data`` (every object trains without ``validation_holdout``)."""
+    split = split_objects([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed)
+    if split.heldout and len(split.train) < cfg.batch:
+        raise ConfigError(f"the batch of {cfg.batch} is larger than the {len(split.train)} object(s) left to train "
+                          f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
+    return split
+
+
 def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
            on_step: Callable[[int, float], None] | None) -> RunResult:
     from ...neural.geometry.loader import resolve_model_dir
@@ -250,7 +273,8 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
     if data.params.get("model_digest") != model_digest(model_dir):
         raise PrepError(f"{cfg.data} was prepared for another base model ({data.params.get('model')}); run "
                         f"'step1x3d finetune prepare' again with --base {cfg.base}")
-    schedule = Schedule(len(data), cfg.batch, ctx, cfg.seed)
+    split = make_split(data, cfg)
+    schedule = Schedule(len(split.train), cfg.batch, ctx, cfg.seed, ids=split.train)
 
     base_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
     transformer, scheduler, label = load_base(model_dir, base_dtype)
@@ -264,15 +288,19 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
     params = [p for p in transformer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
-    start = resume(out, cfg, lambda state: load_lora_state(transformer, state), optimizer, ctx, stream)
+    split_info = split.describe()
+    start = resume(out, cfg, lambda state: load_lora_state(transformer, state), optimizer, ctx, stream,
+                   expect={"split": json.dumps(split_info)})
     model = wrap_for_ddp(transformer, ctx)
 
     sheet = None
     if ctx.is_main and cfg.validation_objects > 0:
         from .validation import ValidationSheet
 
+        shown = split.heldout or split.train  # without a split the sheet can only show training objects
         sheet = ValidationSheet(model_dir, data, cfg.validation_objects, ctx.device, steps=cfg.validation_steps,
-                                octree_resolution=cfg.validation_octree, seed=cfg.seed)
+                                octree_resolution=cfg.validation_octree, seed=cfg.seed, indices=shown,
+                                held_out=bool(split.heldout))
     log, progress = open_outputs(out, cfg, start, ctx, stream)
     label_dev = label.to(ctx.device) if label is not None else None
 
@@ -301,60 +329,78 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
             loss.backward()
         return float(loss.detach())
 
+    def validation_loss() -> float | None:
+        if not split.heldout:
+            return None
+        was_training = transformer.training
+        transformer.eval()
+        try:
+            return evaluate_loss(transformer, data, cfg, table, z_scale, label, ctx.device, cfg.validation_draws,
+                                 indices=split.heldout)
+        finally:
+            transformer.train(was_training)
+
     losses: list[float] = []
+    val_loss: float | None = None
     step = start
     t_run = time.perf_counter()
-    try:
-        for step in range(start + 1, cfg.steps + 1):
-            t0 = time.perf_counter()
-            indices = schedule.indices(step)
-            total = 0.0
-            for m in range(cfg.grad_accum):
-                total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = ctx.mean(total)
-            losses.append(loss)
-            rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
-            if ctx.is_main:
-                assert log is not None and progress is not None
-                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run)
-                progress.update(step, loss, rate)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    _save(out, step, transformer, optimizer, cfg)
-                    plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+    with sigterm_raises() as guard:
+        try:
+            for step in range(start + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                indices = schedule.indices(step)
+                total = 0.0
+                for m in range(cfg.grad_accum):
+                    total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss = ctx.mean(total)
+                losses.append(loss)
+                rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
+                at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+                if ctx.is_main:
+                    assert log is not None and progress is not None
+                    val = validation_loss() if at_checkpoint else None
+                    val_loss = val if val is not None else val_loss
+                    log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run, val)
+                    progress.update(step, loss, rate)
+                    if at_checkpoint:
+                        _save(out, step, transformer, optimizer, cfg, split_info)
+                        log.plot(out / "loss.png")
+                if at_checkpoint:
+                    ctx.barrier()  # every rank past this step knows its checkpoint is on disk
                     if sheet is not None:
                         sheet.write(transformer, label, out / "validation" / f"step-{step:08d}.png", step)
-            if on_step is not None:
-                on_step(step, loss)
-    except (Exception, KeyboardInterrupt) as exc:
-        if progress is not None:
-            progress.finish()
-        done = latest_step(out)
-        where = (f"resume with --resume (from step {done}, {out / 'checkpoints'})" if done
-                 else "no checkpoint was written yet; lower --checkpoint-every to keep more progress")
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        raise TrainError(f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({reason}); {where}") from exc
+                if on_step is not None:
+                    on_step(step, loss)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
+            guard.disarm()  # the report below must not be cut short by torchrun's SIGTERM
+            if progress is not None:
+                progress.finish()
+            raise run_failed(exc, ctx, step, out) from exc
     if progress is not None:
         progress.finish()
 
     lora_path = out / f"{cfg.name or out.name}.safetensors"
     if ctx.is_main:
         info = {"base_model": model_dir.name, "base_model_digest": data.params.get("model_digest"), "steps": cfg.steps,
-                "data": data.summary(), "config": to_plain(cfg), "world_size": ctx.world_size,
-                "final_loss": losses[-1] if losses else None}
+                "data": dict(data.summary(), split=split_info), "config": to_plain(cfg),
+                "world_size": ctx.world_size, "final_loss": losses[-1] if losses else None,
+                "validation_loss": val_loss}
         save_lora(lora_path, COMPONENT, lora_state(transformer), rank=cfg.rank, alpha=cfg.lora_alpha,
                   target_modules=targets, info=info)
         if log is not None:
-            plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+            log.plot(out / "loss.png")
     ctx.barrier()
     return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
 
 
-def _save(out: Path, step: int, transformer: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+def _save(out: Path, step: int, transformer: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+          split_info: dict[str, Any]) -> None:
     state = {"step": step, "lora": lora_state(transformer), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-             "config": json.dumps(to_plain(cfg))}
+             "config": json.dumps(to_plain(cfg)), "split": json.dumps(split_info)}
     save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
-__all__ = ["GeometryTrainConfig", "TrainError", "UPSTREAM_LORA_TARGETS", "load_geometry_config", "train_geometry"]
+__all__ = ["GeometryTrainConfig", "TrainError", "UPSTREAM_LORA_TARGETS", "load_geometry_config", "make_split",
+           "train_geometry"]

@@ -1,5 +1,7 @@
 """The validation sheet: a few prepared objects' condition renders beside meshes sampled without and
 with the LoRA being trained, rendered with our rasterizer (``validation/step-<step, 8 digits>.png``).
+The objects are the run's held-out ones when it has a split (``validation_holdout``), else the
+first training objects, and each row's label says which.
 
 Each row samples from the object's first condition view with the same noise twice (LoRA layers off,
 then on), decodes with the VAE, extracts the surface at a modest octree resolution and renders it
@@ -9,6 +11,7 @@ from the same camera, so the two columns differ only by the LoRA. Runs on rank 0
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,8 @@ def set_lora_enabled(transformer: nn.Module, enabled: bool) -> None:
 
 class ValidationSheet:
     def __init__(self, model_dir: Path, data: PreparedSet, count: int, device: torch.device, *, steps: int = 30,
-                 guidance: float = 7.5, octree_resolution: int = 128, seed: int = 0) -> None:
+                 guidance: float = 7.5, octree_resolution: int = 128, seed: int = 0,
+                 indices: Sequence[int] | None = None, held_out: bool = False) -> None:
         from ...neural.geometry.configs import ShapeVAEConfig, config_from_dict, read_config
         from ...neural.geometry.loader import build_empty, component_files, load_scheduler, load_weights
         from ...neural.geometry.models.vae import ShapeVAE
@@ -44,7 +48,8 @@ class ValidationSheet:
         self.vae = load_weights(build_empty(ShapeVAE, v_cfg, config_path=cfg_path), weights, torch.float32).to(device)
         self.scheduler = load_scheduler(model_dir)  # its own: sampling sets inference timesteps on it
         self.data = data
-        self.indices = list(range(min(count, len(data))))
+        self.indices = list(indices if indices is not None else range(len(data)))[:count]
+        self.held_out = held_out
         self.device = device
         self.steps, self.guidance, self.octree, self.seed = steps, guidance, octree_resolution, seed
 
@@ -85,7 +90,8 @@ class ValidationSheet:
                 base = self._mesh_tile(transformer, tokens, lab)
                 set_lora_enabled(transformer, True)
                 tuned = self._mesh_tile(transformer, tokens, lab)
-                rows.append((self.data.objects[i]["source"], [preview, base, tuned]))
+                note = "held out" if self.held_out else "a training object: no held-out split"
+                rows.append((f"{self.data.objects[i]['source']} ({note})", [preview, base, tuned]))
         finally:
             set_lora_enabled(transformer, True)
             transformer.train(was_training)
@@ -100,7 +106,7 @@ def _compose(rows: list[tuple[str, list[np.ndarray]]], path: Path, step: int) ->
         draw.text((col * TILE + 6, 5), title, fill=(0, 0, 0))
     for r, (name, tiles) in enumerate(rows):
         y = header + r * (TILE + 14)
-        draw.text((6, y), name[:60], fill=(80, 80, 80))
+        draw.text((6, y), name[:78], fill=(80, 80, 80))
         for c, tile in enumerate(tiles):
             sheet.paste(Image.fromarray(np.ascontiguousarray(tile)), (c * TILE, y + 12))
     buf = io.BytesIO()
