@@ -44,13 +44,14 @@ from blender_addon.client import ErrorEvent, Rejected, ResultReady, ServerConnec
 from blender_addon.protocol.settings import JobSettings  # noqa: E402
 from tests.scale.harness import ray_gateway, start_cluster, stop_cluster, write_config  # noqa: E402
 from tests.server.harness import ServerProcess, collect, png_bytes, wait_ready  # noqa: E402
+from tests.server.pipelines import scripted  # noqa: E402
 
 SCRIPTED = "tests.server.pipelines:ScriptedPipeline"
 APPLE = (REPO / "examples" / "apple.png").read_bytes()
 JOB_TIMEOUT_S = 600.0
 KINDS: dict[str, tuple[str, bytes, JobSettings]] = {
-    "fast": (SCRIPTED, png_bytes(), JobSettings(lora="fast")),
-    "sleep": (SCRIPTED, png_bytes(), JobSettings(lora="slow", steps=10)),
+    "fast": (SCRIPTED, png_bytes(), scripted("fast")),
+    "sleep": (SCRIPTED, png_bytes(), scripted("slow", steps=10)),
     "weight-free": ("inflate", APPLE, JobSettings(texture_size=512, max_faces=20_000)),
 }
 

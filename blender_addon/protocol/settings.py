@@ -1,29 +1,25 @@
 """Job settings: one schema, checked on both ends of the wire.
 
-The ranges here are what the server advertises in ``welcome`` and enforces on
-``submit``; the add-on uses the same table to clamp its UI. Pure Python.
+The common settings every backend understands (mode, seed, steps, sizes, LODs, views) are
+fields here; the ranges are what the server advertises in ``welcome`` and enforces on
+``submit``, and the add-on uses the same table to clamp its UI. A backend's own knobs travel
+in ``options`` (name -> value), declared by the backend itself (``protocol.options``), so a
+new backend option needs no edit here. Pure Python.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .options import LEGACY_OPTION_DEFAULTS, OptionSpec, SettingsError, check_option_map, resolve_options
+
 MODES = ("full", "geometry", "texture")
-# The Label model's label tables (Step1X-3D-Geometry-Label-1300m), in table order, plus "auto"
-# (no label). symmetry: asymmetry / x (mirror-symmetric left-right); edge type: the geometry
-# quality table normal / smooth / sharp; pose: unknown ("other") / T-pose / A-pose.
-SYMMETRY = ("auto", "asymmetric", "symmetric")
-EDGE_TYPES = ("auto", "normal", "smooth", "sharp")
-POSES = ("auto", "other", "t_pose", "a_pose")
 TEXTURE_SIZES = (512, 1024, 2048, 4096)
 # The reference views a job's images may be, in their slot order (the camera convention is in
 # docs/views.md): without ``views`` the images fill these slots in order.
 VIEW_NAMES = ("front", "right", "back", "left")
-
-
-class SettingsError(ValueError):
-    """A setting is missing, of the wrong type or out of range (message names it)."""
 
 
 # name -> (type, min, max) for numbers; (type, allowed values) for choices.
@@ -34,10 +30,6 @@ NUMERIC_RANGES: dict[str, tuple[type, float, float]] = {
     "texture_steps": (int, 1, 200),
     "texture_guidance": (float, 0.0, 30.0),
     "max_faces": (int, 1_000, 2_000_000),
-    "inflate_depth": (float, 0.05, 2.0),
-    "octree_resolution": (int, 64, 512),
-    "lora_scale": (float, 0.0, 2.0),
-    "geometry_lora_scale": (float, 0.0, 2.0),
     "size": (float, 0.001, 1000.0),
 }
 # Settings whose default is None ("not set"); when set they are checked like the numbers above.
@@ -45,9 +37,6 @@ OPTIONAL_SETTINGS = ("size",)
 CHOICES: dict[str, tuple[Any, ...]] = {
     "mode": MODES,
     "texture_size": TEXTURE_SIZES,
-    "symmetry": SYMMETRY,
-    "edge_type": EDGE_TYPES,
-    "pose": POSES,
 }
 MAX_LODS = 4
 
@@ -64,47 +53,76 @@ class JobSettings:
     texture_guidance: float = 3.0
     max_faces: int = 200_000
     texture_size: int = 2048
-    inflate_depth: float = 1.0  # weight-free backend, front view only: depth of the round inflation (1: round)
-    octree_resolution: int = 384
     pbr: bool = True  # ORM + normal maps beyond base colour
-    mirror_front_detail: bool = False  # weight-free, no back view: paint the front's features (eyes) on the back
     lods: tuple[float, ...] = ()  # e.g. (1.0, 0.5, 0.25): face fractions of an LOD chain
-    symmetry: str = "auto"  # Label model only
-    edge_type: str = "auto"  # Label model only
-    pose: str = "auto"  # Label model only
-    lora: str = ""  # texture stage: name of a style LoRA known to the server ("" = none)
-    lora_scale: float = 1.0
-    geometry_lora: str = ""  # geometry stage: name of a geometry LoRA known to the server ("" = none)
-    geometry_lora_scale: float = 1.0
     size: float | None = None  # largest dimension of the result in metres (glTF units); None: backend's own scale
     views: tuple[str, ...] = ()  # the view of each image, in image order (e.g. front, back); (): VIEW_NAMES in order
+    # The active backend's own options (name -> value), checked against its declaration
+    # (capabilities()["options"]); after the server's check every declared option is present.
+    options: dict[str, Any] = field(default_factory=dict)
+    # Options that arrived as deprecated top-level keys (protocol 1.0) and are not checked against a
+    # declaration yet: a backend that does not declare one ignores it, as backends always did.
+    legacy_keys: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
-    def from_wire(cls, data: Any) -> "JobSettings":
-        """Validate a dict from the wire; unknown keys are an error, missing keys take defaults."""
+    def from_wire(
+        cls, data: Any, declared: Sequence[OptionSpec] | None = None, backend: str = "the server's backend"
+    ) -> "JobSettings":
+        """Validate a dict from the wire; unknown keys are an error, missing keys take defaults.
+
+        With ``declared`` (the active backend's options) the options are checked against it and every
+        declared option gets its value (default when not given); without, only their shape is checked.
+        """
         if data is None:
-            return cls()
+            data = {}
         if not isinstance(data, dict):
             raise SettingsError("settings must be a map of name to value")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in data if k not in known)
+        known = {f.name for f in fields(cls)} - {"legacy_keys"}
+        unknown = sorted(str(k) for k in data if k not in known and k not in LEGACY_OPTION_DEFAULTS)
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
+        options = check_option_map(data.get("options"))
+        legacy: list[str] = []
         for name, raw in data.items():
+            if name == "options":
+                continue
+            if name in LEGACY_OPTION_DEFAULTS:
+                # Deprecated top-level key: an option now. Its old default meant "not set".
+                if name not in options and not _same(raw, LEGACY_OPTION_DEFAULTS[name]):
+                    options.update(check_option_map({name: raw}))
+                    legacy.append(name)
+                continue
             values[name] = _check(name, raw)
-        return cls(**values)
+        if declared is not None:
+            options = resolve_options(declared, options, backend=backend, lenient=legacy)
+            legacy = []
+        return cls(**values, options=options, legacy_keys=tuple(legacy))
 
     def to_wire(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["legacy_keys"]
         out["lods"] = list(self.lods)
         out["views"] = list(self.views)
+        # Still-unchecked legacy values go back out as the legacy keys they came in as, so the
+        # server keeps treating them leniently.
+        out["options"] = {k: v for k, v in self.options.items() if k not in self.legacy_keys}
+        out.update({k: self.options[k] for k in self.legacy_keys if k in self.options})
         return out
 
     def replace(self, **changes: Any) -> "JobSettings":
         merged = self.to_wire()
         merged.update(changes)
         return JobSettings.from_wire(merged)
+
+    def with_options(self, declared: Sequence[OptionSpec], backend: str = "the server's backend") -> "JobSettings":
+        """These settings with their options checked against ``declared`` and defaults filled in."""
+        return JobSettings.from_wire(self.to_wire(), declared, backend)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and not isinstance(a, bool)
+                                               and isinstance(b, float) and float(a) == b)
 
 
 def _check(name: str, raw: Any) -> Any:
@@ -130,13 +148,9 @@ def _check(name: str, raw: Any) -> Any:
         if raw not in allowed or isinstance(raw, bool):
             raise SettingsError(f"{name} must be one of {', '.join(map(str, allowed))}, got {raw!r}")
         return raw
-    if name in ("pbr", "mirror_front_detail"):
+    if name == "pbr":
         if not isinstance(raw, bool):
             raise SettingsError(f"{name} must be true or false")
-        return raw
-    if name in ("lora", "geometry_lora"):
-        if not isinstance(raw, str) or len(raw) > 200:
-            raise SettingsError(f"{name} must be a short name")
         return raw
     if name == "views":
         if not isinstance(raw, (list, tuple)) or len(raw) > len(VIEW_NAMES):
@@ -171,7 +185,7 @@ def advertised_ranges() -> dict[str, Any]:
     return table
 
 
-__all__ = ["VIEW_NAMES", "JobSettings", "SettingsError", "advertised_ranges", "view_slots"]
+__all__ = ["VIEW_NAMES", "JobSettings", "OptionSpec", "SettingsError", "advertised_ranges", "view_slots"]
 
 
 def view_slots(images: list[Any], views: tuple[str, ...]) -> list[Any]:

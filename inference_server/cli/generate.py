@@ -54,12 +54,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="edge of the square texture maps in pixels")
     gen.add_argument("--geometry-only", action="store_true", help="mesh only, no texture")
     gen.add_argument("--mesh", type=Path, default=None, help="texture this existing mesh (glTF frame) instead")
-    gen.add_argument("--inflate-depth", type=float, default=defaults.inflate_depth,
-                     help="weight-free backend: thickness relative to the silhouette")
+    gen.add_argument("--option", dest="options", action="append", type=option_arg, default=[], metavar="NAME=VALUE",
+                     help="a backend option (repeatable), e.g. --option lora=ink --option octree_resolution=256; "
+                          "values are read as true/false, numbers or names; the active backend's options are "
+                          "listed in its welcome (docs/protocol.md) (default: none, the backend's defaults)")
+    gen.add_argument("--inflate-depth", type=float, default=None,
+                     help="weight-free backend: thickness relative to the silhouette, 0.05-2 "
+                          "(same as --option inflate_depth=X; default: the backend's, 1 = round)")
     gen.add_argument("--size", type=float, default=None, metavar="METRES",
                      help="largest dimension of the result in metres (e.g. 0.1 for a mug); default: about 1.9")
     gen.add_argument("--mirror-front-detail", action="store_true",
-                     help="weight-free, no back view: paint the front's features (eyes, labels) on the back too")
+                     help="weight-free, no back view: paint the front's features (eyes, labels) on the back too "
+                          "(same as --option mirror_front_detail=true; default: off)")
     gen.add_argument("--lods", type=lods, default=(), help="LOD face fractions, e.g. 1,0.5,0.25 (default: none)")
     gen.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     gen.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for a silent server")
@@ -91,6 +97,35 @@ def image_paths(args: argparse.Namespace) -> list[Path]:
     return [named[name] for name in VIEW_ORDER if name in named]
 
 
+def option_arg(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` -> (name, value): true/false, an integer, a number, or else the text itself."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    value: Any = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                continue
+    return name.strip(), value
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend options: the older flags (shorthands kept working) and then every --option."""
+    options: dict[str, Any] = {}
+    if args.inflate_depth is not None:
+        options["inflate_depth"] = args.inflate_depth
+    if args.mirror_front_detail:
+        options["mirror_front_detail"] = True
+    options.update(dict(args.options))
+    return options
+
+
 def settings_from_args(args: argparse.Namespace) -> JobSettings:
     mode = "texture" if args.mesh is not None else "geometry" if args.geometry_only else "full"
     if args.mesh is not None and args.geometry_only:
@@ -103,11 +138,10 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
             guidance=args.guidance,
             max_faces=args.max_faces,
             texture_size=args.texture_size,
-            inflate_depth=args.inflate_depth,
             lods=list(args.lods),
             views=list(view_names(args)),
             size=args.size,
-            mirror_front_detail=args.mirror_front_detail,
+            options=options_from_args(args),
         )
     except SettingsError as exc:
         raise CliError(f"{exc}", 2) from None

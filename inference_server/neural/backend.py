@@ -10,14 +10,17 @@ holding ``Step1X-3D-Geometry-1300m`` / ``Step1X-3D-Geometry-Label-1300m`` (and o
   ``offload`` (``auto``: per-sub-stage offload on cards under 40 GB; ``none``; ``stages``),
   ``variant`` (``auto``: the Label model when a job sets a label and it is present, else base).
 * ``geometry_lora_dir``: a folder of geometry LoRAs (``step1x3d finetune geometry``), listed in
-  the capabilities; a job's ``geometry_lora`` names one, merged at ``geometry_lora_scale`` for
-  that job only (scale 0: not applied at all).
+  the capabilities; a job's ``geometry_lora`` option names one, merged at ``geometry_lora_scale``
+  for that job only (scale 0: not applied at all).
 * Texture stage: ``texture_adapter`` (the ``step1x-3d-ig2v.safetensors`` file; found under the
   weights root by default), ``sdxl_dir``, ``sdxl_vae_dir`` (found under the weights root when
   it has the ``step1x3d weights fetch`` layout), ``lora_dir``, ``texture_dtype``,
   ``texture_sync_ratio`` (0: off; upstream uses 0.5). ``offload`` applies to both stages.
   Without them (or without the texture module) full jobs are textured by the weight-free
   projection chain, and the asset's notes say so.
+
+A job's backend options (``neural/options.py``: octree resolution, the Label model's labels, the
+style and geometry LoRAs with their scales) are declared in ``capabilities()["options"]``.
 
 Models load on the first job that needs them and stay in host memory; ``release_memory`` moves
 everything off the GPU.
@@ -46,6 +49,8 @@ from ..pipeline.stages import (
     projected_material,
     provenance,
 )
+from ..pipeline.options import OptionSpec, check_job_options, option_name, option_value, specs_to_wire
+from . import options as opt
 from .geometry.labels import labels_from_settings
 from .geometry.loader import VARIANTS, load_components, parse_dtype, resolve_model_dir
 from .geometry.lora import list_geometry_loras, resolve_geometry_lora
@@ -179,9 +184,27 @@ class Step1X3DBackend:
             "neural_texture": self._texture_paths() is not None,
             "stages": dict(STAGES),
             "geometry_loras": list_geometry_loras(self.geometry_lora_dir),
+            "texture_loras": self._texture_loras(),
+            "options": specs_to_wire(self.options()),
             "description": "Step1X-3D: official geometry weights"
             + (" (base and label models)" if len(self.model_dirs) == 2 else f" ({', '.join(self.model_dirs)} model)"),
         }
+
+    def _texture_loras(self) -> list[str]:
+        """The style LoRAs in ``--lora-dir`` (same file layout as the geometry LoRA folder)."""
+        lora_dir = self._texture_options["lora_dir"]
+        return list_geometry_loras(Path(lora_dir).expanduser() if lora_dir else None)
+
+    def options(self) -> tuple[OptionSpec, ...]:
+        """The job options this server can honour (see neural/options.py)."""
+        specs: list[OptionSpec] = [opt.RESOLUTION]
+        if "label" in self.model_dirs:
+            specs.extend(opt.LABEL_OPTIONS)
+        if self._texture_options["lora_dir"]:
+            specs += [opt.style_lora(self._texture_loras()), opt.STYLE_LORA_SCALE]
+        if self.geometry_lora_dir is not None:
+            specs += [opt.geometry_lora(list_geometry_loras(self.geometry_lora_dir)), opt.GEOMETRY_LORA_SCALE]
+        return tuple(specs)
 
     def release_memory(self) -> None:
         with self._lock:
@@ -195,6 +218,7 @@ class Step1X3DBackend:
     def run(self, request: JobRequest, ctx: JobContext) -> Asset:
         if not request.images:
             raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
+        request.settings = check_job_options(request.settings, self.options(), self.name)
         with self._lock:
             return self._finish(request, self._geometry_part(request, ctx), ctx)
 
@@ -203,11 +227,13 @@ class Step1X3DBackend:
         """The geometry stage alone (for a texture-only job: the validated client mesh)."""
         if not request.images:
             raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
+        request.settings = check_job_options(request.settings, self.options(), self.name)
         with self._lock:
             return self._geometry_part(request, ctx)
 
     def finish(self, request: JobRequest, part: GeometryPart, ctx: JobContext) -> Asset:
         """Everything after the geometry stage: texture, LODs, size, provenance. ``run`` = this after that."""
+        request.settings = check_job_options(request.settings, self.options(), self.name)
         with self._lock:
             return self._finish(request, part, ctx)
 
@@ -223,8 +249,9 @@ class Step1X3DBackend:
         part = GeometryPart(mesh=mesh, detail=detail, notes=notes,
                             timings={f"geometry_{k}": round(v, 4) for k, v in geo_timings.items()},
                             provenance={"geometry_model": VARIANTS[variant]})
-        if settings.geometry_lora:
-            part.provenance["geometry_lora"] = {"name": settings.geometry_lora, "scale": settings.geometry_lora_scale}
+        if option_name(settings, opt.GEOMETRY_LORA):
+            part.provenance["geometry_lora"] = {"name": option_name(settings, opt.GEOMETRY_LORA),
+                                                "scale": option_value(settings, opt.GEOMETRY_LORA_SCALE)}
         return part
 
     def _finish(self, request: JobRequest, part: GeometryPart, ctx: JobContext) -> Asset:
@@ -294,7 +321,7 @@ class Step1X3DBackend:
             out = pipe.generate(
                 [request.images[0]], labels=[label] if label is not None else None,
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance, generator=generator,
-                octree_resolution=settings.octree_resolution, max_facenum=settings.max_faces, ctx=ctx)
+                octree_resolution=option_value(settings, opt.RESOLUTION), max_facenum=settings.max_faces, ctx=ctx)
         except torch.cuda.OutOfMemoryError as exc:  # type: ignore[attr-defined]
             pipe.release_memory()
             raise PipelineError("the GPU ran out of memory during geometry generation; lower the octree "
@@ -306,14 +333,16 @@ class Step1X3DBackend:
 
     def _apply_geometry_lora(self, pipe: Step1X3DGeometryPipeline, settings: JobSettings, notes: list[str]) -> bool:
         """Merge the job's geometry LoRA, if it names one with a non-zero scale; True when merged."""
-        if not settings.geometry_lora:
+        name = option_name(settings, opt.GEOMETRY_LORA)
+        if not name:
             return False
-        path = resolve_geometry_lora(self.geometry_lora_dir, settings.geometry_lora)
-        if settings.geometry_lora_scale == 0:
+        path = resolve_geometry_lora(self.geometry_lora_dir, name)
+        scale = option_value(settings, opt.GEOMETRY_LORA_SCALE)
+        if scale == 0:
             notes.append(f"Geometry LoRA '{path.stem}' at scale 0: the base model was used.")
             return False
-        pipe.load_lora_weights(path, settings.geometry_lora_scale)
-        notes.append(f"Geometry LoRA '{path.stem}' at scale {settings.geometry_lora_scale:g}.")
+        pipe.load_lora_weights(path, scale)
+        notes.append(f"Geometry LoRA '{path.stem}' at scale {scale:g}.")
         return True
 
     def _texture_stage(self, mesh: MeshData, detail: MeshData | None, request: JobRequest, ctx: JobContext,

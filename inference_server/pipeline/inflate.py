@@ -14,9 +14,23 @@ from blender_addon.protocol.settings import VIEW_NAMES
 from ..assets import Asset, MeshData, PBRMaterial
 from .base import JobContext, JobRequest, PipelineError
 from .mesh_input import validate_client_mesh
+from .options import OptionSpec, check_job_options, option_value, specs_to_wire
 from .stages import PREPARED_SIZE, StageTimer, apply_size, lod_chain, projected_material, provenance
 
-__all__ = ["InflatePipeline", "provenance", "what_was_seen"]
+__all__ = ["INFLATE_DEPTH", "InflatePipeline", "MIRROR_FRONT_DETAIL", "OCTREE_RESOLUTION", "OPTIONS", "provenance",
+           "what_was_seen"]
+
+# This backend's own options (job settings ``options``; advertised in capabilities, drawn by the panel).
+INFLATE_DEPTH = OptionSpec(
+    "inflate_depth", "float", 1.0, "Front view only: depth of the round inflation (1: round, smaller: flatter)",
+    minimum=0.05, maximum=2.0)
+MIRROR_FRONT_DETAIL = OptionSpec(
+    "mirror_front_detail", "bool", False,
+    "No back view: paint the front's features (eyes, labels) on the back too, mirrored", label="Mirror Front Detail")
+OCTREE_RESOLUTION = OptionSpec(
+    "octree_resolution", "int", 384, "Surface grid resolution (2/3 of it in cells per side): finer parts, slower",
+    minimum=64, maximum=512, label="Resolution")
+OPTIONS = (INFLATE_DEPTH, MIRROR_FRONT_DETAIL, OCTREE_RESOLUTION)
 
 
 
@@ -62,6 +76,7 @@ class InflatePipeline:
             "device": "cpu",
             "needs_weights": False,
             "description": "weight-free: inflates the silhouette and projects the reference images",
+            "options": specs_to_wire(OPTIONS),
             # Progress weights in running order, from measured stage times (2-core CPU, 2048^2 texture).
             "stages": dict(STAGES),
             "stages_by_mode": {
@@ -77,7 +92,7 @@ class InflatePipeline:
     def run(self, request: JobRequest, ctx: JobContext) -> Asset:
         if not request.images:
             raise PipelineError("at least one reference image is needed (the front view)", code="bad_request")
-        settings = request.settings
+        request.settings = settings = check_job_options(request.settings, OPTIONS, self.name)
         timer = StageTimer(ctx)
         notes: list[str] = []
 
@@ -100,7 +115,8 @@ class InflatePipeline:
         material: PBRMaterial | None = None
         painted: dict[str, str] = {}
         if settings.mode != "geometry":
-            mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail, report=painted)
+            mesh, material = projected_material(mesh, prepared, settings, timer, notes, detail, report=painted,
+                                                mirror_detail=option_value(settings, MIRROR_FRONT_DETAIL))
 
         lods = lod_chain(mesh, settings, timer)
         apply_size([mesh, *lods], settings.size)

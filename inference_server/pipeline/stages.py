@@ -49,13 +49,15 @@ def projected_material(
     notes: list[str],
     detail: MeshData | None = None,
     report: dict[str, str] | None = None,
+    mirror_detail: bool = False,
 ) -> tuple[MeshData, PBRMaterial]:
     """The weight-free texture chain: UV atlas -> projection of the references -> PBR maps.
 
     A client mesh (texture-only job) keeps its UVs when they can carry a texture;
     otherwise it is re-unwrapped and ``notes`` says so. ``detail`` (the surface before
     decimation) lets the PBR step bake a normal map when decimation lost visible shape.
-    ``report`` (optional) receives how the back was painted (see ``project_texture``).
+    ``report`` (optional) receives how the back was painted (see ``project_texture``);
+    ``mirror_detail`` paints the front's features on a back not seen (the weight-free option).
     """
     from ..texturing.pbr import build_material
     from ..texturing.project import project_texture
@@ -70,7 +72,7 @@ def projected_material(
             notes.append("The mesh had no usable UVs, so it was given a new UV layout.")
         uv_mesh = timer("uv_atlas", lambda: unwrap(mesh, texture_size=settings.texture_size, ctx=ctx))
     base = timer("texture", lambda: project_texture(uv_mesh, prepared, texture_size=settings.texture_size, ctx=ctx,
-                                                    mirror_detail=settings.mirror_front_detail, report=report))
+                                                    mirror_detail=mirror_detail, report=report))
     material = timer("pbr", lambda: build_material(uv_mesh, base, pbr=settings.pbr, ctx=ctx, detail_mesh=detail))
     if material.normal is not None and uv_mesh.tangents is None:
         uv_mesh.tangents = compute_tangents(uv_mesh)

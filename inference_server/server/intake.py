@@ -29,6 +29,7 @@ from blender_addon.protocol.settings import JobSettings, SettingsError
 from ..assets import MeshData
 from ..imaging.decode import Encoded, ImageError, check_encoded_image, decode_image
 from ..pipeline.base import JobRequest
+from ..pipeline.options import declared_options
 
 
 
@@ -162,7 +163,9 @@ def _mesh(arrays: dict[str, np.ndarray], limits: Limits) -> MeshData:
 def build_request(msg: Submit, limits: Limits, capabilities: dict[str, Any] | None) -> QueuedRequest:
     """Validate a submit (its parts' names, dtypes and columns are the codec's); raises Refusal with a registered code."""
     try:
-        settings = JobSettings.from_wire(msg.settings)
+        # The common settings, and the options against the active backend's declaration (its capabilities).
+        settings = JobSettings.from_wire(msg.settings, declared_options(capabilities),
+                                         backend="the server's backend")
     except SettingsError as exc:
         raise Refusal("bad_settings", str(exc)) from None
     if not msg.images:

@@ -57,7 +57,7 @@ def sphere_image() -> PreparedImage:
 
 def test_sphere_picture_comes_back_as_a_sphere(sphere_image: PreparedImage) -> None:
     timings: dict[str, float] = {}
-    mesh = build_geometry([sphere_image], JobSettings(inflate_depth=1.0), JobContext(), timings=timings)
+    mesh = build_geometry([sphere_image], JobSettings(options={"inflate_depth": 1.0}), JobContext(), timings=timings)
     assert_valid(mesh, JobSettings().max_faces)
     # The silhouette fills 95% of the canvas, which maps to [-1, 1]: radius 0.95, centred.
     radius = 0.95
@@ -86,7 +86,7 @@ def test_sphere_picture_comes_back_as_a_sphere(sphere_image: PreparedImage) -> N
 @pytest.mark.parametrize("depth", [0.2, 0.5, 1.5])
 def test_disk_thickness_follows_the_depth_setting(depth: float) -> None:
     disk = prepare_reference(ellipse_rgba(300, 300))
-    mesh = build_geometry([disk], JobSettings(inflate_depth=depth, max_faces=30_000), JobContext())
+    mesh = build_geometry([disk], JobSettings(options={"inflate_depth": depth}, max_faces=30_000), JobContext())
     assert_valid(mesh, 30_000)
     extent = mesh.positions.max(axis=0) - mesh.positions.min(axis=0)
     diameter = 0.5 * (extent[0] + extent[1])
@@ -173,7 +173,7 @@ def random_blobs(seed: int, size: int = 512) -> np.ndarray:
 def test_random_silhouettes_give_closed_manifolds_within_budget(seed: int) -> None:
     prepared = prepare_reference(random_blobs(seed), size=512)
     budget = 4_000 + 3_000 * seed
-    mesh = build_geometry([prepared], JobSettings(max_faces=budget, inflate_depth=0.2 + 0.3 * seed),
+    mesh = build_geometry([prepared], JobSettings(max_faces=budget, options={"inflate_depth": 0.2 + 0.3 * seed}),
                           JobContext(), resolution=128)
     assert_valid(mesh, budget)
 

@@ -10,7 +10,7 @@ from blender_addon.protocol.settings import JobSettings, SettingsError, advertis
 def test_defaults_are_upstreams() -> None:
     s = JobSettings.from_wire({})
     assert (s.steps, s.guidance, s.texture_steps, s.texture_guidance) == (50, 7.5, 50, 3.0)
-    assert (s.max_faces, s.texture_size, s.octree_resolution, s.mode) == (200_000, 2048, 384, "full")
+    assert (s.max_faces, s.texture_size, s.mode, s.options) == (200_000, 2048, "full", {})
 
 
 def test_round_trip_through_wire_dict() -> None:

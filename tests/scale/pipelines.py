@@ -9,11 +9,12 @@ from typing import Any
 
 from inference_server.assets import Asset
 from inference_server.pipeline.base import JobContext, JobRequest
-from tests.server.pipelines import ScriptedPipeline
+from inference_server.pipeline.options import option_value
+from tests.server.pipelines import BEHAVIOUR, ScriptedPipeline
 
 
 class CrashOncePipeline(ScriptedPipeline):
-    """``lora="crash-once"``: the first such job kills its replica mid-job, a rerun succeeds.
+    """Option ``behaviour="crash-once"``: the first such job kills its replica mid-job, a rerun succeeds.
 
     The marker lives in the folder named by the ``marker_dir`` option (shared by the replicas,
     which all run on this machine in the tests).
@@ -24,11 +25,11 @@ class CrashOncePipeline(ScriptedPipeline):
         self.marker_dir = Path(marker_dir) if marker_dir else None
 
     def run(self, request: JobRequest, ctx: JobContext) -> Asset:
-        if request.settings.lora == "crash-once" and self.marker_dir is not None:
+        if option_value(request.settings, BEHAVIOUR) == "crash-once" and self.marker_dir is not None:
             marker = self.marker_dir / f"crashed-seed-{request.settings.seed}"
             ctx.progress("geometry", 1, 3, "")
             if not marker.exists():
                 marker.write_text("1")
                 os._exit(17)
-            request.settings = replace(request.settings, lora="fast")
+            request.settings = replace(request.settings, options={**request.settings.options, BEHAVIOUR.name: "fast"})
         return super().run(request, ctx)

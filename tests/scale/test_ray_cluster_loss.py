@@ -20,6 +20,7 @@ from blender_addon.protocol.settings import JobSettings  # noqa: E402
 from tests.server.harness import collect, png_bytes, wait_ready  # noqa: E402
 
 from .harness import GATEWAY_READY_S, free_port, ray_gateway, start_cluster, write_config  # noqa: E402
+from tests.server.pipelines import scripted  # noqa: E402
 
 JOB_TIMEOUT_S = 120.0
 
@@ -52,7 +53,7 @@ def test_lost_cluster_answers_busy_with_retry_after_and_recovers(tmp_path: Path)
         wait_ready(gateway.address, timeout_s=GATEWAY_READY_S)
         with ServerConnection(gateway.address) as conn:
             jid = "l-inflight"
-            conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=200))
+            conn.submit(jid, [png_bytes()], scripted("slow", steps=200))
             collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid, timeout_s=JOB_TIMEOUT_S)
 
             cluster.shutdown()

@@ -48,6 +48,7 @@ from .harness import (  # noqa: E402
     wait_all,
     write_config,
 )
+from tests.server.pipelines import scripted  # noqa: E402
 
 PIPELINE = "tests.scale.pipelines:CrashOncePipeline"
 JOB_TIMEOUT_S = 120.0
@@ -124,7 +125,7 @@ def test_eight_jobs_from_four_clients_spread_over_both_replicas(scale: Scale, tm
             jobs = {c: [new_id("s") for _ in range(2)] for c in clients}
             for c, ids in jobs.items():
                 for i, jid in enumerate(ids):
-                    c.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=3, seed=i))
+                    c.submit(jid, [png_bytes()], scripted("slow", steps=3, seed=i))
             ends = wait_all(clients, {jid for ids in jobs.values() for jid in ids}, JOB_TIMEOUT_S)
             assert all(isinstance(e, ResultReady) for e in ends.values()), ends
         finally:
@@ -146,7 +147,7 @@ def test_eight_jobs_from_four_clients_spread_over_both_replicas(scale: Scale, tm
 
 def test_cancel_mid_job_stops_the_replica_between_steps(scale: Scale, conn: ServerConnection) -> None:
     jid = new_id("c")
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=60))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=60))
     collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid and e.step >= 2, timeout_s=JOB_TIMEOUT_S)
     conn.cancel(jid)
     state = collect(conn, lambda e: isinstance(e, StateChanged) and e.job_id == jid and e.state not in ("queued", "running"))[-1]
@@ -159,7 +160,7 @@ def test_cancel_mid_job_stops_the_replica_between_steps(scale: Scale, conn: Serv
 
 def test_replica_killed_mid_job_fails_it_retryable_and_the_next_job_runs(conn: ServerConnection) -> None:
     jid = new_id("k")
-    conn.submit(jid, [png_bytes()], JobSettings(lora="crash"))  # the replica process exits mid-job
+    conn.submit(jid, [png_bytes()], scripted("crash"))  # the replica process exits mid-job
     events = finish(conn, jid)
     failed = [e for e in events if isinstance(e, StateChanged) and e.state == "failed"]
     assert failed, events
@@ -174,7 +175,7 @@ def test_ray_retries_runs_a_job_again_when_its_replica_dies(scale: Scale, tmp_pa
     for server in running_gateway(tmp_path / "results", scale.address, scale.config, "--ray-retries", "1"):
         with ServerConnection(server.address) as c:
             jid = new_id("t")
-            c.submit(jid, [png_bytes()], JobSettings(lora="crash-once", seed=4242))
+            c.submit(jid, [png_bytes()], scripted("crash-once", seed=4242))
             events = finish(c, jid)
             assert isinstance(events[-1], ResultReady), events
             assert not [e for e in events if isinstance(e, StateChanged) and e.state == "failed"]
@@ -193,7 +194,7 @@ def test_gateway_restarted_with_jobs_in_flight(scale: Scale, tmp_path: Path) -> 
         wait_ready(first.address, timeout_s=GATEWAY_READY_S)
         with ServerConnection(first.address) as c:
             for jid in ids:
-                c.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=40))
+                c.submit(jid, [png_bytes()], scripted("slow", steps=40))
             seen: set[str] = set()
             collect(c, lambda e: isinstance(e, Progress) and (seen.add(e.job_id) or len(seen) == 2), timeout_s=JOB_TIMEOUT_S)
     finally:
@@ -206,7 +207,7 @@ def test_gateway_restarted_with_jobs_in_flight(scale: Scale, tmp_path: Path) -> 
             c.attach(ids[0])
             assert collect(c, lambda e: isinstance(e, ErrorEvent))[-1].code == "unknown_job"
             for jid in ids:  # the client's recovery: submit the same ids again
-                c.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=3))
+                c.submit(jid, [png_bytes()], scripted("slow", steps=3))
             ends = wait_all([c], set(ids), JOB_TIMEOUT_S)
             assert all(isinstance(e, ResultReady) for e in ends.values()), ends
     outcomes = sorted((r["job_id"], r["outcome"]) for r in records_of(scale, set(ids), 4))

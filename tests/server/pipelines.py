@@ -1,8 +1,9 @@
 """Test-only backends, loaded by the server as ``tests.server.pipelines:Name``.
 
-``ScriptedPipeline`` picks its behaviour from ``settings.lora`` so one server
-process can exercise every path (fast, slow, crash, OOM, failure) without a
-restart per test; the named subclasses fix one behaviour each.
+``ScriptedPipeline`` picks its behaviour from its own declared option, ``behaviour``
+(``scripted("slow", steps=10)`` builds such settings), so one server process can
+exercise every path (fast, slow, crash, OOM, failure) without a restart per test;
+the named subclasses fix one behaviour each.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.settings import JobSettings
 from inference_server.assets import Asset, MeshData, PBRMaterial
 from inference_server.pipeline.base import JobContext, JobRequest, PipelineError
+from inference_server.pipeline.options import OptionSpec, option_value, specs_to_wire
 
 STEP_SLEEP_S = 0.1
+BEHAVIOURS = ("fast", "slow", "crash", "oom", "fail", "die-after-write", "hang", "crash-once")
+# The test backend's own option (per-backend options are exactly for this): which path a job takes.
+BEHAVIOUR = OptionSpec("behaviour", "choice", "fast", "What the scripted test job does", choices=BEHAVIOURS)
+
+
+def scripted(behaviour: str, **settings: Any) -> JobSettings:
+    """Settings for one scripted job: ``behaviour`` (one of BEHAVIOURS) plus common settings."""
+    return JobSettings(**settings, options={BEHAVIOUR.name: behaviour})
 
 
 # Face normal -> (u, v) with u x v = normal, so corners in (u, v) order are counter-clockwise outside.
@@ -97,7 +108,7 @@ def die_after_next_rename() -> None:
 class ScriptedPipeline:
     name = "test-scripted"
 
-    behaviour: str | None = None  # fixed by subclasses; else settings.lora decides
+    behaviour: str | None = None  # fixed by subclasses; else the job's "behaviour" option decides
 
     def __init__(self, **_options: Any) -> None:
         self.released = 0
@@ -108,10 +119,11 @@ class ScriptedPipeline:
             "pbr": True,
             "device": "cpu",
             "stages": {"geometry": 3, "texture": 1},
+            "options": specs_to_wire([BEHAVIOUR]),
         }
 
     def run(self, request: JobRequest, ctx: JobContext) -> Asset:
-        behaviour = self.behaviour or request.settings.lora or "fast"
+        behaviour = self.behaviour or option_value(request.settings, BEHAVIOUR)
         if behaviour == "fast":
             for step in range(1, 4):
                 ctx.progress("geometry", step, 3, "shaping")

@@ -36,6 +36,7 @@ from blender_addon.protocol.settings import JobSettings
 from inference_server.server.security import create_keypair
 
 from .harness import REPO, ServerProcess, collect, png_bytes, wait_ready
+from .pipelines import scripted
 
 DISK_FULL = "tests.server.fault_pipelines:DiskFullPipeline"
 
@@ -57,7 +58,7 @@ def test_a_server_restarted_within_the_offline_timeout_is_noticed_and_the_job_co
         wait_ready(first.address)
         # An offline timeout far longer than the restart: only a new instance (or connection) can tell.
         with ServerConnection(first.address, offline_after_s=120.0) as conn:
-            session = JobSession(conn, [png_bytes()], JobSettings(lora="slow", steps=15))
+            session = JobSession(conn, [png_bytes()], scripted("slow", steps=15))
             session.start()
             seen: list[object] = []
             while not any(isinstance(e, Progress) for e in seen):
@@ -145,7 +146,7 @@ def test_the_dead_server_message_states_the_address_and_the_time_really_waited(r
 
         def client() -> None:
             try:
-                run_job(server.address, [png_bytes()], JobSettings(lora="slow", steps=200),
+                run_job(server.address, [png_bytes()], scripted("slow", steps=200),
                         on_progress=lambda t: running.set() if t.state == "running" else None,
                         connect_timeout_s=2.0, offline_grace_s=1.0)
             except BaseException as exc:  # noqa: BLE001 - handed to the test thread
@@ -198,9 +199,9 @@ def test_serve_logs_one_line_per_job_event_and_nothing_false_at_shutdown(results
             collect(conn, lambda e: isinstance(e, Welcome))
             conn.submit("ok-job", [png_bytes()], JobSettings())
             collect(conn, lambda e: isinstance(e, ResultReady))
-            conn.submit("bad-job", [png_bytes()], JobSettings(lora="fail"))
+            conn.submit("bad-job", [png_bytes()], scripted("fail"))
             collect(conn, lambda e: isinstance(e, StateChanged) and e.state == "failed")
-            conn.submit("stop-job", [png_bytes()], JobSettings(lora="slow", steps=200))
+            conn.submit("stop-job", [png_bytes()], scripted("slow", steps=200))
             collect(conn, lambda e: isinstance(e, Progress))
             conn.cancel("stop-job")
             collect(conn, lambda e: isinstance(e, StateChanged) and e.state == "cancelled")
@@ -241,7 +242,7 @@ def test_a_job_whose_client_is_gone_is_cancelled_after_the_orphan_grace(results_
     with ServerProcess(results_dir, "--orphan-grace", "1") as server:
         assert wait_ready(server.address).orphan_grace_s == 1.0
         with ServerConnection(server.address) as gone:
-            gone.submit("orphan", [png_bytes()], JobSettings(lora="slow", steps=200))  # 20 s if left alone
+            gone.submit("orphan", [png_bytes()], scripted("slow", steps=200))  # 20 s if left alone
             collect(gone, lambda e: isinstance(e, Progress))
         wait_until_idle(server.address)
         with ServerConnection(server.address) as later:
@@ -256,7 +257,7 @@ def test_a_client_that_reconnects_within_the_orphan_grace_keeps_its_job(results_
     with ServerProcess(results_dir, "--orphan-grace", "5") as server:
         wait_ready(server.address)
         with ServerConnection(server.address) as first:
-            first.submit("kept", [png_bytes()], JobSettings(lora="slow", steps=20))
+            first.submit("kept", [png_bytes()], scripted("slow", steps=20))
             collect(first, lambda e: isinstance(e, Progress))
         with ServerConnection(server.address) as again:
             again.attach("kept")

@@ -7,16 +7,16 @@ import time
 import numpy as np
 
 from blender_addon.client import JobSession, ServerConnection
-from blender_addon.protocol.settings import JobSettings
 
 from .harness import ServerProcess, png_bytes
+from .pipelines import scripted
 
 
 def test_concurrent_clients_each_get_their_own_result(shared_server: ServerProcess) -> None:
     clients = [ServerConnection(shared_server.address) for _ in range(5)]
     try:
         sessions = [
-            JobSession(conn, [png_bytes(color=(10 * i, 0, 0))], JobSettings(seed=i, lora="slow", steps=3),
+            JobSession(conn, [png_bytes(color=(10 * i, 0, 0))], scripted("slow", seed=i, steps=3),
                        job_id=f"c{i}-{time.monotonic_ns()}", retry_busy_until=time.monotonic() + 60)
             for i, conn in enumerate(clients)
         ]

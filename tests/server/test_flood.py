@@ -41,6 +41,7 @@ from blender_addon.protocol.settings import JobSettings
 
 from .harness import ServerProcess, collect, events_of, wait_ready
 from .test_hostile_input import CLIENT_LIMITS
+from .pipelines import scripted
 
 MiB = 1024 * 1024
 
@@ -128,7 +129,7 @@ def flood(server: ServerProcess, *, submits: int, images: list[bytes], answer_ti
         started = time.monotonic()
         for jid in ids:
             # The same image buffers every time and zero-copy: the client itself stays small.
-            frames = encode("submit", {"job_id": jid, "settings": {"lora": "slow", "steps": 5}},
+            frames = encode("submit", {"job_id": jid, "settings": {"options": {"behaviour": "slow"}, "steps": 5}},
                             [(f"image{i}", data) for i, data in enumerate(images)])
             sock.send_multipart(frames, copy=False)
         deadline = time.monotonic() + answer_timeout_s
@@ -210,7 +211,7 @@ def test_queue_byte_budget_is_advertised_and_enforced(tmp_path: Path) -> None:
         with ServerConnection(server.address) as conn:
             conn.hello()
             assert collect(conn, lambda e: isinstance(e, Welcome))[-1].limits["max_queue_bytes"] == budget
-            conn.submit("running", [image], JobSettings(lora="slow", steps=100))
+            conn.submit("running", [image], scripted("slow", steps=100))
             collect(conn, lambda e: isinstance(e, Progress) and e.job_id == "running")
             for jid in ("q1", "q2", "q3"):
                 conn.submit(jid, [image], JobSettings())

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from blender_addon.client import JobSession, ServerConnection
-from blender_addon.protocol.settings import JobSettings
 
 from .harness import ServerProcess, wait_ready
 from .test_flood import big_png, vm_kib
+from .pipelines import scripted
 
 MiB = 1024 * 1024
 PEERS = 6
@@ -40,7 +40,7 @@ def test_concurrent_large_uploads_are_bounded_by_the_budget_and_all_complete(res
         wait_ready(server.address)
         before = vm_kib(server.pid, "VmRSS")
         sessions = [
-            JobSession(conn, [image], JobSettings(lora="slow", steps=1, seed=i), retry_busy_until=time.monotonic() + 300)
+            JobSession(conn, [image], scripted("slow", steps=1, seed=i), retry_busy_until=time.monotonic() + 300)
             for i, conn in enumerate(connections)
         ]
         for session in sessions:

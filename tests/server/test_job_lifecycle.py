@@ -22,6 +22,7 @@ from blender_addon.client import (
 from blender_addon.protocol.settings import JobSettings
 
 from .harness import ServerProcess, collect, events_of, png_bytes
+from .pipelines import scripted
 
 TERMINAL = {"done", "failed", "cancelled", "expired"}
 
@@ -46,7 +47,7 @@ def assert_next_job_succeeds(conn: ServerConnection) -> None:
 
 def test_cancel_running_job_within_two_seconds(conn: ServerConnection) -> None:
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=100))  # 10 s of work
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=100))  # 10 s of work
     collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid)
     conn.cancel(jid)
     state, events = terminal_of(conn, jid)
@@ -61,7 +62,7 @@ def test_cancel_running_job_within_two_seconds(conn: ServerConnection) -> None:
 
 def test_cancel_queued_job_and_busy_queue(conn: ServerConnection) -> None:
     running, queued1, queued2, overflow = (job_id() for _ in range(4))
-    conn.submit(running, [png_bytes()], JobSettings(lora="slow", steps=30))
+    conn.submit(running, [png_bytes()], scripted("slow", steps=30))
     collect(conn, lambda e: isinstance(e, Progress))
     conn.submit(queued1, [png_bytes()], JobSettings())
     conn.submit(queued2, [png_bytes()], JobSettings())
@@ -88,7 +89,7 @@ def test_cancel_queued_job_and_busy_queue(conn: ServerConnection) -> None:
 def test_disconnect_mid_job_then_reattach(shared_server: ServerProcess) -> None:
     jid = job_id()
     first = ServerConnection(shared_server.address)
-    first.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=20))
+    first.submit(jid, [png_bytes()], scripted("slow", steps=20))
     collect(first, lambda e: isinstance(e, Progress) and e.step >= 2)
     first.close()  # the artist closed Blender mid-job
 
@@ -116,7 +117,7 @@ def test_disconnect_mid_job_then_reattach(shared_server: ServerProcess) -> None:
 )
 def test_failures_end_the_job_not_the_server(conn: ServerConnection, behaviour: str, code: str, retryable: bool) -> None:
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora=behaviour))
+    conn.submit(jid, [png_bytes()], scripted(behaviour))
     state, events = terminal_of(conn, jid, timeout_s=20.0)
     assert (state.state, state.code, state.retryable) == ("failed", code, retryable)
     assert state.message
@@ -129,7 +130,7 @@ def test_worker_killed_mid_job(conn: ServerConnection) -> None:
     conn.ping()
     old_pid = collect(conn, lambda e: isinstance(e, Pong))[-1].status["worker_pid"]
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=50))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=50))
     collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid)
     os.kill(old_pid, signal.SIGKILL)
     state, _ = terminal_of(conn, jid)
@@ -144,7 +145,7 @@ def test_worker_killed_mid_job(conn: ServerConnection) -> None:
 def test_hung_job_is_killed_on_cancel(conn: ServerConnection) -> None:
     """A step that never reports progress cannot see the cancel: the worker is killed after the grace time."""
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="hang"))
+    conn.submit(jid, [png_bytes()], scripted("hang"))
     collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid)
     conn.cancel(jid)
     state, _ = terminal_of(conn, jid)
@@ -156,7 +157,7 @@ def test_close_while_running_cancels_and_forgets(conn: ServerConnection) -> None
     from blender_addon.client import Closed, ErrorEvent
 
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=100))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=100))
     collect(conn, lambda e: isinstance(e, Progress) and e.job_id == jid)
     conn.close_job(jid)
     events = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in TERMINAL)
@@ -169,7 +170,7 @@ def test_close_while_running_cancels_and_forgets(conn: ServerConnection) -> None
 
 def test_progress_fraction_and_eta_track_the_work(conn: ServerConnection) -> None:
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=20))  # 20 steps of 0.1 s
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=20))  # 20 steps of 0.1 s
     events = collect(conn, lambda e: isinstance(e, ResultReady) and e.job_id == jid)
     progress = [e for e in events if isinstance(e, Progress)]
     assert [p.step for p in progress] == list(range(1, 21))  # 10 reports/s: nothing throttled away
@@ -186,7 +187,7 @@ def test_free_vram_waits_for_the_running_job(conn: ServerConnection) -> None:
     from blender_addon.client import VramFreed
 
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=10))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=10))
     collect(conn, lambda e: isinstance(e, Progress))
     conn.free_vram()
     events = collect(conn, lambda e: isinstance(e, VramFreed))
@@ -200,7 +201,7 @@ def test_repeated_free_vram_from_one_client_is_remembered_once(conn: ServerConne
     from blender_addon.client import VramFreed
 
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=10))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=10))
     collect(conn, lambda e: isinstance(e, Progress))
     for _ in range(200):
         conn.free_vram()

@@ -24,6 +24,7 @@ from blender_addon.client import (
 from blender_addon.protocol.settings import JobSettings
 
 from .harness import REPO, ServerProcess, collect, png_bytes, wait_ready
+from .pipelines import scripted
 
 
 def test_result_fetched_from_disk_after_restart(results_dir: Path) -> None:
@@ -60,7 +61,7 @@ def test_sigterm_finishes_running_job_and_refuses_new_ones(results_dir: Path) ->
     try:
         wait_ready(server.address)
         with ServerConnection(server.address) as conn:
-            conn.submit("finishing", [png_bytes()], JobSettings(lora="slow", steps=10))  # about 1 s
+            conn.submit("finishing", [png_bytes()], scripted("slow", steps=10))  # about 1 s
             collect(conn, lambda e: isinstance(e, Progress))
             server.proc.send_signal(signal.SIGTERM)
             notice = collect(conn, lambda e: isinstance(e, ServerShutdown))[-1]
@@ -81,7 +82,7 @@ def test_sigterm_deadline_cancels_a_long_job(results_dir: Path) -> None:
     try:
         wait_ready(server.address)
         with ServerConnection(server.address) as conn:
-            conn.submit("long", [png_bytes()], JobSettings(lora="slow", steps=200))
+            conn.submit("long", [png_bytes()], scripted("slow", steps=200))
             collect(conn, lambda e: isinstance(e, Progress))
             server.proc.send_signal(signal.SIGTERM)
             end = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in ("cancelled", "failed"))[-1]
@@ -170,7 +171,7 @@ def test_session_survives_a_server_crash_and_restart(results_dir: Path) -> None:
     conn = ServerConnection(first.address, heartbeat_s=0.2, offline_after_s=1.0)
     try:
         wait_ready(first.address)
-        session = JobSession(conn, [png_bytes()], JobSettings(lora="slow", steps=10), job_id="phoenix")
+        session = JobSession(conn, [png_bytes()], scripted("slow", steps=10), job_id="phoenix")
         session.start()
         deadline = time.monotonic() + 20
         while session.tracker.state != "running" and time.monotonic() < deadline:
@@ -217,7 +218,7 @@ def test_result_of_a_worker_killed_before_reporting_done_is_not_resurrected(resu
     with ServerProcess(results_dir) as first:
         wait_ready(first.address)
         with ServerConnection(first.address) as conn:
-            conn.submit("ghost", [png_bytes()], JobSettings(lora="die-after-write"))
+            conn.submit("ghost", [png_bytes()], scripted("die-after-write"))
             end = collect(conn, lambda e: isinstance(e, StateChanged) and e.state in ("done", "failed", "cancelled"))[-1]
             assert (end.state, end.code) == ("failed", "worker_crashed")
             conn.fetch("ghost")

@@ -27,7 +27,7 @@ from blender_addon.protocol.messages import PROTOCOL_VERSION
 from blender_addon.protocol.settings import JobSettings
 
 from .harness import collect, events_of, png_bytes
-from .pipelines import checker, cube_mesh
+from .pipelines import checker, cube_mesh, scripted
 
 
 def job_id() -> str:
@@ -154,7 +154,7 @@ def test_unknown_jobs_and_not_ready(conn: ServerConnection) -> None:
         err = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]
         assert (err.code, err.job_id) == ("unknown_job", "never-submitted")
     jid = job_id()
-    conn.submit(jid, [png_bytes()], JobSettings(lora="slow", steps=10))
+    conn.submit(jid, [png_bytes()], scripted("slow", steps=10))
     collect(conn, lambda e: isinstance(e, Progress))
     conn.fetch(jid)
     err = collect(conn, lambda e: isinstance(e, ErrorEvent))[-1]

@@ -1,6 +1,6 @@
 """Job settings -> the Label model's label dict (upstream's vocabulary).
 
-The settings' choices (``blender_addon.protocol.settings``) are the label tables' classes plus
+The options' choices (``neural/options.py``: symmetry, edge_type, pose) are the label tables' classes plus
 ``auto``. All ``auto`` means no label at all (upstream's default: the empty label on both CFG
 halves); otherwise the chosen values are passed and any ``auto`` among them takes the table's
 class 0, exactly as an absent key does upstream.
@@ -12,6 +12,9 @@ from typing import Any
 
 from blender_addon.protocol.settings import JobSettings
 
+from ...pipeline.options import option_value
+from ..options import EDGE_TYPE, POSE, SYMMETRY
+
 SYMMETRY_TO_LABEL = {"asymmetric": "asymmetry", "symmetric": "x"}  # "x": mirror-symmetric left/right
 EDGE_TYPE_TO_LABEL = {"normal": "normal", "smooth": "smooth", "sharp": "sharp"}
 POSE_TO_LABEL = {"other": "unknown", "t_pose": "t-pose", "a_pose": "a-pose"}
@@ -19,10 +22,11 @@ POSE_TO_LABEL = {"other": "unknown", "t_pose": "t-pose", "a_pose": "a-pose"}
 
 def labels_from_settings(settings: JobSettings) -> dict[str, Any] | None:
     label: dict[str, Any] = {}
-    if settings.symmetry != "auto":
-        label["symmetry"] = SYMMETRY_TO_LABEL[settings.symmetry]
-    if settings.edge_type != "auto":
-        label["edge_type"] = EDGE_TYPE_TO_LABEL[settings.edge_type]
-    if settings.pose != "auto":
-        label["pose"] = POSE_TO_LABEL[settings.pose]
+    symmetry, edge_type, pose = (option_value(settings, spec) for spec in (SYMMETRY, EDGE_TYPE, POSE))
+    if symmetry != "auto":
+        label["symmetry"] = SYMMETRY_TO_LABEL[symmetry]
+    if edge_type != "auto":
+        label["edge_type"] = EDGE_TYPE_TO_LABEL[edge_type]
+    if pose != "auto":
+        label["pose"] = POSE_TO_LABEL[pose]
     return label or None

@@ -45,6 +45,8 @@ from .conditioning import (
 )
 from .loading import load_models
 from .lora import LoraInfo, lora_applied, resolve_lora_file
+from ..options import STYLE_LORA, STYLE_LORA_SCALE
+from ...pipeline.options import option_name, option_value
 from .pipelines.multiview_sdxl import MultiViewSDXL
 from .sync import LatentProjection, SyncSettings, TextureSync
 
@@ -155,8 +157,10 @@ class TextureStage:
                                                     kernel_device=kernel_device)
                 texture_sync = TextureSync(projection, SyncSettings(c.texture_sync_ratio, c.texture_sync_size))
             lora: AbstractContextManager[LoraInfo | None] = nullcontext(None)
-            if settings.lora:
-                lora = lora_applied(pipe.models.unet, resolve_lora_file(c.lora_dir, settings.lora), settings.lora_scale)
+            style = option_name(settings, STYLE_LORA)
+            if style:
+                lora = lora_applied(pipe.models.unet, resolve_lora_file(c.lora_dir, style),
+                                    option_value(settings, STYLE_LORA_SCALE))
             steps = settings.texture_steps
             ctx.progress(STAGE_DIFFUSION, 0, steps, "multi-view diffusion")
             try:

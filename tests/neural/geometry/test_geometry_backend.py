@@ -12,7 +12,8 @@ from inference_server.assets import Asset
 from inference_server.pipeline.base import JobContext, JobRequest, PipelineError
 from inference_server.pipeline.registry import create_pipeline
 
-GEOMETRY = dict(mode="geometry", steps=3, octree_resolution=64, max_faces=20_000)
+GEOMETRY = dict(mode="geometry", steps=3, max_faces=20_000)
+RES = {"octree_resolution": 64}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_registry_builds_the_backend(tiny_repo: Path) -> None:
 def test_geometry_job(backend, reference_rgba: np.ndarray) -> None:
     events: list[str] = []
     ctx = JobContext(lambda stage, *_: events.append(stage))
-    request = JobRequest(images=[reference_rgba], settings=JobSettings(**GEOMETRY, seed=5), image_names=["ref.png"])
+    request = JobRequest(images=[reference_rgba], settings=JobSettings(**GEOMETRY, seed=5, options=RES), image_names=["ref.png"])
     asset = backend.run(request, ctx)
     assert_valid_mesh(asset, GEOMETRY["max_faces"])
     assert asset.material is None
@@ -60,26 +61,42 @@ def test_geometry_job(backend, reference_rgba: np.ndarray) -> None:
 
 
 def test_label_settings_pick_the_label_model(backend, reference_rgba: np.ndarray) -> None:
-    settings = JobSettings(**GEOMETRY, symmetry="symmetric", edge_type="sharp")
+    settings = JobSettings(**GEOMETRY, options={**RES, "symmetry": "symmetric", "edge_type": "sharp"})
     asset = backend.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
     assert asset.provenance["geometry_model"] == "Step1X-3D-Geometry-Label-1300m"
     assert not any("Label model" in n for n in asset.notes)
     backend.release_memory()
 
 
-def test_label_settings_on_the_base_model_are_noted(tiny_repo: Path, reference_rgba: np.ndarray) -> None:
+def test_label_options_are_declared_only_with_the_label_model(backend, tiny_repo: Path,
+                                                             reference_rgba: np.ndarray) -> None:
     from inference_server.neural.backend import Step1X3DBackend
 
+    assert [o["name"] for o in backend.capabilities()["options"]] == ["octree_resolution", "symmetry", "edge_type",
+                                                                      "pose"]
     base_only = Step1X3DBackend(tiny_repo / "Step1X-3D-Geometry-1300m", device="cpu")
-    assert base_only.capabilities()["labels"] is False
-    settings = JobSettings(**GEOMETRY, pose="t_pose")
-    asset = base_only.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    caps = base_only.capabilities()
+    assert caps["labels"] is False and [o["name"] for o in caps["options"]] == ["octree_resolution"]
+    settings = JobSettings(**GEOMETRY, options={**RES, "pose": "t_pose"})
+    with pytest.raises(PipelineError) as err:
+        base_only.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    assert err.value.code == "bad_settings"
+    assert str(err.value) == "the step1x3d backend has no option pose (its options: octree_resolution)"
+
+
+def test_a_forced_base_variant_notes_that_labels_were_ignored(tiny_repo: Path, reference_rgba: np.ndarray) -> None:
+    from inference_server.neural.backend import Step1X3DBackend
+
+    forced = Step1X3DBackend(tiny_repo, device="cpu", variant="base")
+    settings = JobSettings(**GEOMETRY, options={**RES, "pose": "t_pose"})
+    asset = forced.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
+    assert asset.provenance["geometry_model"] == "Step1X-3D-Geometry-1300m"
     assert any("Label model" in n for n in asset.notes)
 
 
 def test_full_job_falls_back_to_projection_texturing(backend, reference_rgba: np.ndarray) -> None:
     pytest.importorskip("xatlas")
-    settings = JobSettings(mode="full", steps=3, octree_resolution=64, max_faces=4_000, texture_size=512, pbr=False)
+    settings = JobSettings(mode="full", steps=3, options=RES, max_faces=4_000, texture_size=512, pbr=False)
     asset = backend.run(JobRequest(images=[reference_rgba], settings=settings), JobContext())
     assert asset.material is not None and asset.material.base_color is not None
     assert asset.mesh.uvs is not None
@@ -107,3 +124,24 @@ def test_cli_texture_options_reach_the_texture_stage(tiny_repo: Path, tmp_path: 
     default = Step1X3DBackend(tiny_repo, texture_adapter=adapter, sdxl_dir=tmp_path, sdxl_vae_dir=tmp_path,
                               device="cpu")._neural_texture([])
     assert default.config.texture_sync_ratio == 0.0 and default.config.offload == "auto"
+
+
+def test_texture_and_geometry_loras_are_choices_of_the_declared_options(tiny_repo: Path, tmp_path: Path) -> None:
+    # Issue 14: the style LoRAs of --lora-dir are listed in welcome (capabilities) and are the
+    # choices of the "lora" option the panel's Style drop-down draws.
+    from inference_server.neural.backend import Step1X3DBackend
+
+    styles, shapes = tmp_path / "styles", tmp_path / "shapes"
+    styles.mkdir(), shapes.mkdir()
+    for name in ("ink.safetensors", "clay.safetensors", "notes.txt", ".hidden.safetensors"):
+        (styles / name).write_bytes(b"")
+    (shapes / "props.safetensors").write_bytes(b"")
+    caps = Step1X3DBackend(tiny_repo, device="cpu", lora_dir=styles, geometry_lora_dir=shapes).capabilities()
+    assert caps["texture_loras"] == ["clay", "ink"] and caps["geometry_loras"] == ["props"]
+    declared = {o["name"]: o for o in caps["options"]}
+    assert declared["lora"]["choices"] == ["", "clay", "ink"] and declared["lora"]["label"] == "Style"
+    assert declared["geometry_lora"]["choices"] == ["", "props"]
+    assert (declared["lora_scale"]["min"], declared["lora_scale"]["max"], declared["lora_scale"]["default"]) == (
+        0.0, 2.0, 1.0)
+    plain = Step1X3DBackend(tiny_repo, device="cpu").capabilities()
+    assert plain["texture_loras"] == [] and not {"lora", "geometry_lora"} & {o["name"] for o in plain["options"]}

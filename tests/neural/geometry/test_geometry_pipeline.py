@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from blender_addon.protocol.settings import CHOICES, JobSettings
+from blender_addon.protocol.settings import JobSettings
 from inference_server.neural.geometry.labels import labels_from_settings
+from inference_server.neural.options import EDGE_TYPE, POSE, SYMMETRY
 from inference_server.neural.geometry.models.condition import (
     GEOMETRY_QUALITY_CLASSES,
     POSE_CLASSES,
@@ -107,19 +108,19 @@ def test_label_tokens_are_wired(label_pipe: Any) -> None:
     assert torch.count_nonzero(enc.unconditional(1)) == 0
 
 
-def test_settings_choices_cover_the_label_tables() -> None:
-    assert len(CHOICES["symmetry"]) - 1 == len(SYMMETRY_CLASSES)
-    assert len(CHOICES["edge_type"]) - 1 == len(GEOMETRY_QUALITY_CLASSES)
-    assert len(CHOICES["pose"]) - 1 == len(POSE_CLASSES)
+def test_option_choices_cover_the_label_tables() -> None:
+    assert len(SYMMETRY.choices) - 1 == len(SYMMETRY_CLASSES)
+    assert len(EDGE_TYPE.choices) - 1 == len(GEOMETRY_QUALITY_CLASSES)
+    assert len(POSE.choices) - 1 == len(POSE_CLASSES)
     assert labels_from_settings(JobSettings()) is None
-    for sym in CHOICES["symmetry"][1:]:
-        for edge in CHOICES["edge_type"][1:]:
-            for pose in CHOICES["pose"][1:]:
-                label = labels_from_settings(JobSettings(symmetry=sym, edge_type=edge, pose=pose))
+    for sym in SYMMETRY.choices[1:]:
+        for edge in EDGE_TYPE.choices[1:]:
+            for pose in POSE.choices[1:]:
+                label = labels_from_settings(JobSettings(options={"symmetry": sym, "edge_type": edge, "pose": pose}))
                 assert label is not None
                 assert label["symmetry"] in SYMMETRY_CLASSES and label["edge_type"] in GEOMETRY_QUALITY_CLASSES
                 assert label["pose"] in POSE_CLASSES
-    assert labels_from_settings(JobSettings(edge_type="sharp")) == {"edge_type": "sharp"}
+    assert labels_from_settings(JobSettings(options={"edge_type": "sharp"})) == {"edge_type": "sharp"}
 
 
 def test_edge_type_changes_the_label_models_output(label_pipe: Any, reference_rgba: np.ndarray) -> None:

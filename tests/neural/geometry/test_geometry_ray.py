@@ -65,7 +65,7 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
     buf = io.BytesIO()
     Image.fromarray(reference_rgba, "RGBA").save(buf, format="PNG")
     image = buf.getvalue()
-    settings = JobSettings(mode="geometry", steps=3, octree_resolution=64, max_faces=5_000, seed=11)
+    settings = JobSettings(mode="geometry", steps=3, options={"octree_resolution": 64}, max_faces=5_000, seed=11)
     deployment = {"max_ongoing_requests": 1, "ray_actor_options": {"num_cpus": 0.25}}
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump({"applications": [{
@@ -79,7 +79,7 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
         ],
     }]}), encoding="utf-8")
 
-    full = JobSettings(mode="full", steps=3, octree_resolution=64, max_faces=5_000, seed=11, texture_size=512)
+    full = JobSettings(mode="full", steps=3, options={"octree_resolution": 64}, max_faces=5_000, seed=11, texture_size=512)
     cluster = start_cluster(nodes=1)
     try:
         for gateway in running_gateway(tmp_path / "ray", cluster.address, config, "--weights", str(tiny_repo),

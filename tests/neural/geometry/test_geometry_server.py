@@ -29,7 +29,7 @@ def test_geometry_job_through_the_server_gives_a_valid_glb(neural_server: Server
     buf = io.BytesIO()
     Image.fromarray(reference_rgba, "RGBA").save(buf, format="PNG")
     jid = f"g-{uuid.uuid4().hex[:12]}"
-    settings = JobSettings(mode="geometry", steps=3, octree_resolution=64, max_faces=5_000, seed=11)
+    settings = JobSettings(mode="geometry", steps=3, options={"octree_resolution": 64}, max_faces=5_000, seed=11)
     with ServerConnection(neural_server.address) as conn:
         conn.hello()
         welcome = collect(conn, lambda e: isinstance(e, Welcome))[-1]

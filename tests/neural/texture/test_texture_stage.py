@@ -169,8 +169,8 @@ def test_style_lora_from_a_local_file(tiny_stage, client_mesh: MeshData) -> None
     _write_lora(tiny_stage.config.lora_dir, unet)
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     base = tiny_stage.run(client_mesh, [reference_image()], SETTINGS, JobContext())[1].base_color
-    zero = tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(lora="style", lora_scale=0.0), JobContext())
-    styled = tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(lora="style", lora_scale=1.5), JobContext())
+    zero = tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(options={"lora": "style", "lora_scale": 0.0}), JobContext())
+    styled = tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(options={"lora": "style", "lora_scale": 1.5}), JobContext())
     np.testing.assert_array_equal(zero[1].base_color, base)
     assert not np.array_equal(styled[1].base_color, base)
     assert any("style LoRA 'style'" in note for note in styled[2])
@@ -178,7 +178,7 @@ def test_style_lora_from_a_local_file(tiny_stage, client_mesh: MeshData) -> None
     after = unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "LoRA weights were left merged"
     with pytest.raises(PipelineError) as info:
-        tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(lora="../escape"), JobContext())
+        tiny_stage.run(client_mesh, [reference_image()], SETTINGS.replace(options={"lora": "../escape"}), JobContext())
     assert info.value.code == "bad_settings"
 
 
