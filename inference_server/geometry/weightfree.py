@@ -10,7 +10,7 @@ where ``k = 1`` unless a very deep inflation had to be shrunk to fit ``[-FIT, FI
 
 Volume, front view only. The solid is the union of the silhouette's inscribed balls
 (``shape_maps.round_height2``): above each pixel it reaches ``z = +-s * h(x, y)`` with ``h`` the
-union's half-thickness and ``s = settings.inflate_depth`` (default 1: round). A disk becomes a
+union's half-thickness and ``s`` the job's ``inflate_depth`` option (default 1: round). A disk becomes a
 sphere, a strip a round tube of its own width, a ring a torus; parts are joined exactly where the
 silhouette joins them and holes stay open. The volume is symmetric about ``z = 0``.
 
@@ -50,11 +50,13 @@ from ..imaging.prepare import PreparedImage
 from ..meshing.cleanup import clean_mesh_with_detail
 from ..meshing.extract import extract_surface
 from ..pipeline.base import JobContext, PipelineError
+from ..pipeline.inflate import INFLATE_DEPTH, OCTREE_RESOLUTION  # this backend's declared options
+from ..pipeline.options import option_value
 from .shape_maps import column_run_max, fill_outside, round_height2, local_thickness, row_runs, sample_stack
 from .silhouette import signed_distance
 
 STAGE = "geometry"
-# Grid resolution = RESOLUTION_FACTOR x settings.octree_resolution (the neural backend's
+# Grid resolution = RESOLUTION_FACTOR x the job's octree_resolution option (the neural backend's
 # setting, default 384 -> 256 here). 256 cells over 2.1 units is 8 mm on a 1 m object, as fine
 # as the 256^2 Poisson map; a field built from 2D maps has no finer detail to resolve. A 256^3
 # hierarchical grid yields 200-400k faces, about the default face budget, and extracts in
@@ -123,7 +125,7 @@ def build_geometry_with_detail(
     Front silhouette (+ optional side views) -> watertight manifold mesh in the glTF frame.
 
     ``resolution`` overrides the extraction grid (default: 2/3 of
-    ``settings.octree_resolution``, i.e. 256 cells at the default 384).
+    the job's ``octree_resolution`` option, i.e. 256 cells at the default 384).
 
     ``timings`` (optional) receives seconds per sub-stage: ``geometry.silhouette``,
     ``geometry.extract``, ``geometry.cleanup``.
@@ -131,7 +133,7 @@ def build_geometry_with_detail(
     if not images:
         raise PipelineError("at least one reference image (the front view) is needed", code="bad_image")
     if resolution is None:
-        resolution = max(MIN_RESOLUTION, int(round(settings.octree_resolution * RESOLUTION_FACTOR)))
+        resolution = max(MIN_RESOLUTION, int(round(option_value(settings, OCTREE_RESOLUTION) * RESOLUTION_FACTOR)))
     clock = _Clock(timings)
     steps = 4
     ctx.progress(STAGE, 0, steps, "silhouette")
@@ -140,7 +142,7 @@ def build_geometry_with_detail(
         raise PipelineError("at least one reference image (the front view) is needed", code="bad_image")
     front = signed_distance(first.mask, MAP_SIZE)
     sides = [_side_view(first, side, i) for i in (RIGHT, LEFT) if i < len(images) and (side := images[i]) is not None]
-    field, z_scale = _inflation_field(front, sides, settings.inflate_depth)
+    field, z_scale = _inflation_field(front, sides, option_value(settings, INFLATE_DEPTH))
     clock.lap("geometry.silhouette")
 
     ctx.progress(STAGE, 1, steps, "extracting the surface")
