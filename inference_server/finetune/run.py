@@ -39,8 +39,8 @@ def resume(
         raise ConfigError(f"the checkpoint is at step {start}, beyond --steps {cfg.steps}")
     for key, value in (expect or {}).items():
         if key in state and state[key] != value:
-            raise ConfigError(f"the checkpoint at step {start} in {out / 'checkpoints'} was written with another {key} "
-                              f"({state[key]}); resume with the settings the run started with")
+            raise ConfigError(f"the checkpoint at step {start} in {out / 'checkpoints'} was written with another {key}; "
+                              f"resume with the settings the run started with ({out / 'config.json'})")
     load_lora(state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
