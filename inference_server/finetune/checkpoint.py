@@ -18,6 +18,7 @@ import torch
 from .config import ConfigError
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+_PARTIAL = re.compile(r"^\.step-\d{8}\.pt\.tmp-\d+$")  # a save cut short (killed mid-write): never a checkpoint
 
 
 def checkpoint_dir(out: Path) -> Path:
@@ -46,6 +47,9 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int) -> P
     """Write ``state`` for ``step`` through a temporary file and drop all but the newest ``keep``."""
     path = checkpoint_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.iterdir():  # only rank 0 saves, one save at a time: any partial file is stale
+        if _PARTIAL.match(stale.name):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
