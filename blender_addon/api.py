@@ -9,8 +9,10 @@ sleeping inside libzmq's poll between steps, and return only once the object
 is in the scene. Failures raise :class:`Step1X3DError` whose message is the
 same one sentence the panel would show. Settings are the keyword names of
 ``blender_addon.protocol.settings.JobSettings`` (seed, steps, guidance,
-max_faces, texture_size, inflate_depth, lods, ...); server address and
-timeouts default to the add-on preferences.
+max_faces, texture_size, lods, ...) plus ``options={...}``, the server's backend
+options by name (its welcome lists them: ``options={"lora": "ink"}``); the older
+keywords ``inflate_depth``, ``lora``, ``geometry_lora``, ... still work and go into
+``options``. Server address and timeouts default to the add-on preferences.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ script can use the object right after the call.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Literal
@@ -20,8 +21,9 @@ from ..core.history import HistoryEntry
 from ..core.naming import asset_name, new_job_id
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..core.session import cancel_and_wait, wait
+from ..protocol.options import LEGACY_OPTION_DEFAULTS
 from ..protocol.settings import TEXTURE_SIZES
-from . import jobs, properties, runtime
+from . import jobs, options_ui, properties, runtime
 from .preferences import get_prefs
 from .importer import PROVENANCE_PREFIX
 from .properties import MODE_ITEMS, state
@@ -61,7 +63,12 @@ class _JobOperator:
         name="Texture Size", min=min(TEXTURE_SIZES), max=max(TEXTURE_SIZES), default=2048, options={"SKIP_SAVE"}
     )
     inflate_depth: FloatProperty(  # type: ignore[valid-type]
-        name="Inflate Depth", min=0.05, max=2.0, default=0.5, options={"SKIP_SAVE"}
+        name="Inflate Depth", description="Weight-free backend: the inflate_depth option (shorthand kept for "
+        "scripts)", min=0.05, max=2.0, default=0.5, options={"SKIP_SAVE"}
+    )
+    backend_options: StringProperty(  # type: ignore[valid-type]
+        name="Backend Options", default="", options={"SKIP_SAVE"},
+        description='The backend\'s options as JSON over the panel\'s, e.g. \'{"lora": "ink", "lora_scale": 0.8}\'',
     )
     lod_levels: IntProperty(name="LODs", min=1, max=4, default=1, options={"SKIP_SAVE"})  # type: ignore[valid-type]
     wait: BoolProperty(  # type: ignore[valid-type]
@@ -84,9 +91,15 @@ class _JobOperator:
         st = state(context)
         base = properties.job_settings(st, st.seed)
         overrides: dict[str, Any] = {"mode": mode}
+        options = dict(base.get("options", {}))
         for name in _SETTING_PROPS:
             if op.properties.is_property_set(name):
-                overrides[name] = getattr(op, name)
+                if name in LEGACY_OPTION_DEFAULTS:  # an older keyword: a backend option now
+                    options[name] = getattr(op, name)
+                else:
+                    overrides[name] = getattr(op, name)
+        options.update(json_options(op.backend_options))
+        overrides["options"] = options
         if op.properties.is_property_set("lod_levels"):
             overrides["lods"] = [] if op.lod_levels <= 1 else [0.5**i for i in range(op.lod_levels)]
         randomize = st.randomize_seed and not op.properties.is_property_set("seed")
@@ -125,6 +138,26 @@ class _JobOperator:
         return {"CANCELLED"}
 
 
+def json_options(text: str) -> dict[str, Any]:
+    """The ``backend_options`` keyword of the job operators: a JSON map ("" for none); InputError otherwise."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InputError('options must be a JSON map of option name to value, e.g. {"lora": "ink"}.')
+    return value
+
+
+def option_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A history entry's or preset's backend options, older top-level keys included."""
+    legacy = {k: values[k] for k in LEGACY_OPTION_DEFAULTS if k in values}
+    options = values.get("options")
+    return {**legacy, **(options if isinstance(options, dict) else {})}
+
+
 def _blocking() -> bool:
     return bool(bpy.app.background and BLOCK_IN_BACKGROUND)
 
@@ -153,7 +186,8 @@ class STEP1X3D_OT_generate(_JobOperator, bpy.types.Operator):
         try:
             mode = self.mode if self.properties.is_property_set("mode") else state(context).mode
             if mode == "texture":  # the panel's "Texture Selected": same job, on the active object
-                forwarded = {n: getattr(self, n) for n in (*_SETTING_PROPS, "lod_levels", "wait", "timeout")
+                forwarded = {n: getattr(self, n) for n in (*_SETTING_PROPS, "lod_levels", "wait", "timeout",
+                                                            "backend_options")
                              if self.properties.is_property_set(n)}
                 images = [{"name": item.name} for item in self.images]
                 return bpy.ops.step1x3d.retexture(  # type: ignore[attr-defined]
@@ -433,9 +467,10 @@ class STEP1X3D_OT_history_reuse(bpy.types.Operator):
             return {"CANCELLED"}
         st = state(context)
         values = entry.settings
-        for key in ("seed", "steps", "guidance", "max_faces", "inflate_depth"):
+        for key in ("seed", "steps", "guidance", "max_faces"):
             if key in values:
                 setattr(st, key, values[key])
+        options_ui.set_values(context.window_manager, option_values(values))
         if "texture_size" in values:
             st.texture_size = str(values["texture_size"])
         if "lods" in values:
@@ -587,9 +622,10 @@ class STEP1X3D_OT_preset_apply(bpy.types.Operator):
         if values is None:
             self.report({"ERROR"}, "Choose a preset first.")
             return {"CANCELLED"}
-        for key in ("steps", "guidance", "max_faces", "inflate_depth"):
+        for key in ("steps", "guidance", "max_faces"):
             if key in values:
                 setattr(st, key, values[key])
+        options_ui.set_values(context.window_manager, option_values(values))
         if "texture_size" in values:
             st.texture_size = str(values["texture_size"])
         if "lods" in values:
@@ -610,8 +646,8 @@ class STEP1X3D_OT_preset_save(bpy.types.Operator):
             "guidance": float(st.guidance),
             "max_faces": st.max_faces,
             "texture_size": int(st.texture_size),
-            "inflate_depth": float(st.inflate_depth),
             "lods": properties.lods(st),
+            "options": options_ui.values(context.window_manager),
         }
         try:
             runtime.preset_store().save(st.preset_name.strip(), values)

@@ -8,7 +8,7 @@ from typing import Any
 import bpy
 
 from ..core.views import VIEW_ORDER, view_label
-from . import previews, runtime
+from . import options_ui, previews, runtime
 from .references import slot_filled
 from .properties import state
 
@@ -94,11 +94,8 @@ class STEP1X3D_PT_settings(bpy.types.Panel):
         col.prop(st, "max_faces")
         col.prop(st, "lod_levels")
         col.prop(st, "texture_size")
-        layout.prop(st, "inflate_depth")
-        if runtime.geometry_loras():  # only when the server's backend lists some (neural, --geometry-lora-dir)
-            row = layout.row(align=True)
-            row.prop(st, "geometry_lora")
-            row.prop(st, "geometry_lora_scale", text="")
+        # The active backend's own options, as its welcome declared them (none before a status check).
+        options_ui.draw(layout.column(align=True), context.window_manager)
 
 
 class STEP1X3D_PT_history(bpy.types.Panel):

@@ -19,6 +19,7 @@ from bpy.props import (
 )
 
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
+from . import options_ui
 from ..protocol.settings import NUMERIC_RANGES, TEXTURE_SIZES, JobSettings
 
 _DEFAULTS = JobSettings()
@@ -57,12 +58,6 @@ def _preset_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
     return runtime.preset_enum_items()
 
 
-def _geometry_lora_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
-    from . import runtime
-
-    return runtime.geometry_lora_items()
-
-
 class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     # What to run and from what.
     # One slot per named view; the tooltip states the camera convention (core.views, one place).
@@ -97,24 +92,12 @@ class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     texture_size: EnumProperty(  # type: ignore[valid-type]
         name="Texture Size", items=TEXTURE_SIZE_ITEMS, default=str(_DEFAULTS.texture_size)
     )
-    inflate_depth: FloatProperty(  # type: ignore[valid-type]
-        name="Inflate Depth",
-        description="Weight-free backend: thickness relative to the silhouette size",
-        default=_DEFAULTS.inflate_depth,
-        min=_range("inflate_depth")[0],
-        max=_range("inflate_depth")[1],
-    )
     lod_levels: IntProperty(  # type: ignore[valid-type]
         name="LODs", description="Levels of detail (each halves the faces); 1 = none", default=1, min=1, max=4
     )
     preset: EnumProperty(name="Preset", items=_preset_items)  # type: ignore[valid-type]
-    geometry_lora: EnumProperty(  # type: ignore[valid-type]
-        name="Geometry LoRA", description="A geometry LoRA the server offers (neural backend)",
-        items=_geometry_lora_items,
-    )
-    geometry_lora_scale: FloatProperty(  # type: ignore[valid-type]
-        name="LoRA Scale", description="How strongly the geometry LoRA is applied", default=1.0, min=0.0, max=2.0
-    )
+    # The backend's own options (inflate depth, LoRAs, labels...) are not here: options_ui builds
+    # them from the server's welcome, on WindowManager.step1x3d_options.
     preset_name: StringProperty(name="Preset Name", default="")  # type: ignore[valid-type]
 
     # Runtime (copied from the active JobSession by the timer's poll step).
@@ -155,13 +138,10 @@ def job_settings(st: Any, seed: int) -> dict[str, Any]:
         "guidance": float(st.guidance),
         "max_faces": st.max_faces,
         "texture_size": int(st.texture_size),
-        "inflate_depth": float(st.inflate_depth),
         "lods": lods(st),
     }
-    lora = st.geometry_lora
-    if lora and lora != "NONE":  # only when the server offered one: older servers do not know the setting
-        wire["geometry_lora"] = lora
-        wire["geometry_lora_scale"] = float(st.geometry_lora_scale)
+    # Only the options the server declared (an older server declares none, and gets none).
+    wire["options"] = options_ui.values(st.id_data)
     return JobSettings.from_wire(wire).to_wire()
 
 
@@ -173,6 +153,7 @@ def register_props() -> None:
 
 
 def unregister_props() -> None:
+    options_ui.unregister()
     if hasattr(bpy.types.WindowManager, "step1x3d"):
         del bpy.types.WindowManager.step1x3d
 

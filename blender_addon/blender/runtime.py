@@ -20,8 +20,9 @@ from ..core.history import History, HistoryEntry
 from ..core.presets import PresetStore
 from ..core.probe import StatusProbe
 from ..core.vram import VramRequest
-from ..core.session import SessionView
-from . import jobs
+from ..client.session import SessionView
+from ..protocol.options import specs_from_wire
+from . import jobs, options_ui
 from .preferences import get_prefs, user_dir
 from .properties import state
 
@@ -33,8 +34,6 @@ _probe: StatusProbe | None = None
 _last_probe = 0.0
 _server_process: subprocess.Popen[bytes] | None = None
 _vram: VramRequest | None = None
-_geometry_loras: list[str] = []  # what the active backend's capabilities list (welcome), for the drop-down
-_lora_items: list[tuple[str, str, str]] = []  # kept alive: Blender does not copy dynamic enum strings
 _preset_items: list[tuple[str, str, str]] = []  # kept alive: Blender does not copy dynamic enum strings
 
 
@@ -190,7 +189,6 @@ def refresh_status(context: bpy.types.Context | None = None) -> None:
 
 
 def _probe_step(st: Any) -> bool:
-    global _geometry_loras
     if _probe is None or _probe.finished:
         return False
     if _probe.step():
@@ -198,23 +196,10 @@ def _probe_step(st: Any) -> bool:
         st.server_online = _probe.online
         if _probe.finished and _probe.server is not None:
             caps = _probe.server.backends.get(_probe.server.backend) or {}
-            names = caps.get("geometry_loras") if isinstance(caps, dict) else None
-            _geometry_loras = [str(n) for n in names] if isinstance(names, list) else []
+            # The backend's own options (its LoRAs among them) become the panel's option widgets.
+            options_ui.declare(specs_from_wire(caps.get("options") if isinstance(caps, dict) else None))
         return True
     return False
-
-
-def geometry_loras() -> list[str]:
-    """Geometry LoRA names the server advertised at the last status check (empty: none, or not asked)."""
-    return list(_geometry_loras)
-
-
-def geometry_lora_items() -> list[tuple[str, str, str]]:
-    global _lora_items
-    _lora_items = [("NONE", "None", "No geometry LoRA")] + [
-        (n, n, f"The server's geometry LoRA '{n}'") for n in _geometry_loras
-    ]
-    return _lora_items
 
 
 def free_vram(context: bpy.types.Context | None = None) -> None:

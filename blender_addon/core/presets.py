@@ -7,29 +7,34 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..protocol.options import LEGACY_OPTION_DEFAULTS
 from ..protocol.settings import JobSettings, SettingsError
 from .files import write_atomic
 
 # The panel's settings that a preset covers (seed is deliberately not in presets).
-PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "inflate_depth", "lods")
+# "options": backend options (the panel applies those the server's backend declares).
+PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "options", "lods")
+# The weight-free backend's flatter-than-round default of the built-in presets.
+_FLATTER = {"inflate_depth": 0.5}
 
 BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     "Draft": {
-        "steps": 15, "guidance": 7.5, "max_faces": 20_000, "texture_size": 1024, "inflate_depth": 0.5, "lods": [],
+        "steps": 15, "guidance": 7.5, "max_faces": 20_000, "texture_size": 1024, "options": dict(_FLATTER), "lods": [],
     },
     "Standard": {
-        "steps": 50, "guidance": 7.5, "max_faces": 200_000, "texture_size": 2048, "inflate_depth": 0.5, "lods": [],
+        "steps": 50, "guidance": 7.5, "max_faces": 200_000, "texture_size": 2048, "options": dict(_FLATTER), "lods": [],
     },
     "Game asset": {
         "steps": 50,
         "guidance": 7.5,
         "max_faces": 50_000,
         "texture_size": 2048,
-        "inflate_depth": 0.5,
+        "options": dict(_FLATTER),
         "lods": [1.0, 0.5, 0.25],
     },
     "Hero": {
-        "steps": 100, "guidance": 7.5, "max_faces": 1_000_000, "texture_size": 4096, "inflate_depth": 0.5, "lods": [],
+        "steps": 100, "guidance": 7.5, "max_faces": 1_000_000, "texture_size": 4096, "options": dict(_FLATTER),
+        "lods": [],
     },
 }
 
@@ -40,7 +45,10 @@ _NAME = re.compile(r"^[\w .\-]{1,40}$")
 def validate_preset(values: dict[str, Any]) -> dict[str, Any]:
     """Keep known keys and check them against the shared settings schema (raises SettingsError)."""
     picked = {k: values[k] for k in PRESET_KEYS if k in values}
-    JobSettings.from_wire(picked)  # same ranges the server enforces
+    legacy = {k: values[k] for k in LEGACY_OPTION_DEFAULTS if k in values}  # a preset saved by an older add-on
+    if legacy:
+        picked["options"] = {**legacy, **(picked.get("options") or {})}
+    JobSettings.from_wire(picked)  # same ranges the server enforces (options: their shape; the backend has the rest)
     return picked
 
 

@@ -15,6 +15,8 @@ import numpy as np
 from inference_server.assets import Asset, MeshData, PBRMaterial
 from inference_server.pipeline.base import JobContext, JobRequest, PipelineError
 from inference_server.pipeline.mesh_input import validate_client_mesh
+from inference_server.neural.options import GEOMETRY_LORA_SCALE, STYLE_LORA_SCALE, geometry_lora, style_lora
+from inference_server.pipeline.options import check_job_options, option_value, specs_to_wire
 
 from .assets import cube_arrays, solid_rgb
 
@@ -84,9 +86,20 @@ class MediumPipeline(CubePipeline):
 
 
 class LoraCubePipeline(CubePipeline):
-    """Advertises geometry LoRAs in its capabilities, as the neural backend does with --geometry-lora-dir."""
+    """Declares the neural backend's LoRA options (its declarations, with a fixed listing), as
+    ``serve --lora-dir/--geometry-lora-dir`` does; the cube's edge is the geometry LoRA scale,
+    so a test sees that the panel's value reached the backend."""
 
     name = "test-lora"
+    OPTIONS = (geometry_lora(["chairs", "tables"]), GEOMETRY_LORA_SCALE, style_lora(["ink"]), STYLE_LORA_SCALE)
 
     def capabilities(self) -> dict[str, Any]:
-        return {**super().capabilities(), "geometry_loras": ["chairs", "tables"]}
+        return {**super().capabilities(), "geometry_loras": ["chairs", "tables"], "texture_loras": ["ink"],
+                "options": specs_to_wire(self.OPTIONS)}
+
+    def run(self, request: JobRequest, ctx: JobContext) -> Asset:
+        request.settings = check_job_options(request.settings, self.OPTIONS, self.name)
+        asset = super().run(request, ctx)
+        if request.settings.mode != "texture":
+            asset.mesh = _cube_mesh(0.5 * option_value(request.settings, GEOMETRY_LORA_SCALE))
+        return asset

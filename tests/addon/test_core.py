@@ -278,3 +278,15 @@ def test_status_probe_reports_backend_device_and_queue() -> None:
     while not offline.finished:
         offline.step()
     assert not offline.online and offline.line == wording.offline("tcp://127.0.0.1:7")
+
+
+def test_presets_carry_backend_options_and_read_older_files(tmp_path: Path) -> None:
+    store = PresetStore(tmp_path)
+    assert BUILTIN_PRESETS["Draft"]["options"] == {"inflate_depth": 0.5}  # the weight-free backend's option
+    store.save("Styled", {"steps": 20, "options": {"lora": "ink", "lora_scale": 0.8}})
+    assert store.all_presets()["Styled"] == {"steps": 20, "options": {"lora": "ink", "lora_scale": 0.8}}
+    # A presets.json written by an older add-on: the knob at the top level becomes an option.
+    store.path.write_text(json.dumps({"Old": {"steps": 30, "inflate_depth": 0.7}}), "utf-8")
+    assert store.all_presets()["Old"] == {"steps": 30, "options": {"inflate_depth": 0.7}}
+    with pytest.raises(SettingsError, match="options must be a map"):
+        store.save("Bad", {"options": ["lora"]})

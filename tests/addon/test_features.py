@@ -296,9 +296,11 @@ def test_disabling_mid_batch_with_a_vram_request_pending_closes_everything(
     addon_utils.enable("blender_addon", default_set=True)
 
 
-def test_geometry_loras_the_server_lists_appear_in_the_settings(bpy: Any, addon: Any, start_server: Any) -> None:
-    from blender_addon.blender import panel, properties, runtime
-    from blender_addon.protocol.settings import JobSettings
+def test_the_backends_declared_options_are_drawn_sent_and_restored(bpy: Any, addon: Any, start_server: Any,
+                                                                  ref_image: str) -> None:
+    # No per-option code in the add-on: what a backend declares in welcome becomes panel widgets
+    # (the neural backend's geometry LoRA and Style drop-downs here), and their values reach it.
+    from blender_addon.blender import options_ui, panel, properties, runtime
 
     st = bpy.context.window_manager.step1x3d
 
@@ -315,13 +317,50 @@ def test_geometry_loras_the_server_lists_appear_in_the_settings(bpy: Any, addon:
         panel.STEP1X3D_PT_settings.draw(type("Stand", (), {"layout": FakeLayout(bpy, calls)})(), bpy.context)
         return calls
 
-    assert "prop:geometry_lora" not in check_status(start_server(CUBE))  # nothing to offer
+    plain = check_status(start_server(CUBE))  # declares nothing: nothing drawn, nothing sent
+    assert not [c for c in plain if "lora" in c] and properties.job_settings(st, 1)["options"] == {}
     calls = check_status(start_server("tests.addon.pipelines:LoraCubePipeline"))
-    assert "prop:geometry_lora" in calls and runtime.geometry_loras() == ["chairs", "tables"]
-    assert [item[0] for item in runtime.geometry_lora_items()] == ["NONE", "chairs", "tables"]
-    assert properties.job_settings(st, 1).get("geometry_lora", "") == ""  # "None" asks for no LoRA
-    st.geometry_lora = "tables"
-    if "geometry_lora" in JobSettings.__dataclass_fields__:  # the setting the neural backend reads
-        wire = properties.job_settings(st, 1)
-        assert (wire["geometry_lora"], wire["geometry_lora_scale"]) == ("tables", 1.0)
-    assert st.geometry_lora == "tables"
+    assert [c for c in calls if "lora" in c] == ["prop:geometry_lora", "prop:geometry_lora_scale", "prop:lora",
+                                                 "prop:lora_scale"]
+    group = bpy.context.window_manager.step1x3d_options
+    rna = group.bl_rna.properties
+    assert [i.identifier for i in rna["geometry_lora"].enum_items] == [options_ui.NONE_ID, "chairs", "tables"]
+    assert [i.identifier for i in rna["lora"].enum_items] == [options_ui.NONE_ID, "ink"]
+    assert rna["lora"].name == "Style" and rna["lora"].description.startswith("Texture stage: a style LoRA")
+    assert (rna["geometry_lora_scale"].hard_min, rna["geometry_lora_scale"].hard_max) == (0.0, 2.0)
+    assert properties.job_settings(st, 1)["options"] == {  # "None" asks for no LoRA
+        "geometry_lora": "", "geometry_lora_scale": 1.0, "lora": "", "lora_scale": 1.0}
+    group.geometry_lora, group.geometry_lora_scale, group.lora = "tables", 0.5, "ink"
+    group.geometry_lora_scale = 7.0  # Blender clamps to the declared maximum
+    assert properties.job_settings(st, 1)["options"] == {
+        "geometry_lora": "tables", "geometry_lora_scale": 2.0, "lora": "ink", "lora_scale": 1.0}
+    # A job from the panel: the server accepts the options and the backend gets their values
+    # (this test backend makes the cube's edge 1 m x the geometry LoRA scale).
+    group.geometry_lora_scale = 1.5
+    assert bpy.ops.step1x3d.generate(images=[{"name": ref_image}], seed=1) == {"FINISHED"}, st.last_message
+    obj = bpy.data.objects[st.last_object]
+    assert max(obj.dimensions) == pytest.approx(1.5, abs=1e-4)
+    # Scripts: backend_options (JSON) over the panel's values; a bad map is one sentence, no job.
+    assert bpy.ops.step1x3d.generate(images=[{"name": ref_image}], seed=1,
+                                     backend_options='{"geometry_lora_scale": 0.5}') == {"FINISHED"}
+    assert max(bpy.data.objects[st.last_object].dimensions) == pytest.approx(0.5, abs=1e-4)
+    with pytest.raises(RuntimeError, match="options must be a JSON map"):
+        bpy.ops.step1x3d.generate(images=[{"name": ref_image}], backend_options="[1]")
+    with pytest.raises(RuntimeError, match=r"option geometry_lora_scale must be between 0.0 and 2.0, got 9\."):
+        bpy.ops.step1x3d.generate(images=[{"name": ref_image}], backend_options='{"geometry_lora_scale": 9}')
+    assert st.last_failed  # the server's bad_settings, as the panel shows it
+    # Presets and history put option values back where the backend declares them, and skip the rest.
+    assert options_ui.set_values(bpy.context.window_manager, {"lora": "", "inflate_depth": 0.5, "geometry_lora":
+                                                              "gone"}) == ["lora"]
+    assert group.lora == options_ui.NONE_ID and group.geometry_lora == "tables"
+    # Another declaration rebuilds the group, keeping the values it still allows.
+    from inference_server.neural.options import GEOMETRY_LORA_SCALE, geometry_lora
+
+    assert options_ui.declare((geometry_lora(["tables", "desks"]), GEOMETRY_LORA_SCALE)) is True
+    group = bpy.context.window_manager.step1x3d_options
+    assert (group.geometry_lora, group.geometry_lora_scale) == ("tables", 1.5)
+    assert options_ui.declare((geometry_lora(["desks"]), GEOMETRY_LORA_SCALE)) is True
+    assert bpy.context.window_manager.step1x3d_options.geometry_lora == options_ui.NONE_ID  # "tables" is gone
+    check_status(start_server(CUBE))  # a server that declares nothing: no options drawn or sent
+    assert not hasattr(bpy.context.window_manager, "step1x3d_options")
+    assert properties.job_settings(st, 1)["options"] == {}

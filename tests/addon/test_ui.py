@@ -115,7 +115,8 @@ def test_panels_draw_with_valid_names(bpy: Any, addon: Any) -> None:
     assert "operator:step1x3d.retexture:Retexture Selected" in _draw(bpy, panel.STEP1X3D_PT_main, bpy.context)
     settings = _draw(bpy, panel.STEP1X3D_PT_settings, bpy.context)
     assert {"prop:seed", "prop:steps", "prop:guidance", "prop:max_faces", "prop:texture_size",
-            "prop:inflate_depth", "prop:lod_levels", "prop:preset"} <= set(settings)
+            "prop:lod_levels", "prop:preset"} <= set(settings)
+    assert "prop:inflate_depth" not in settings  # a backend option: drawn only once a server declares it
     assert bpy.ops.step1x3d.history_clear() == {"FINISHED"}
     assert "label:No jobs yet." in _draw(bpy, panel.STEP1X3D_PT_history, bpy.context)
 
