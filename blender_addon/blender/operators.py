@@ -475,6 +475,8 @@ class STEP1X3D_OT_history_reuse(bpy.types.Operator):
             st.texture_size = str(values["texture_size"])
         if "lods" in values:
             st.lod_levels = max(1, len(values["lods"]))
+        if "size" in values:
+            properties.set_size_setting(st, values["size"])
         if values.get("mode") in ("full", "geometry", "texture"):
             st.mode = values["mode"]
         st.randomize_seed = False  # the seed shown is the one that made this result
@@ -630,6 +632,8 @@ class STEP1X3D_OT_preset_apply(bpy.types.Operator):
             st.texture_size = str(values["texture_size"])
         if "lods" in values:
             st.lod_levels = max(1, len(values["lods"]))
+        if "size" in values:
+            properties.set_size_setting(st, values["size"])
         return {"FINISHED"}
 
 
@@ -648,6 +652,7 @@ class STEP1X3D_OT_preset_save(bpy.types.Operator):
             "texture_size": int(st.texture_size),
             "lods": properties.lods(st),
             "options": options_ui.values(context.window_manager),
+            "size": properties.size_setting(st),
         }
         try:
             runtime.preset_store().save(st.preset_name.strip(), values)

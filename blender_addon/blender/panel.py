@@ -7,7 +7,9 @@ from typing import Any
 
 import bpy
 
+from ..core.provenance_line import provenance_line
 from ..core.views import VIEW_ORDER, view_label
+from ..protocol.provenance import LOD_PROPERTY
 from . import options_ui, previews, runtime
 from .references import slot_filled
 from .properties import state
@@ -62,6 +64,8 @@ class STEP1X3D_PT_main(bpy.types.Panel):
             icon = "ERROR" if st.last_failed else "INFO"
             for i, line in enumerate(_wrap(st.last_message, 48)):
                 box.label(text=line, icon=icon if i == 0 else "BLANK1")
+        draw_provenance(layout, context.active_object)
+        draw_export_box(layout, context.active_object)
 
 
 class STEP1X3D_PT_settings(bpy.types.Panel):
@@ -94,6 +98,11 @@ class STEP1X3D_PT_settings(bpy.types.Panel):
         col.prop(st, "max_faces")
         col.prop(st, "lod_levels")
         col.prop(st, "texture_size")
+        row = layout.row(align=True, heading="Size")
+        row.prop(st, "use_size", text="")
+        sub = row.row(align=True)
+        sub.enabled = st.use_size
+        sub.prop(st, "size", text="")
         # The active backend's own options, as its welcome declared them (none before a status check).
         options_ui.draw(layout.column(align=True), context.window_manager)
 
@@ -132,6 +141,32 @@ def draw_history_entry(box: Any, entry: Any) -> None:
     sub.enabled = bool(entry.result_dir)
     sub.operator("step1x3d.reimport", text="Re-import", icon="IMPORT").job_id = entry.job_id
     buttons.operator("step1x3d.history_reuse", text="Reuse", icon="RECOVER_LAST").job_id = entry.job_id
+
+
+def draw_provenance(layout: Any, obj: Any) -> None:
+    """One line on what the active result (or the asset an LOD belongs to) inferred rather than saw."""
+    line = provenance_line(our_properties(obj))
+    if line:
+        layout.label(text=line, icon="INFO")
+
+
+def draw_export_box(layout: Any, obj: Any) -> None:
+    """The engine FBX presets, usable when the active object is a mesh (they export the selected meshes)."""
+    box = layout.box()
+    box.label(text="Export", icon="EXPORT")
+    row = box.row(align=True)
+    row.enabled = obj is not None and obj.type == "MESH"
+    row.operator("step1x3d.export_unity", text="Unity")
+    row.operator("step1x3d.export_unreal", text="Unreal")
+
+
+def our_properties(obj: Any) -> dict[str, Any]:
+    """The active object's custom properties as a plain map ({} for none); an LOD child reads its asset's."""
+    if obj is None:
+        return {}
+    if LOD_PROPERTY in obj and obj.parent is not None:
+        obj = obj.parent
+    return {key: obj[key] for key in obj.keys()}
 
 
 def draw_view_slots(layout: Any, st: Any) -> None:

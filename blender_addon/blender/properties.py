@@ -95,6 +95,15 @@ class STEP1X3D_PG_state(bpy.types.PropertyGroup):
     lod_levels: IntProperty(  # type: ignore[valid-type]
         name="LODs", description="Levels of detail (each halves the faces); 1 = none", default=1, min=1, max=4
     )
+    # Largest dimension of the result (the wire's ``size``, metres = Blender units as imported);
+    # off: the backend's own scale. LENGTH shows it in the scene's units.
+    use_size: BoolProperty(  # type: ignore[valid-type]
+        name="Set Size", description="Scale the result so its largest dimension is the size below", default=False
+    )
+    size: FloatProperty(  # type: ignore[valid-type]
+        name="Size", description="Largest dimension of the result", default=1.0,
+        min=_range("size")[0], max=_range("size")[1], subtype="DISTANCE", unit="LENGTH",
+    )
     preset: EnumProperty(name="Preset", items=_preset_items)  # type: ignore[valid-type]
     # The backend's own options (inflate depth, LoRAs, labels...) are not here: options_ui builds
     # them from the server's welcome, on WindowManager.step1x3d_options.
@@ -129,6 +138,18 @@ def lods(st: Any) -> list[float]:
     return [] if st.lod_levels <= 1 else [0.5**i for i in range(st.lod_levels)]
 
 
+def size_setting(st: Any) -> float | None:
+    """The wire's ``size``: the chosen length when the toggle is on, else None (the backend's scale)."""
+    return float(st.size) if st.use_size else None
+
+
+def set_size_setting(st: Any, size: float | None) -> None:
+    """The panel's toggle and length from a wire/preset ``size`` (None: off, the length kept)."""
+    st.use_size = size is not None
+    if size is not None:
+        st.size = float(size)
+
+
 def job_settings(st: Any, seed: int) -> dict[str, Any]:
     """The panel's settings as a wire dict (validated by ``JobSettings.from_wire`` before sending)."""
     wire: dict[str, Any] = {
@@ -139,6 +160,7 @@ def job_settings(st: Any, seed: int) -> dict[str, Any]:
         "max_faces": st.max_faces,
         "texture_size": int(st.texture_size),
         "lods": lods(st),
+        "size": size_setting(st),
     }
     # Only the options the server declared (an older server declares none, and gets none).
     wire["options"] = options_ui.values(st.id_data)

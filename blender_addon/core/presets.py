@@ -12,8 +12,9 @@ from ..protocol.settings import JobSettings, SettingsError
 from .files import write_atomic
 
 # The panel's settings that a preset covers (seed is deliberately not in presets).
+# "size" (largest dimension, metres; None: the backend's scale) only in presets that set it.
 # "options": backend options (the panel applies those the server's backend declares).
-PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "options", "lods")
+PRESET_KEYS = ("steps", "guidance", "max_faces", "texture_size", "options", "lods", "size")
 # The weight-free backend's flatter-than-round default of the built-in presets.
 _FLATTER = {"inflate_depth": 0.5}
 
