@@ -19,7 +19,8 @@ from .args import positive_int
 from .errors import CliError
 
 INPUT_SUFFIXES = (".glb", ".gltf")
-LOD_SUFFIXES = (".glb", ".gltf")  # formats that hold the LOD chain in one file
+# Formats that hold the LOD chain in one file (glTF: MSFT_lod; USD: the "LOD" variant set).
+LOD_SUFFIXES = (".glb", ".gltf", ".usd", ".usda", ".usdc", ".usdz")
 LOD_FILE_SUFFIXES = (".glb", ".obj", ".ply", ".stl")  # formats save_asset writes one file per LOD for
 
 
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower()
     if asset.lods and suffix not in LOD_SUFFIXES and not (args.lods_as_files and suffix in LOD_FILE_SUFFIXES):
         hint = " (--lods-as-files writes them as separate files)" if suffix in LOD_FILE_SUFFIXES else ""
-        print(f"note: {len(asset.lods)} LODs are not written to {suffix}; only .glb and .gltf hold them{hint}",
-              file=sys.stderr)
+        print(f"note: {len(asset.lods)} LODs are not written to {suffix}; "
+              f"only {', '.join(LOD_SUFFIXES)} hold them{hint}", file=sys.stderr)
     options = ExportOptions(engine=args.engine, step_faces=args.step_faces,
                             step_merge_planar=args.step_merge_planar, step_schema=args.step_schema)
     try:

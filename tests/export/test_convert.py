@@ -99,6 +99,7 @@ def test_lods_are_kept_or_the_loss_is_said(textured_asset: Asset, tmp_path: Path
     assert main(["convert", str(glb), str(tmp_path / "copy.gltf")]) == 0
     assert "note" not in capsys.readouterr().err and len(read_gltf(tmp_path / "copy.gltf").lods) == 1
     assert main(["convert", str(glb), str(tmp_path / "flat.stl")]) == 0
-    assert "note: 1 LODs are not written to .stl; only .glb and .gltf hold them (--lods-as-files" in capsys.readouterr().err
+    assert "note: 1 LODs are not written to .stl; only .glb, .gltf, .usd, .usda, .usdc, .usdz hold them " \
+        "(--lods-as-files" in capsys.readouterr().err
     assert main(["convert", str(glb), str(tmp_path / "split.stl"), "--lods-as-files"]) == 0
     assert "note" not in capsys.readouterr().err and (tmp_path / "split_lod1.stl").is_file()

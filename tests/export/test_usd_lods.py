@@ -106,3 +106,18 @@ def test_geometry_only_lods_in_usdz(textured_asset: Asset, tmp_path: Path) -> No
     levels = _levels(path)
     assert [levels[f"LOD{i}"][0] for i in range(3)] == [asset.mesh.face_count, *(lod.face_count for lod in asset.lods)]
     assert {material for _, _, material in levels.values()} == {""}
+
+
+def test_convert_keeps_the_lod_chain_in_usd(lod_asset: Asset, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from inference_server.cli import main
+
+    (glb,) = save_asset(lod_asset, tmp_path / "r.glb")
+    assert main(["convert", str(glb), str(tmp_path / "r.usdz")]) == 0
+    assert "LODs are not written" not in capsys.readouterr().err  # USD holds them: no note
+    levels = _levels(tmp_path / "r.usdz")
+    assert [levels[f"LOD{i}"][0] for i in range(3)] == [lod_asset.mesh.face_count,
+                                                        *(lod.face_count for lod in lod_asset.lods)]
+    assert main(["convert", str(glb), str(tmp_path / "r.3mf")]) == 0
+    note = capsys.readouterr().err
+    assert "note: 2 LODs are not written to .3mf; only .glb, .gltf, .usd, .usda, .usdc, .usdz hold them" in note
