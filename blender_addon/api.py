@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import bpy
 
-from .core.session import SessionView, cancel_and_wait, wait
+from .client.session import SessionView, cancel_and_wait, wait
 from .protocol.settings import JobSettings
 
 ProgressCallback = Callable[[SessionView], None]

@@ -20,7 +20,8 @@ from ..core.payload import (
     save_payload,
     save_references,
 )
-from ..core.session import DONE, JobRequestSpec, JobSession, SessionView
+from ..client.session import JobRequestSpec, JobSession, SessionView
+from ..client.tracker import DONE
 from ..core.views import views_setting
 from ..protocol.provenance import JOB_ID, SOURCE_IMAGES
 from ..protocol.settings import JobSettings, SettingsError
@@ -81,11 +82,9 @@ def resolve_settings(
 
 def _session(prefs: Prefs, spec: JobRequestSpec) -> JobSession:
     return JobSession(
-        connector(prefs),
-        spec,
-        address=prefs.server_address,
-        offline_timeout_s=prefs.connect_timeout_s,
-        stall_timeout_s=prefs.stall_timeout_s,
+        connector(prefs), spec.images, spec.settings, job_id=spec.job_id, image_names=spec.image_names, mesh=spec.mesh,
+        address=prefs.server_address, address_hint=wording.ADDON_ADDRESS_HINT,
+        no_answer_s=prefs.connect_timeout_s, lost_after_s=prefs.stall_timeout_s,
     )
 
 

@@ -20,7 +20,7 @@ from ..core import wording
 from ..core.history import HistoryEntry
 from ..core.naming import asset_name, new_job_id
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
-from ..core.session import cancel_and_wait, wait
+from ..client.session import cancel_and_wait, wait
 from ..protocol.options import LEGACY_OPTION_DEFAULTS
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, options_ui, properties, runtime

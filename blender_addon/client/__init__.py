@@ -32,8 +32,8 @@ from .events import (
     VramFreed,
     Welcome,
 )
-from .session import JobFailed, JobSession, new_job_id, run_job
-from .tracker import JobTracker, failure_sentence, format_eta, offline_sentence
+from .session import JobFailed, JobRequestSpec, JobSession, SessionView, cancel_and_wait, run_job, wait
+from .tracker import JobTracker, format_eta
 
 __all__ = [
     "Accepted",
@@ -45,6 +45,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "JobFailed",
+    "JobRequestSpec",
     "JobSession",
     "JobTracker",
     "Offline",
@@ -58,13 +59,13 @@ __all__ = [
     "ResultReady",
     "ServerConnection",
     "ServerShutdown",
+    "SessionView",
     "StateChanged",
     "SubmitRefused",
     "VramFreed",
     "Welcome",
-    "failure_sentence",
+    "cancel_and_wait",
     "format_eta",
-    "new_job_id",
-    "offline_sentence",
     "run_job",
+    "wait",
 ]

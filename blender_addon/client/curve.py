@@ -11,9 +11,13 @@ from pathlib import Path
 
 import zmq.auth
 
+from ..protocol.errors import Step1X3DError
 
-class CurveKeyError(ValueError):
-    """A key file is missing or unreadable (the message names it)."""
+
+class CurveKeyError(Step1X3DError):
+    """A key file is missing or unreadable (the message names it); a subclass: the CLI and preferences catch it."""
+
+    default_code = "bad_file"
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ testable and the Blender timer, the headless API and the CLI all share it.
 
 States: connecting -> queued -> running -> done, or failed / cancelled, and
 offline while the server is silent (left again as soon as it answers).
-Failures come with ONE human sentence in :attr:`JobTracker.error`.
+Failures come with ONE human sentence in :attr:`JobTracker.error`, from the one
+wording module (:mod:`blender_addon.core.wording`). Only the tracker's own methods
+change its fields; the session calls :meth:`JobTracker.fail` for failures it decides.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from ..core import wording
 from ..protocol import messages as m
 from .events import (
     Accepted,
@@ -37,44 +39,14 @@ CANCELLED = "cancelled"
 OFFLINE = "offline"
 FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
 
-START_SERVER_HINT = "start it with `step1x3d serve`"
-
-
-def offline_sentence(address: str, silent_s: float | None = None) -> str:
-    waited = f" for {silent_s:.0f} s" if silent_s else ""
-    return f"No answer from the Step1X-3D server at {address}{waited}; {START_SERVER_HINT}."
-
-
-def failure_sentence(code: str, message: str, *, address: str = "", retry_after_s: float | None = None) -> str:
-    """One sentence an artist can act on, for a failure code from the protocol."""
-    if code == "offline":
-        return offline_sentence(address)
-    if code == "busy":
-        wait = f" in about {retry_after_s:.0f} s" if retry_after_s else " in a moment"
-        return f"The server is busy with other jobs; try again{wait}."
-    if code == "out_of_memory":
-        return (
-            "The server ran out of GPU memory; lower the face count or texture size, "
-            "free VRAM, or close other GPU programs, and try again."
-        )
-    if code == "cancelled":
-        return "Cancelled."
-    if code == "expired":
-        return "The result was kept on the server past its retention time and deleted; generate it again."
-    if code == "unknown_job":
-        return "The server does not know this job (it was restarted or the job was closed); submit it again."
-    if code == "shutting_down" or code == "server_stopped":
-        return "The server is shutting down; start it again and resubmit."
-    text = (message or code).strip()
-    if text and text[-1] not in ".!?":
-        text += "."
-    return text  # not re-capitalised: it may start with a file name
-
-
 class JobTracker:
-    def __init__(self, job_id: str, *, address: str = "", no_answer_s: float = 10.0, now: float | None = None) -> None:
+    def __init__(
+        self, job_id: str, *, address: str = "", no_answer_s: float = 10.0, now: float | None = None,
+        address_hint: str = "",
+    ) -> None:
         self.job_id = job_id
         self.address = address
+        self.address_hint = address_hint  # where the user fixes a wrong address (wording.offline)
         self.no_answer_s = no_answer_s
         self.state = CONNECTING
         self.stage = ""
@@ -94,6 +66,7 @@ class JobTracker:
         self._state_before_offline = CONNECTING
         self._created = time.monotonic() if now is None else now
         self._heard_of_job = False
+        self.heard_from_server = False  # any message at all: silence after one is "lost", before one "offline"
 
     # ------------------------------------------------------------------ queries
 
@@ -124,7 +97,14 @@ class JobTracker:
         self.error_code = code
         self.retryable = retryable
         self.retry_after_s = retry_after_s
-        self.error = failure_sentence(code, message, address=self.address, retry_after_s=retry_after_s)
+        self.error = wording.failure_sentence(code, message, address=self.address, retry_after_s=retry_after_s)
+
+    def fail(self, code: str, sentence: str) -> None:
+        """A failure the client decides (the server never answered, a lost connection): ``sentence`` as it is."""
+        if not self.finished:
+            self.state = CANCELLED if code == "cancelled" else FAILED
+            self.error_code = code
+            self.error = sentence
 
     def handle(self, event: Event) -> bool:
         """Apply one event; returns True when it concerned this job (or the server as a whole)."""
@@ -132,6 +112,7 @@ class JobTracker:
             if not self.finished and self.state != OFFLINE:
                 self._go_offline(self.address or event.address, event.silent_s)
             return True
+        self.heard_from_server = True
         if self.state == OFFLINE:  # the server answers again
             self.state = self._state_before_offline
             self.error = self.error_code = ""
@@ -209,7 +190,10 @@ class JobTracker:
         self._state_before_offline = self.state
         self.state = OFFLINE
         self.error_code = "offline"
-        self.error = offline_sentence(address, silent_s)
+        if self.heard_from_server:
+            self.error = wording.lost(address, waiting=True)
+        else:
+            self.error = wording.offline(address, self.address_hint)
 
     def note_waiting(self, message: str) -> None:
         """The server answered "busy" and the caller will resubmit: queued, not failed."""
@@ -219,8 +203,20 @@ class JobTracker:
             self.queue_position = None
             self.progress_message = message
 
+    def note_heard(self) -> None:
+        """The server said something (even what this tracker ignores): it is there."""
+        self.heard_from_server = True
+
     def mark_cancelled(self) -> None:
         self._fail("cancelled", "")
+
+    def mark_lost(self, silent_s: float) -> None:
+        """Given up on a server that went silent mid-job."""
+        self.fail("offline", wording.lost(self.address, silent_s=silent_s))
+
+    def mark_offline(self) -> None:
+        """Given up on a server that never answered."""
+        self.fail("offline", wording.offline(self.address, self.address_hint))
 
 
 def format_eta(seconds: float | None) -> str:
@@ -236,20 +232,6 @@ def format_eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{sec:02d}"
 
 
-def summarize(tracker: JobTracker) -> dict[str, Any]:
-    """The tracker as plain data (what the add-on copies into its WindowManager properties)."""
-    return {
-        "job_id": tracker.job_id,
-        "state": tracker.state,
-        "stage": tracker.stage,
-        "fraction": tracker.fraction,
-        "eta_s": tracker.eta_s,
-        "status": tracker.status_line,
-        "error": tracker.error,
-        "error_code": tracker.error_code,
-    }
-
-
 __all__ = [
     "CANCELLED",
     "CONNECTING",
@@ -260,9 +242,5 @@ __all__ = [
     "OFFLINE",
     "QUEUED",
     "RUNNING",
-    "START_SERVER_HINT",
-    "failure_sentence",
     "format_eta",
-    "offline_sentence",
-    "summarize",
 ]

@@ -8,7 +8,7 @@ from typing import Callable
 from ..client.connection import ServerConnection
 from ..client.events import Pong, Welcome
 from . import wording
-from .session import ServerInfo, server_info
+from ..client.session import ServerInfo, server_info
 
 STATUS_TOKEN = "status"
 PONG_WAIT_S = 1.0
@@ -67,7 +67,7 @@ class StatusProbe:
             self._done(True, self.line)  # an older server without status in its pong
             return True
         if self.server is None and now - self._started > self.timeout_s:
-            self._done(False, wording.offline(self.address))
+            self._done(False, wording.offline(self.address, wording.ADDON_ADDRESS_HINT))
             return True
         return False
 

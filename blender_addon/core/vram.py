@@ -64,7 +64,7 @@ class VramRequest:
                 return True
         waited = self._clock() - self._started
         if not self.welcomed and waited > self.timeout_s:
-            self._done(wording.offline(self.address), failed=True)
+            self._done(wording.offline(self.address, wording.ADDON_ADDRESS_HINT), failed=True)
             return True
         if self.welcomed and waited > self.answer_wait_s:
             self._done(f"The server at {self.address} did not free its GPU memory within "

@@ -11,6 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.messages import DONE, QUEUED, RUNNING, TERMINAL_STATES, Progress
 
 from .intake import QueuedRequest
@@ -62,10 +63,6 @@ class Job:
         if self.fingerprint is None and self.request is not None:
             self.fingerprint = self.request.fingerprint()
         return self.fingerprint
-
-
-class TerminalStateError(RuntimeError):
-    """A job was asked to end twice: a bookkeeping bug, never a client's fault."""
 
 
 class JobTable:
@@ -139,7 +136,8 @@ class JobTable:
         if state not in TERMINAL_STATES:
             raise ValueError(f"{state} is not a terminal state")
         if job.terminal:
-            raise TerminalStateError(f"job {job.job_id} is already {job.state}; refusing {state}")
+            # A bookkeeping bug, never a client's fault: the handler's catch-all answers internal_error.
+            raise Step1X3DError(f"job {job.job_id} is already {job.state}; refusing {state}", "internal_error")
         job.settle_fingerprint()
         job.state = state
         job.error = error
@@ -170,4 +168,4 @@ class JobTable:
             del self.jobs[job.job_id]
 
 
-__all__ = ["Job", "JobError", "JobTable", "TerminalStateError"]
+__all__ = ["Job", "JobError", "JobTable"]

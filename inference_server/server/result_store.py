@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.messages import valid_job_id
 
 MAGIC = b"S3DRES01"
@@ -36,12 +37,14 @@ TMP_PREFIX = ".tmp-"
 STAGED_PREFIX = ".staged-"  # written by the worker, not yet accepted by the server (job ids never start with ".")
 
 
-class ResultStoreError(Exception):
-    pass
+class ResultStoreError(Step1X3DError):
+    """A result file that cannot be written or read (a subclass: the server and the Ray bridge catch this family)."""
 
 
 class DiskFull(ResultStoreError):
-    """The result did not fit on the disk (ENOSPC/EDQUOT); nothing of it is left behind."""
+    """The result did not fit on the disk (ENOSPC/EDQUOT); nothing of it is left behind (code ``disk_full``)."""
+
+    default_code = "disk_full"
 
     def __init__(self, folder: Path, needed: int) -> None:
         super().__init__(

@@ -31,6 +31,7 @@ import zmq
 
 from blender_addon.protocol import messages as m
 from blender_addon.protocol.codec import ProtocolError, decode, encode_message, typed
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.schema import WireMessage
 from blender_addon.protocol.limits import MiB
 from blender_addon.protocol.settings import advertised_ranges
@@ -60,8 +61,13 @@ RESERVATION_TTL_S = 120.0  # room held for an announced upload that never came i
 PROBE_TOKEN = f"{m.AUTO_TOKEN_PREFIX}probe"  # an unsolicited pong that checks a client is still connected
 
 
-class StartupError(Exception):
-    """The server cannot start (bad config, port in use, backend failed to load)."""
+class StartupError(Step1X3DError):
+    """The server cannot start (bad config, port in use, backend failed to load): code ``startup_failed``.
+
+    A subclass because ``step1x3d serve`` and embedding code catch this family to exit cleanly.
+    """
+
+    default_code = "startup_failed"
 
 
 def bind_failure(host: str, port: int, err: int) -> str:

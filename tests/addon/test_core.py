@@ -21,7 +21,7 @@ from blender_addon.core.naming import asset_name, texture_name
 from blender_addon.core.payload import ResultPayload, load_payload, save_payload
 from blender_addon.core.png import encode_png, float_pixels_to_rgba8
 from blender_addon.core.presets import BUILTIN_PRESETS, PresetStore
-from blender_addon.core.session import JobRequestSpec, JobSession, wait
+from blender_addon.client.session import JobSession, wait
 from blender_addon.protocol.settings import SettingsError
 
 from .assets import cube_arrays, cube_textures
@@ -31,7 +31,7 @@ def test_package_root_imports_without_bpy() -> None:
     import subprocess
     import sys
 
-    code = "import sys, blender_addon, blender_addon.core.session; assert 'bpy' not in sys.modules"
+    code = "import sys, blender_addon, blender_addon.client.session; assert 'bpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
@@ -149,6 +149,7 @@ class FakeConnection:
 
     address = "tcp://127.0.0.1:7"
     offline_after_s = 5.0
+    welcome = None  # the real connection keeps the last welcome (its limits); not needed here
 
     def __init__(self, script: list[list[Any]]) -> None:
         self.script = script
@@ -208,8 +209,8 @@ WELCOME = Welcome("0.1", (1, 0), {}, "test", {}, "cpu")
 
 
 def _session(conn: FakeConnection, **kw: Any) -> JobSession:
-    spec = JobRequestSpec("job1", [b"png"], {"mode": "full"}, image_names=["a.png"])
-    session = JobSession(lambda: conn, spec, address="tcp://127.0.0.1:7", **kw)
+    session = JobSession(lambda: conn, [b"png"], {"mode": "full"}, job_id="job1", image_names=["a.png"],
+                         address="tcp://127.0.0.1:7", **kw)
     session.start()
     return session
 
@@ -236,7 +237,7 @@ def test_session_follows_a_job_to_its_result_and_closes_it_on_the_server() -> No
 
 def test_session_reports_an_absent_server_within_the_timeout() -> None:
     conn = FakeConnection([])
-    session = _session(conn, offline_timeout_s=0.3)
+    session = _session(conn, no_answer_s=0.3)
     view = wait(session, poll_ms=20)
     assert view.state == "failed" and view.message == wording.offline("tcp://127.0.0.1:7")
 
@@ -253,7 +254,7 @@ def test_cancel_ends_even_when_the_server_never_confirms() -> None:
 
 def test_silence_mid_job_becomes_one_sentence_after_the_grace_period() -> None:
     conn = FakeConnection([[WELCOME, Accepted("job1", 0)], [Offline("tcp://127.0.0.1:7", 5.0)]])
-    session = _session(conn, stall_timeout_s=0.3)
+    session = _session(conn, lost_after_s=0.3)
     session.step()
     waiting = session.step()
     assert waiting.state == "offline" and "waiting for it to answer again" in waiting.message
@@ -277,7 +278,7 @@ def test_status_probe_reports_backend_device_and_queue() -> None:
     offline.start()
     while not offline.finished:
         offline.step()
-    assert not offline.online and offline.line == wording.offline("tcp://127.0.0.1:7")
+    assert not offline.online and offline.line == wording.offline("tcp://127.0.0.1:7", wording.ADDON_ADDRESS_HINT)
 
 
 def test_presets_carry_backend_options_and_read_older_files(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_generate_without_server_says_how_to_start_it(image: Path, tmp_path: Pat
         port = s.getsockname()[1]
     proc = step1x3d("generate", str(image), "-o", str(tmp_path / "x.glb"), "--server", f"tcp://127.0.0.1:{port}",
                     "--connect-timeout", "1.5")
-    assert_one_line_error(proc, 1, "start it with `step1x3d serve`")
+    assert_one_line_error(proc, 1, f"start one with 'step1x3d serve --port {port}'")
 
 
 def test_generate_bad_image_remote_and_local(server: ServerProcess, tmp_path: Path) -> None:

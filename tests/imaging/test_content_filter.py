@@ -132,7 +132,7 @@ def test_serve_refuses_a_bad_configuration_at_start(files: dict[str, Path], tmp_
 
 def test_panel_status_line_says_the_filter_is_on() -> None:
     from blender_addon.client.events import Welcome
-    from blender_addon.core.session import server_info
+    from blender_addon.client.session import server_info
 
     def welcome(**extra: object) -> Welcome:
         return Welcome(server_version="1", protocol_version=(1, 0), backends={}, active_backend="inflate",

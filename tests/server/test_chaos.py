@@ -46,7 +46,7 @@ def drive(session: JobSession, timeout_s: float) -> list[object]:
     seen: list[object] = []
     deadline = time.monotonic() + timeout_s
     while not session.tracker.finished and time.monotonic() < deadline:
-        seen += session.step(50)
+        seen += session.poll(50)
     return seen
 
 
@@ -62,7 +62,7 @@ def test_a_server_restarted_within_the_offline_timeout_is_noticed_and_the_job_co
             session.start()
             seen: list[object] = []
             while not any(isinstance(e, Progress) for e in seen):
-                seen += session.step(50)
+                seen += session.poll(50)
                 assert not session.tracker.finished, session.tracker.error
             first.stop(signal.SIGKILL)  # the job dies with it, unannounced
             second = ServerProcess(results_dir, port=port)
@@ -164,8 +164,8 @@ def test_the_dead_server_message_states_the_address_and_the_time_really_waited(r
     assert outcome and isinstance(outcome[0], JobFailed) and outcome[0].code == "offline"
     message = str(outcome[0])
     match = re.fullmatch(
-        rf"No answer from the Step1X-3D server at {re.escape(server.address)} for (\d+) s; "
-        r"start it with `step1x3d serve`\.",
+        rf"The Step1X-3D server at {re.escape(server.address)} stopped answering during the job "
+        r"\(silent for (\d+) s\); check that it is still running\.",
         message,
     )
     assert match, message

@@ -26,7 +26,7 @@ def test_concurrent_clients_each_get_their_own_result(shared_server: ServerProce
         deadline = time.monotonic() + 60
         while not all(s.tracker.finished for s in sessions) and time.monotonic() < deadline:
             for session in sessions:
-                for event in session.step(5):
+                for event in session.poll(5):
                     busy_seen |= getattr(event, "code", "") == "busy"
         assert all(s.tracker.state == "done" for s in sessions), [s.tracker.error for s in sessions]
         # 5 clients, one running + a queue of 2: some had to wait out "busy" and resubmit.
