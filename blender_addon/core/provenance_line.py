@@ -10,11 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..protocol.provenance import AI_GENERATED, BACKEND, SEED, property_name
+from ..protocol.provenance import AI_GENERATED, BACKEND, INFERRED, SEED, property_name
 
-# The weight-free backend's provenance key listing what it guessed ("back", "sides", "depth");
-# written by inference_server/pipeline/inflate.py (what_was_seen). Other backends do not write it.
-INFERRED = "inferred"
 # How the panel names a backend; others show under their own name.
 BACKEND_LABELS = {"inflate": "weight-free", "step1x3d": "Step1X-3D"}
 
@@ -51,7 +48,7 @@ def provenance_line(props: Mapping[str, Any]) -> str:
     if isinstance(seed, int) and not isinstance(seed, bool):
         about.append(f"seed {seed}")
     suffix = f" ({', '.join(about)})" if about else ""
-    key = property_name(INFERRED)
+    key = property_name(INFERRED)  # the weight-free backend's list; other backends do not write it
     if key not in props:  # a backend that does not report its guesses: say only what is certain
         return f"AI-generated{suffix}"
     inferred = sorted(set(_as_list(props[key])))
@@ -60,4 +57,4 @@ def provenance_line(props: Mapping[str, Any]) -> str:
     return f"Inferred, not seen: {', '.join(inferred)}{suffix}"
 
 
-__all__ = ["BACKEND_LABELS", "INFERRED", "is_result", "provenance_line"]
+__all__ = ["BACKEND_LABELS", "is_result", "provenance_line"]

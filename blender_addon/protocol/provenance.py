@@ -31,6 +31,9 @@ STAGE_SECONDS = "stage_seconds"  # seconds each stage took (the asset's timings)
 CONVERTED_FROM = "converted_from"  # the file name the conversion read
 SIZE = "size"  # largest dimension asked for, metres
 CONVERTED_SCALE = "converted_scale"  # the factor applied to reach it
+# Written by the weight-free backend (pipeline/inflate.py, what_was_seen); the panel's provenance line reads them.
+VIEWS = "views"  # the views given, e.g. ["front", "right"]
+INFERRED = "inferred"  # what was inferred rather than seen: "depth", "back", "sides"
 
 # Keys that differ between two runs of the same job (everything else is equal).
 PER_RUN_KEYS: frozenset[str] = frozenset({JOB_ID, STAGE_SECONDS})
@@ -57,6 +60,7 @@ __all__ = [
     "CONVERTED_FROM",
     "CONVERTED_SCALE",
     "GENERATOR",
+    "INFERRED",
     "JOB_ID",
     "LOD_PROPERTY",
     "NOTES_PROPERTY",
@@ -67,6 +71,7 @@ __all__ = [
     "SIZE",
     "SOURCE_IMAGES",
     "STAGE_SECONDS",
+    "VIEWS",
     "labelled",
     "property_name",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from blender_addon.protocol import provenance as prov
 from blender_addon.protocol.settings import VIEW_NAMES
 
 from ..assets import Asset, MeshData, PBRMaterial
@@ -49,7 +50,7 @@ def what_was_seen(given: list[bool], mode: str, painted: dict[str, str]) -> dict
         inferred.append("back")
     if "right" not in views and "left" not in views:
         inferred.append("sides")
-    out: dict[str, Any] = {"views": views, "inferred": inferred,
+    out: dict[str, Any] = {prov.VIEWS: views, prov.INFERRED: inferred,
                            "depth_from": "front silhouette (round inflation)" if len(views) == 1 else
                            "front and side silhouettes (rounded visual hull)"}
     if mode == "texture":

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 from blender_addon.core.provenance_line import provenance_line
-from blender_addon.protocol.provenance import property_name
+from blender_addon.protocol.provenance import AI_GENERATED, BACKEND, INFERRED, property_name
 from inference_server.pipeline.inflate import what_was_seen
 
 
 def _as_properties(provenance: dict[str, Any]) -> dict[str, Any]:
     """Custom properties as the importer stores them: scalars as they are, lists as JSON text."""
-    props: dict[str, Any] = {property_name("ai_generated"): True}
+    props: dict[str, Any] = {property_name(AI_GENERATED): True}
     for key, value in provenance.items():
         props[property_name(key)] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
     return props
@@ -39,5 +39,5 @@ def test_a_backend_without_the_list_and_objects_that_are_not_ours() -> None:
     assert provenance_line({}) == ""
     assert provenance_line({"cycles": 1, "step1x3d_lod": 1}) == ""  # a user's own object, or a bare LOD child
     # A list handed back as a sequence (not JSON text) reads the same.
-    props = {property_name("backend"): "inflate", property_name("inferred"): ("depth", "back")}
+    props = {property_name(BACKEND): "inflate", property_name(INFERRED): ("depth", "back")}
     assert provenance_line(props) == "Inferred, not seen: back, depth (weight-free)"
