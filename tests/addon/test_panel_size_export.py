@@ -82,11 +82,15 @@ def test_size_from_the_panel_sets_the_imported_largest_dimension(bpy: Any, addon
         main = _draw(bpy, panel.STEP1X3D_PT_main)
         assert "label:Inferred, not seen: back, depth, sides (weight-free, seed 3)" in main
 
-    # Off again: no size on the wire (the backend's own scale, about 1.9 units for this disc).
-    from blender_addon.blender import properties
+    # Off again: no size on the wire (the backend's own scale, about 1.9 units for this disc) ...
+    from blender_addon.blender import properties, runtime
 
-    st.use_size = False
+    st.use_size, st.size = False, 2.0
     assert properties.job_settings(st, 3)["size"] is None
+    # ... and History's Reuse puts the job's size back.
+    entry = next(e for e in runtime.history_entries() if e.name == "mug")
+    assert bpy.ops.step1x3d.history_reuse(job_id=entry.job_id) == {"FINISHED"}
+    assert st.use_size and st.size == pytest.approx(0.25)
 
 
 def test_presets_save_and_apply_the_size(bpy: Any, addon: Any) -> None:
