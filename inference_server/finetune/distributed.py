@@ -52,6 +52,14 @@ class DistContext:
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
 
+    def same_on_all(self, value: int) -> bool:
+        """True on every rank when every rank holds the same ``value`` (e.g. the step it resumes from)."""
+        if not self.distributed:
+            return True
+        t = torch.tensor([value, -value], dtype=torch.int64, device=self.device if self.backend == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t[0].item()) == -int(t[1].item())
+
     def any_failed(self, failed: bool) -> bool:
         """True on every rank when any rank reports a failure (so all stop together, cleanly)."""
         if not self.distributed:

@@ -30,6 +30,11 @@ def resume(
     if not cfg.resume:
         return 0
     found = load_latest(out)
+    # Rank 0 writes the checkpoints and every rank reads them: ranks that see different ones (an --out
+    # that is not shared between nodes) would run different steps and hang in their collectives.
+    if not ctx.same_on_all(found[0] if found is not None else 0):
+        raise ConfigError(f"the ranks of this run see different checkpoints in {out / 'checkpoints'}; --out must be "
+                          "on storage every node shares (rank 0 writes it, every rank resumes from it)")
     if found is None:
         if ctx.is_main:
             print(f"no checkpoint in {out / 'checkpoints'}: starting from step 0", file=stream)
