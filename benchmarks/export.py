@@ -3,6 +3,7 @@
     python benchmarks/export.py                      # 200k faces, three 2048^2 maps, every format
     python benchmarks/export.py --faces 50000 --texture 1024 --formats .usdz .step
     python benchmarks/export.py --record             # also write benchmarks/results/export.md
+    python benchmarks/export.py --lods 0.5,0.25 --formats .glb .usdz --record   # with an LOD chain: export_lods.md
 
 The asset is a torus built as a UV grid (vertices split at the seams exactly as our
 unwrapped results are, closed once welded), with a base colour, ORM and normal map that
@@ -107,12 +108,21 @@ def main() -> None:
     parser.add_argument("--texture", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS), choices=SUFFIXES)
-    parser.add_argument("--record", action="store_true", help="write benchmarks/results/export.md")
+    parser.add_argument("--lods", default="", help="LOD face fractions below 1 (e.g. 0.5,0.25), built once, untimed")
+    parser.add_argument("--record", action="store_true",
+                        help="write benchmarks/results/export.md (export_lods.md with --lods)")
     args = parser.parse_args()
 
     mesh = torus(args.faces)
     asset = Asset(mesh=mesh, material=maps(args.texture),
                   provenance={"backend": "benchmark", "seed": 0, "settings": {"texture_size": args.texture}})
+    fractions = [float(f) for f in args.lods.split(",") if f.strip()]
+    if fractions:  # formats that hold the chain (glTF, USD) write it; the others write LOD 0
+        from inference_server.export import build_lods
+
+        t0 = time.perf_counter()
+        asset.lods = build_lods(mesh, fractions)
+        print(f"LODs {[lod.face_count for lod in asset.lods]} faces built in {time.perf_counter() - t0:.1f} s")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for suffix in args.formats:
@@ -132,6 +142,8 @@ def main() -> None:
     header = (f"{mesh.face_count} faces ({mesh.vertex_count} vertices), three {args.texture}^2 maps; "
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
               f"load average {os.getloadavg()[0]:.1f} at the end; median of {args.rounds} after a warm-up write")
+    if asset.lods:
+        header += f"; with LODs of {', '.join(str(lod.face_count) for lod in asset.lods)} faces"
     lines = [header, "", "| format | wall (s) | CPU (s) | first write incl. library import (s) | size (MiB) | goal "
              "(on CPU time) | notes |", "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -143,7 +155,7 @@ def main() -> None:
     table = "\n".join(lines)
     print("\n" + table)
     if args.record:
-        result = REPO / "benchmarks" / "results" / "export.md"
+        result = REPO / "benchmarks" / "results" / ("export_lods.md" if asset.lods else "export.md")
         result.write_text("# Export benchmark (`python benchmarks/export.py`)\n\n" + table + "\n")
         print(f"recorded {result}")
 
