@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from inference_server.cli import build_parser
 from inference_server.cli.generate import settings_from_args
-from tests.cli.test_cli import assert_one_line_error, step1x3d
-from tests.server.harness import png_bytes
+from tests.cli.test_cli import FAST, assert_one_line_error, step1x3d
+from tests.server.harness import ServerProcess, png_bytes, running_server
 
 
 def _settings(*extra: str) -> dict:
@@ -52,3 +53,23 @@ def test_an_option_the_weight_free_backend_does_not_have_fails_in_one_line(tmp_p
     proc = step1x3d("generate", str(image), "-o", str(out), "--option", option)
     assert_one_line_error(proc, 1, text)
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from running_server(tmp_path_factory.mktemp("cli-option-results"), backend=FAST)
+
+
+def test_options_reach_a_remote_server_which_checks_them(scripted_server: ServerProcess, tmp_path: Path) -> None:
+    image = tmp_path / "front.png"
+    image.write_bytes(png_bytes())
+    out = tmp_path / "out.glb"
+    # The scripted test backend declares one option, "behaviour"; the server checks it at submit.
+    ok = step1x3d("generate", str(image), "-o", str(out), "--server", scripted_server.address,
+                  "--option", "behaviour=fast")
+    assert ok.returncode == 0, ok.stderr
+    assert out.read_bytes()[:4] == b"glTF"
+    bad = step1x3d("generate", str(image), "-o", str(tmp_path / "bad.glb"), "--server", scripted_server.address,
+                   "--inflate-depth", "0.5")
+    assert_one_line_error(bad, 1, "the server's backend has no option inflate_depth (its options: behaviour)")
+    assert not (tmp_path / "bad.glb").exists()
