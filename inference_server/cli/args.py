@@ -51,9 +51,12 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
     neural.add_argument("--sdxl-dir", type=Path, default=None,
                         help="texture stage: local SDXL base 1.0 folder (diffusers layout)")
     neural.add_argument("--sdxl-vae-dir", type=Path, default=None, help="texture stage: local fp16-fix SDXL VAE folder")
-    neural.add_argument("--lora-dir", type=Path, default=None, help="texture stage: folder of style LoRA .safetensors")
+    neural.add_argument("--lora-dir", type=Path, default=None,
+                        help="texture stage: folder of style LoRA .safetensors; their names (read at start) are the "
+                             "choices of the jobs' 'lora' option (the panel's Style drop-down)")
     neural.add_argument("--geometry-lora-dir", type=Path, default=None,
-                        help="geometry stage: folder of geometry LoRA .safetensors (step1x3d finetune geometry)")
+                        help="geometry stage: folder of geometry LoRA .safetensors (step1x3d finetune geometry); their "
+                             "names (read at start) are the choices of the jobs' 'geometry_lora' option")
     neural.add_argument("--texture-sync", type=float, default=None, metavar="RATIO",
                         help="texture stage: synchronise the first RATIO (0-1) of the denoising steps through a "
                              "latent UV texture (upstream: 0.5; default 0, off)")
