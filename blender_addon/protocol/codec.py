@@ -29,7 +29,7 @@ import numpy as np
 
 from .limits import Limits
 from .messages import MESSAGES, PROTOCOL_VERSION, check_fields, valid_job_id
-from .schema import Buffer, PartSpec, PartValue, ProtocolError, WireMessage, find_spec
+from .schema import Buffer, PartSpec, PartValue, ProtocolError, WireMessage, check_header, find_spec
 
 # Wire dtype name -> numpy dtype (always little-endian on the wire).
 DTYPES: dict[str, np.dtype] = {
@@ -261,11 +261,19 @@ def check_parts(specs: tuple[PartSpec, ...], msg: Message) -> None:
             raise ProtocolError(f"{name} must be {spec.describe()}, got {value.dtype} {shape}", spec.code, job_id)
 
 
-def typed(msg: Message) -> WireMessage:
-    """A decoded frame set as its message class (parts checked against the class). Raises ProtocolError only."""
-    cls = MESSAGES.get(msg.type)
+def typed(msg: Message, registry: Mapping[str, type[WireMessage]] = MESSAGES) -> WireMessage:
+    """A decoded frame set as its message class (header fields and parts checked against the class).
+
+    ``registry``: type name -> class; the wire's by default (the server's engine pipe has its own).
+    Raises ProtocolError only.
+    """
+    cls = registry.get(msg.type)
     if cls is None:
         raise ProtocolError(f"unknown message type {msg.type!r}", code="unknown_type")
+    job_id = msg.fields.get("job_id") if isinstance(msg.fields.get("job_id"), str) else None
+    complaint = check_header(cls, msg.fields)
+    if complaint is not None:
+        raise ProtocolError(complaint, job_id=job_id)
     check_parts(cls.PARTS, msg)
     return cls.from_wire(msg.fields, msg.parts)
 

@@ -28,8 +28,11 @@ from typing import Any
 
 from blender_addon.protocol.codec import encode
 from blender_addon.protocol.messages import RESULT
+from blender_addon.protocol.schema import ProtocolError, WireMessage
 
+from ..server import pipe
 from ..server.intake import QueuedRequest
+from ..server.pipe import PipeEnd
 from ..server.result_store import ResultStore, ResultStoreError
 from .serve_config import NEURAL_STAGES, SINGLE_STAGE, ServeConfigError, deployment_options, slots, stages_for, validate
 
@@ -71,7 +74,7 @@ def _replica_died(exc: BaseException) -> bool:
 
 class Bridge:
     def __init__(self, conn: Connection, settings: dict[str, Any]) -> None:
-        self.conn = conn
+        self.conn = PipeEnd(conn)  # typed messages through the wire codec, never a pickle
         self.settings = settings
         self.app: dict[str, Any] = settings["app"]
         self.app_name: str = settings["app_name"]
@@ -80,7 +83,6 @@ class Bridge:
         self.stages = stages_for(self.app["args"])
         self.handles: dict[str, Any] = {}
         self.jobs: dict[str, _Job] = {}
-        self._send_lock = threading.Lock()
         self._jobs_lock = threading.Lock()
         self.stopping = threading.Event()
         self.gcs_address: str | None = None
@@ -88,12 +90,11 @@ class Bridge:
 
     # ----------------------------------------------------------------- plumbing
 
-    def send(self, msg: tuple[Any, ...]) -> None:
-        with self._send_lock:
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError):
-                pass  # the server is gone; the parent watch ends us
+    def send(self, msg: WireMessage) -> None:
+        try:
+            self.conn.send(msg)  # PipeEnd: typed frames, locked against the job threads' sends
+        except (OSError, ValueError):
+            pass  # the server is gone; the parent watch ends us
 
     def serve(self) -> None:
         threading.Thread(target=self._connect_and_watch, name="ray-connect", daemon=True).start()
@@ -101,21 +102,15 @@ class Bridge:
         while True:
             try:
                 msg = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            kind = msg[0]
-            if kind == "run":
-                _, job_id, queued, want_glb, n_images = msg
-                try:
-                    queued.images = [self.conn.recv_bytes() for _ in range(n_images)]
-                except (EOFError, OSError):
-                    break
-                self._start(job_id, queued, want_glb)
-            elif kind == "cancel":
-                self._cancel(msg[1])
-            elif kind == "release":
+            except (EOFError, OSError, ProtocolError):
+                break  # the server is gone (or the pipe carries something not ours)
+            if isinstance(msg, pipe.RunJob):
+                self._start(msg.job_id, msg.request(), msg.want_glb)
+            elif isinstance(msg, pipe.CancelJob):
+                self._cancel(msg.job_id)
+            elif isinstance(msg, pipe.Release):
                 threading.Thread(target=self._release, name="release", daemon=True).start()
-            elif kind == "stop":
+            elif isinstance(msg, pipe.Stop):
                 break
         self._cancel_all()
         time.sleep(CANCEL_FLUSH_S if self.jobs else 0.0)
@@ -137,14 +132,14 @@ class Bridge:
             try:
                 problem = self._connect()
             except ServeConfigError as exc:
-                self.send(("load_failed", "bad_backend", str(exc)))
+                self.send(pipe.LoadFailed("bad_backend", str(exc)))
                 return
             except Exception as exc:  # noqa: BLE001 - a failed deploy is one sentence for the operator
-                self.send(("load_failed", "bad_backend", f"the Ray Serve application could not start: {type(exc).__name__}: {exc}"))
+                self.send(pipe.LoadFailed("bad_backend", f"the Ray Serve application could not start: {type(exc).__name__}: {exc}"))
                 return
             if problem is None:
                 break
-            self.send(("unavailable", problem, RETRY_S))
+            self.send(pipe.Unavailable(problem, RETRY_S))
             time.sleep(RETRY_S)
         failures = 0
         while not self.stopping.is_set():
@@ -178,7 +173,7 @@ class Bridge:
         caps["engine"] = {"kind": "ray", "application": self.app_name, "deployments": list(self.stages),
                           "slots": slots(self.app)}
         device = str(caps.get("device") or "cpu")
-        self.send(("ready", str(info["name"]), caps, device))
+        self.send(pipe.Ready(str(info["name"]), caps, device))
         log.info("Ray Serve application %s ready (%s)", self.app_name, ", ".join(self.stages))
         return None
 
@@ -187,8 +182,8 @@ class Bridge:
         with self._jobs_lock:
             lost = list(self.jobs)
         for job_id in lost:
-            self.send(("failed", job_id, "worker_crashed", reason, True))
-        self.send(("unavailable", "the Ray cluster is unreachable; jobs resume when it is back", RETRY_S))
+            self.send(pipe.JobFailure(job_id, "worker_crashed", reason, True))
+        self.send(pipe.Unavailable("the Ray cluster is unreachable; jobs resume when it is back", RETRY_S))
         log.error("lost the Ray cluster at %s; restarting the bridge", self.gcs_address)
         os._exit(EXIT_CLUSTER_LOST)
 
@@ -239,20 +234,20 @@ class Bridge:
                     self.send(self._attempt(job, queued, want_glb))
                     return
                 except RequestCancelledError:
-                    self.send(("cancelled", job_id))
+                    self.send(pipe.JobCancelled(job_id))
                     return
                 except Exception as exc:  # noqa: BLE001 - every job ends with exactly one report
                     if job.cancelled:
-                        self.send(("cancelled", job_id))
+                        self.send(pipe.JobCancelled(job_id))
                         return
                     if not _replica_died(exc):
-                        self.send(("failed", job_id, "internal_error", f"the Ray engine failed: {type(exc).__name__}: {exc}", True))
+                        self.send(pipe.JobFailure(job_id, "internal_error", f"the Ray engine failed: {type(exc).__name__}: {exc}", True))
                         return
                     if attempt < self.retries:
                         log.warning("the replica running job %s died; running it again", job_id)
                         continue
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    self.send(("failed", job_id, "worker_crashed",
+                    self.send(pipe.JobFailure(job_id, "worker_crashed",
                                f"The Ray replica running the job died ({first[:200]}); submit it again: "
                                "a healthy replica will take it.", True))
                     return
@@ -260,18 +255,18 @@ class Bridge:
             with self._jobs_lock:
                 self.jobs.pop(job_id, None)
 
-    def _attempt(self, job: _Job, queued: QueuedRequest, want_glb: bool) -> tuple[Any, ...]:
+    def _attempt(self, job: _Job, queued: QueuedRequest, want_glb: bool) -> WireMessage:
         parts: list[Any] | None = None
         for deployment, step in self._plan(queued):
             handle = self.handles[deployment].options(stream=True, method_name="run")
             with self._jobs_lock:
                 if job.cancelled:
-                    return ("cancelled", job.job_id)
+                    return pipe.JobCancelled(job.job_id)
                 job.response = response = handle.remote(job.job_id, queued, want_glb, step, parts)
             for item in response:
                 kind = item[0]
                 if kind == "progress":
-                    self.send(("progress", job.job_id, *item[1:]))
+                    self.send(pipe.JobProgress(job.job_id, *item[1:]))
                 elif kind == "part":
                     parts = item[1]
                     break
@@ -279,21 +274,21 @@ class Bridge:
                     try:
                         self.store.stage(job.job_id, encode(RESULT, item[1], item[2]))
                     except (ResultStoreError, OSError) as exc:
-                        return ("failed", job.job_id, "internal_error", f"the result could not be written: {exc}", True)
-                    return ("done", job.job_id)
+                        return pipe.JobFailure(job.job_id, "internal_error", f"the result could not be written: {exc}", True)
+                    return pipe.JobDone(job.job_id)
                 elif kind == "failed":
-                    return ("failed", job.job_id, *item[1:])
+                    return pipe.JobFailure(job.job_id, *item[1:])
                 elif kind == "cancelled":
-                    return ("cancelled", job.job_id)
-        return ("failed", job.job_id, "internal_error", "the replicas ended the job without a result", False)
+                    return pipe.JobCancelled(job.job_id)
+        return pipe.JobFailure(job.job_id, "internal_error", "the replicas ended the job without a result", False)
 
     def _release(self) -> None:
         try:
             for handle in self.handles.values():
                 handle.release.remote().result(timeout_s=DESCRIBE_TIMEOUT_S)
-            self.send(("released", "memory released"))
+            self.send(pipe.Released("memory released"))
         except Exception as exc:  # noqa: BLE001
-            self.send(("released", f"release failed: {exc}"))
+            self.send(pipe.Released(f"release failed: {exc}"))
 
 
 def bridge_main(conn: Connection, settings: dict[str, Any]) -> None:

@@ -14,8 +14,12 @@ import multiprocessing as mp
 import time
 from typing import Any
 
+from blender_addon.protocol.schema import WireMessage
+
+from ..server import pipe
 from ..server.config import ServerConfig
 from ..server.engine import Engine
+from ..server.pipe import PipeEnd
 from .serve_config import DEFAULT_APP_NAME, default_config, load, our_app, slots
 
 
@@ -48,6 +52,7 @@ class RayEngine(Engine):
         settings = bridge_settings(config)
         ctx = mp.get_context("spawn")  # never fork: the parent holds ZeroMQ sockets and threads
         self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.pipe = PipeEnd(self.conn)
         self.cancel_event = ctx.Event()  # unused: cancels are per job (cancel())
         self.process = ctx.Process(target=bridge_main, args=(child_conn, settings), name="step1x3d-ray-bridge", daemon=True)
         self.process.start()
@@ -65,22 +70,22 @@ class RayEngine(Engine):
     def cancel(self, job_id: str) -> None:
         if job_id not in self._cancels_sent:  # the server repeats cancel() every tick; send it once
             self._cancels_sent.add(job_id)
-            self.send(("cancel", job_id))
+            self.send(pipe.CancelJob(job_id))
 
-    def receive(self) -> tuple[list[tuple[Any, ...]], bool]:
+    def receive(self) -> tuple[list[WireMessage], bool]:
         messages, alive = super().receive()
-        relayed: list[tuple[Any, ...]] = []
+        relayed: list[WireMessage] = []
         for msg in messages:
-            if msg[0] == "unavailable":
+            if isinstance(msg, pipe.Unavailable):
                 # Not a load failure: the cluster may come back. Keep the loading watchdog quiet meanwhile.
-                self.unavailable = (str(msg[1]), float(msg[2]))
+                self.unavailable = (msg.message, msg.retry_after_s)
                 self.ready = False
                 self.started = time.monotonic()
             else:
-                if msg[0] == "ready":
+                if isinstance(msg, pipe.Ready):
                     self.unavailable = None
-                elif msg[0] in ("done", "failed", "cancelled"):
-                    self._cancels_sent.discard(msg[1])  # the id may be submitted (and cancelled) again later
+                elif isinstance(msg, (pipe.JobDone, pipe.JobFailure, pipe.JobCancelled)):
+                    self._cancels_sent.discard(msg.job_id)  # the id may be submitted (and cancelled) again later
                 relayed.append(msg)
         return relayed, alive
 

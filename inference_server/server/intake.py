@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,8 +45,7 @@ class QueuedRequest:
     """A validated job as it waits in the queue: images still encoded, as the client sent them.
 
     On the server the images are zero-copy views of the received ZeroMQ frames;
-    they travel to the worker as raw byte strings next to a pickled copy of this
-    record without them (see ``WorkerHandle.run``).
+    they travel to the worker as the parts of a ``pipe.RunJob`` message (never pickled).
     """
 
     images: list[Encoded]  # PNG/JPEG/WebP files, front view first; header-checked, not decoded
@@ -73,9 +72,6 @@ class QueuedRequest:
         """
         mesh = None if self.mesh is None else {a: getattr(self.mesh, a) for a in CLIENT_MESH_ARRAYS}
         return fingerprint(self.fields, dict(Submit(job_id="", images=list(self.images), mesh=mesh).wire_parts()))
-
-    def without_images(self) -> QueuedRequest:
-        return replace(self, images=[])
 
     def decode(self) -> JobRequest:
         """Decode the images: the worker's first step of a job (never run on the server's event loop).

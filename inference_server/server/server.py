@@ -40,6 +40,7 @@ from .. import __version__
 from ..pipeline.registry import resolve_backend
 from .config import ServerConfig
 from .intake import Refusal, build_request, submit_bytes, submit_fingerprint
+from . import pipe
 from .jobs import Job, JobError, JobTable
 from .progress import ProgressModel, stage_weights
 from ..result_asset import plain
@@ -573,7 +574,7 @@ class JobServer:
                 self._send(peer, m.VramFreed("no backend is loaded"))
             self._vram_requests.clear()
             return
-        self._release_pending = self.worker.send(("release",))
+        self._release_pending = self.worker.send(pipe.Release())
 
     # ----------------------------------------------------------------- worker
 
@@ -591,23 +592,22 @@ class JobServer:
         if not alive and self.worker is handle:
             self._on_worker_died()
 
-    def _on_worker_message(self, msg: tuple[Any, ...]) -> None:
+    def _on_worker_message(self, msg: WireMessage) -> None:
         assert self.worker is not None
-        kind = msg[0]
-        if kind == "ready":
-            _, name, caps, device = msg
-            self.worker.ready, self.worker.name, self.worker.capabilities, self.worker.device = True, name, caps, device
+        if isinstance(msg, pipe.Ready):
+            self.worker.ready, self.worker.name = True, msg.name
+            self.worker.capabilities, self.worker.device = msg.capabilities, msg.device
             self.ever_ready = True
             self._crashes_while_loading = 0
-            log.info("backend %s ready on %s", name, device)
-        elif kind == "load_failed":
-            self._set_backend_error(JobError(msg[1], msg[2]))
-        elif kind == "progress":
-            self._on_progress(*msg[1:])
-        elif kind == "done":
-            job = self.jobs.get(msg[1])
+            log.info("backend %s ready on %s", msg.name, msg.device)
+        elif isinstance(msg, pipe.LoadFailed):
+            self._set_backend_error(JobError(msg.code, msg.message))
+        elif isinstance(msg, pipe.JobProgress):
+            self._on_progress(msg.job_id, msg.stage, msg.step, msg.total, msg.message)
+        elif isinstance(msg, pipe.JobDone):
+            job = self.jobs.get(msg.job_id)
             if job is None or job.terminal or job.cancel_error is not None:
-                self.store.discard_staged(msg[1])  # nobody wants it (an orphan finished before its cancel)
+                self.store.discard_staged(msg.job_id)  # nobody wants it (an orphan finished before its cancel)
                 if job is not None and not job.terminal:
                     self._finish(job, m.CANCELLED, job.cancel_error)
                 return
@@ -615,24 +615,23 @@ class JobServer:
                 self.store.commit(job.job_id)  # the worker staged it; only now is it the job's result
             except ResultStoreError as exc:
                 log.error("%s", exc)
-                self._finish(job, m.FAILED, JobError("internal_error", str(exc)))
+                self._finish(job, m.FAILED, JobError(exc.code, str(exc), exc.retryable))
                 return
             self._finish(job, m.DONE, None)
-        elif kind == "cancelled":
-            job = self.jobs.get(msg[1])
+        elif isinstance(msg, pipe.JobCancelled):
+            job = self.jobs.get(msg.job_id)
             if job is not None and not job.terminal:
                 self._finish(job, m.CANCELLED, job.cancel_error)
-        elif kind == "failed":
-            _, job_id, code, message, retryable = msg
-            job = self.jobs.get(job_id)
+        elif isinstance(msg, pipe.JobFailure):
+            job = self.jobs.get(msg.job_id)
             if job is not None and not job.terminal:
-                self._finish(job, m.FAILED, JobError(code, message, retryable))
-        elif kind == "retiring":
+                self._finish(job, m.FAILED, JobError(msg.code, msg.message, msg.retryable))
+        elif isinstance(msg, pipe.Retiring):
             self.worker.ready, self.worker.retiring = False, True  # a fresh one follows its exit
-        elif kind == "released":
+        elif isinstance(msg, pipe.Released):
             self._release_pending = False
             for peer in self._vram_requests:
-                self._send(peer, m.VramFreed(str(msg[1])))
+                self._send(peer, m.VramFreed(msg.message))
             self._vram_requests.clear()
 
     def _on_progress(self, job_id: str, stage: str, step: int, total: int, message: str) -> None:

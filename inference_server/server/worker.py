@@ -5,16 +5,12 @@ If a job crashes the process (a segfault in a native extension, the OOM killer,
 ``os._exit``), only that job fails: the supervisor sees the pipe close and
 starts a fresh worker for the next one.
 
-Supervisor -> worker (over a ``multiprocessing`` pipe between our own processes):
-``("run", job_id, QueuedRequest without its images, want_glb, n_images)`` followed by
-``n_images`` raw byte messages (the encoded images, sent from the received frames
-without copies; the worker decodes them as the job's first step),
-``("release",)``, ``("stop",)``.
-Worker -> supervisor: ``("ready", name, capabilities, device)``,
-``("load_failed", code, message)``, ``("progress", job_id, stage, step, total, message)``,
-``("done", job_id)`` (the result is staged on disk; the supervisor commits it, see
-``result_store``), ``("cancelled", job_id)``, ``("failed", job_id, code, message, retryable)``,
-``("released", message)``, ``("retiring",)`` (the worker exits after an out-of-memory). Cancellation is a shared event the pipeline's
+The pipe carries the typed messages of ``pipe.py`` through the wire's codec (never a pickle):
+the supervisor sends ``RunJob`` (the request, its encoded images as parts: the worker decodes
+them as the job's first step), ``Release``, ``Stop``; the worker answers ``Ready``,
+``LoadFailed``, ``JobProgress``, ``JobDone`` (the result is staged on disk; the supervisor
+commits it, see ``result_store``), ``JobCancelled``, ``JobFailure``, ``Released`` and
+``Retiring`` (it exits after an out-of-memory). Cancellation is a shared event the pipeline's
 ``ctx.progress`` checks between steps.
 """
 
@@ -33,11 +29,16 @@ from typing import Any
 
 from blender_addon.protocol.codec import encode
 from blender_addon.protocol.messages import RESULT
+from blender_addon.protocol.schema import ProtocolError, WireMessage
 
-from ..pipeline.base import JobCancelled, JobContext, Pipeline, PipelineError
+from ..pipeline.base import JobCancelled as JobCancelledError
+from ..pipeline.base import JobContext, Pipeline, PipelineError
 from ..pipeline.registry import create_pipeline
 from .intake import QueuedRequest
 from .job_runner import produce_result
+from .pipe import (
+    JobCancelled, JobDone, JobFailure, JobProgress, LoadFailed, PipeEnd, Ready, Release, Released, Retiring, RunJob, Stop,
+)
 from .result_store import DiskFull, ResultStore
 
 PROGRESS_INTERVAL_S = 0.05  # forward at most 20 progress reports a second
@@ -54,7 +55,7 @@ def _device_of(capabilities: dict[str, Any]) -> str:
 
 
 def _run_job(
-    conn: Connection,
+    conn: PipeEnd,
     pipeline: Pipeline,
     store: ResultStore,
     cancel_event: Any,
@@ -71,7 +72,7 @@ def _run_job(
         # Throttle chatty pipelines, but never drop a stage change or a stage's last step.
         if stage != last_stage[0] or step >= total or now - last_time[0] >= PROGRESS_INTERVAL_S:
             last_time[0], last_stage[0] = now, stage
-            conn.send(("progress", job_id, stage, int(step), int(total), str(message)))
+            conn.send(JobProgress(job_id, stage, int(step), int(total), str(message)))
 
     ctx = JobContext(callback=report, cancel_event=cancel_event)
     try:
@@ -79,36 +80,31 @@ def _run_job(
         # On disk before anyone hears "ready", but only staged: the server commits it when it hears
         # "done", so a worker killed between these two lines leaves nothing that looks done.
         store.stage(job_id, encode(RESULT, fields, parts))
-        conn.send(("done", job_id))
+        conn.send(JobDone(job_id))
         return True
-    except JobCancelled:
-        conn.send(("cancelled", job_id))
+    except JobCancelledError:
+        conn.send(JobCancelled(job_id))
         return True
     except PipelineError as exc:
-        conn.send(("failed", job_id, exc.code, str(exc), exc.retryable))
+        conn.send(JobFailure(job_id, exc.code, str(exc), exc.retryable))
         return True
     except DiskFull as exc:
-        conn.send(("failed", job_id, "disk_full", str(exc), True))
+        conn.send(JobFailure(job_id, exc.code, str(exc), True))
         return True
     except BaseException as exc:  # noqa: BLE001 - the worker must report, whatever the pipeline raised
         if _is_out_of_memory(exc):
             # "retiring" first: the supervisor must not hand this process another job once it hears "failed".
-            conn.send(("retiring",))
-            conn.send(
-                (
-                    "failed",
-                    job_id,
-                    "out_of_memory",
-                    "The job ran out of memory; lower the face count or texture size, free VRAM, and try again.",
-                    True,
-                )
-            )
+            conn.send(Retiring())
+            conn.send(JobFailure(
+                job_id, "out_of_memory",
+                "The job ran out of memory; lower the face count or texture size, free VRAM, and try again.", True,
+            ))
             return False  # a fresh process is the only reliable way to get the memory back
         traceback.print_exc(file=sys.stderr)
         exiting = isinstance(exc, (KeyboardInterrupt, SystemExit))
         if exiting:
-            conn.send(("retiring",))
-        conn.send(("failed", job_id, "internal_error", f"the backend failed: {type(exc).__name__}: {exc}", False))
+            conn.send(Retiring())
+        conn.send(JobFailure(job_id, "internal_error", f"the backend failed: {type(exc).__name__}: {exc}", False))
         return not exiting
 
 
@@ -126,7 +122,7 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
 
 
 def worker_main(
-    conn: Connection,
+    connection: Connection,
     cancel_event: Any,
     backend: str,
     weights: str | None,
@@ -138,39 +134,34 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_parent()
+    conn = PipeEnd(connection)
     store = ResultStore(Path(results_dir))
     try:
         pipeline = create_pipeline(backend, weights, **options)
         capabilities = dict(pipeline.capabilities())
     except PipelineError as exc:
-        conn.send(("load_failed", exc.code, str(exc)))
+        conn.send(LoadFailed(exc.code, str(exc)))
         return
     except Exception as exc:  # noqa: BLE001 - report any load failure as one sentence
         traceback.print_exc(file=sys.stderr)
-        conn.send(("load_failed", "bad_backend", f"backend {backend!r} failed to load: {type(exc).__name__}: {exc}"))
+        conn.send(LoadFailed("bad_backend", f"backend {backend!r} failed to load: {type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", pipeline.name, capabilities, _device_of(capabilities)))
+    conn.send(Ready(pipeline.name, capabilities, _device_of(capabilities)))
     while True:
         try:
             msg = conn.recv()
-        except (EOFError, OSError):
-            return  # the supervisor is gone
-        kind = msg[0]
-        if kind == "run":
-            _, job_id, queued, want_glb, n_images = msg
-            try:
-                queued.images = [conn.recv_bytes() for _ in range(n_images)]
-            except (EOFError, OSError):
+        except (EOFError, OSError, ProtocolError):
+            return  # the supervisor is gone (or not ours): a fresh worker follows
+        if isinstance(msg, RunJob):
+            if not _run_job(conn, pipeline, store, cancel_event, msg.job_id, msg.request(), msg.want_glb):
                 return
-            if not _run_job(conn, pipeline, store, cancel_event, job_id, queued, want_glb):
-                return
-        elif kind == "release":
+        elif isinstance(msg, Release):
             try:
                 pipeline.release_memory()
-                conn.send(("released", "memory released"))
+                conn.send(Released("memory released"))
             except Exception as exc:  # noqa: BLE001
-                conn.send(("released", f"release failed: {exc}"))
-        elif kind == "stop":
+                conn.send(Released(f"release failed: {exc}"))
+        elif isinstance(msg, Stop):
             return
 
 
@@ -180,6 +171,7 @@ class WorkerHandle:
     def __init__(self, backend: str, weights: Path | None, results_dir: Path, options: dict[str, Any]) -> None:
         ctx = mp.get_context("spawn")  # never fork: the parent holds ZeroMQ sockets and threads
         self.conn, child_conn = ctx.Pipe(duplex=True)
+        self.pipe = PipeEnd(self.conn)
         self.cancel_event = ctx.Event()
         self.process = ctx.Process(
             target=worker_main,
@@ -203,31 +195,25 @@ class WorkerHandle:
     def fileno(self) -> int:
         return self.conn.fileno()
 
-    def send(self, msg: tuple[Any, ...]) -> bool:
+    def send(self, msg: WireMessage) -> bool:
         try:
-            self.conn.send(msg)
+            self.pipe.send(msg)
             return True
         except (OSError, ValueError):
             return False
 
     def run(self, job_id: str, request: QueuedRequest, want_glb: bool) -> bool:
-        """Hand a job over: its record, then each encoded image straight from the buffer it arrived in."""
-        try:
-            self.conn.send(("run", job_id, request.without_images(), want_glb, len(request.images)))
-            for image in request.images:
-                self.conn.send_bytes(image)
-            return True
-        except (OSError, ValueError):
-            return False
+        """Hand a job over: its request, each encoded image straight from the buffer it arrived in."""
+        return self.send(RunJob.of(job_id, request, want_glb))
 
-    def receive(self) -> tuple[list[tuple[Any, ...]], bool]:
-        """Everything the worker has sent so far, and whether it is still alive."""
-        messages: list[tuple[Any, ...]] = []
+    def receive(self) -> tuple[list[WireMessage], bool]:
+        """Everything the worker has sent so far, and whether it is still alive (and speaking our protocol)."""
+        messages: list[WireMessage] = []
         try:
-            while self.conn.poll(0):
-                messages.append(self.conn.recv())
-        except (EOFError, OSError):
-            return messages, False
+            while self.pipe.poll(0):
+                messages.append(self.pipe.recv())
+        except (EOFError, OSError, ProtocolError):
+            return messages, False  # a process writing anything else into the pipe is treated as dead
         return messages, True
 
     def exit_description(self) -> str:
@@ -248,7 +234,7 @@ class WorkerHandle:
         self.conn.close()
 
     def stop(self, timeout_s: float = 3.0) -> None:
-        self.send(("stop",))
+        self.send(Stop())
         self.process.join(timeout=timeout_s)
         self.kill()
 

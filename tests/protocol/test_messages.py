@@ -134,3 +134,27 @@ def test_a_header_field_of_the_wrong_type_is_refused_naming_it() -> None:
         decode_message(frames)
     with pytest.raises(ProtocolError, match="rejected.retry_after_s has the wrong type"):
         decode_message(encode("rejected", {"job_id": "j", "code": "busy", "message": "m", "retry_after_s": None}))
+
+
+def test_adding_a_field_is_one_edit_in_protocol_and_older_receivers_keep_working() -> None:
+    """docs/protocol.md's worked example: Progress gains gpu_memory_mb, declared once on the class."""
+    from dataclasses import dataclass
+
+    from blender_addon.protocol.codec import decode, typed
+
+    @dataclass
+    class Progress(m.Progress):
+        gpu_memory_mb: int | None = None  # the one edit
+
+    new = {**m.MESSAGES, "progress": Progress}
+    frames = [bytes(f) for f in encode_message(Progress("j", "texture", 3, 8, 0.6, 4.0, "", gpu_memory_mb=5120))]
+    assert msgpack.unpackb(frames[0])["gpu_memory_mb"] == 5120
+    back = typed(decode(frames), new)
+    assert isinstance(back, Progress) and back.gpu_memory_mb == 5120 and back.fraction == 0.6
+    old = decode_message(frames)  # a receiver without the field: reads the rest, ignores it
+    assert type(old) is m.Progress and (old.stage, old.step, old.eta_s) == ("texture", 3, 4.0)
+    older = [bytes(f) for f in encode_message(m.Progress("j", "texture", 3, 8, 0.6))]
+    assert typed(decode(older), new).gpu_memory_mb is None  # from an older sender: absent -> None
+    with pytest.raises(ProtocolError, match=r"progress\.gpu_memory_mb has the wrong type"):
+        fields = {k: v for k, v in msgpack.unpackb(frames[0]).items() if k not in ("v", "type")}
+        typed(decode(encode("progress", {**fields, "gpu_memory_mb": "lots"})), new)
