@@ -50,7 +50,9 @@ def test_run_job_without_server_fails_with_the_fix() -> None:
     with pytest.raises(JobFailed) as info:
         run_job(address, [b"x"], {}, connect_timeout_s=1.0)
     assert info.value.code == "offline"
-    assert str(info.value) == f"No answer from the Step1X-3D server at {address} for 1 s; start it with `step1x3d serve`."
+    port = address.rsplit(":", 1)[1]
+    assert str(info.value) == (f"No Step1X-3D server answers at {address}: start one with 'step1x3d serve --port {port}' "
+                               "or fix the address.")
 
 
 def test_submit_refuses_unsafe_job_ids() -> None:
