@@ -24,6 +24,7 @@ from scipy import ndimage
 
 CHUNK = 32  # rows per max-plus block: CHUNK x N x N float32 stays a few MB at N = 256
 THICKNESS_LEVELS = 28
+PART_LEVELS = 10  # thickness levels of part_runs: a factor of about 1.3-1.8 between levels
 
 
 def _max_plus_rows(f: np.ndarray) -> np.ndarray:
@@ -52,10 +53,14 @@ def _max_plus_rows(f: np.ndarray) -> np.ndarray:
 
 def ball_height2(phi: np.ndarray) -> np.ndarray:
     """Squared half-thickness (map pixels^2) of the union of inscribed balls; see the module doc."""
-    inside = phi > 0
-    if not inside.any():
+    return _ball_height2(phi, phi > 0)
+
+
+def _ball_height2(phi: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared half-thickness of the union of the inscribed balls centred at ``centres``."""
+    if not centres.any():
         return np.full(phi.shape, -1.0, np.float32)
-    f = np.where(inside, phi.astype(np.float32) ** 2, np.float32(-np.inf)).astype(np.float32)
+    f = np.where(centres, phi.astype(np.float32) ** 2, np.float32(-np.inf)).astype(np.float32)
     g = _max_plus_rows(f)  # along x within each row
     h2 = _max_plus_rows(np.ascontiguousarray(g.T)).T  # then along y
     return np.ascontiguousarray(h2, dtype=np.float32)
@@ -133,6 +138,69 @@ def row_runs(phi: np.ndarray) -> RowRuns:
                    centre=centre.astype(np.float32))
 
 
+@dataclass(frozen=True)
+class PartRuns(RowRuns):
+    """:class:`RowRuns` of each pixel's own part, plus what the rounding needs at a join."""
+
+    junction: np.ndarray  # 1 where the run's nearer end is a join with a thinner part, not the outline
+    height2: np.ndarray  # squared half-thickness of the union of the part's own balls (map pixels^2)
+
+
+def part_runs(phi: np.ndarray, thickness: np.ndarray, ratio: float, levels: int = PART_LEVELS) -> PartRuns:
+    """:func:`row_runs` where each pixel's run is that of its own part: the pixels of its row at
+    least ``1/ratio`` as thick as it (``thickness``: :func:`local_thickness`, i.e. those covered
+    by an inscribed ball of at least that radius).
+
+    Why: where a thin part joins a thick one (a dumbbell's bar, a mug's handle), the row through
+    the join is one run in the silhouette, so a ball pixel next to the bar would see its row go
+    on to the far ball and stay unrounded (a slab as deep as the ball). With part runs the ball's
+    run ends where the bar starts; the bar's pixels still see the whole row. Such a run end is
+    no outline, so where it is the nearer end (``junction``) the part's own balls
+    (``height2``) say how round the part is there. The thickness is cut into a geometric ladder
+    of levels, each with its own runs; a pixel takes the highest level at or below its
+    thickness / ratio.
+    """
+    inside = phi > 0
+    base = row_runs(phi)
+    zeros = np.zeros(phi.shape, np.float32)
+    top = float(thickness[inside].max()) if inside.any() else 0.0
+    if top <= ratio * 0.5:
+        return PartRuns(base.depth, base.half_width, base.centre, zeros, zeros)
+    ladder = np.geomspace(0.5, top / ratio, levels)
+    choice = fill_outside(np.searchsorted(ladder, thickness / ratio, side="right") - 1, inside)  # -1: base
+    depth, half, centre = base.depth.copy(), base.half_width.copy(), base.centre.copy()
+    junction, height2 = zeros.copy(), zeros.copy()
+    col = np.broadcast_to(np.arange(phi.shape[1], dtype=np.float32), phi.shape)
+    for k, level in enumerate(ladder):
+        use = (choice == k) & inside  # such a pixel is at least `level` thick: inside its level's mask
+        if not use.any():
+            continue
+        keep = inside & (thickness >= level)
+        runs = row_runs(np.where(keep, phi, np.float32(-0.5)).astype(np.float32))
+        # An end of the part's run counts only where it is a join, not a convex corner: the
+        # silhouette's row goes on past it by more than the part's radius (a rectangle's corner
+        # pixels, covered by smaller balls only, reach less far than that). Elsewhere the
+        # silhouette's own run end stays.
+        reach = np.float32(level + 1.0)
+        base_left, base_right = base.centre - base.half_width, base.centre + base.half_width
+        part_left, part_right = runs.centre - runs.half_width, runs.centre + runs.half_width
+        join_left, join_right = part_left > base_left + reach, part_right < base_right - reach
+        left = np.where(join_left, part_left, base_left)
+        right = np.where(join_right, part_right, base_right)
+        near_left = col - left <= right - col
+        depth[use] = np.minimum(col - left, right - col)[use]
+        half[use], centre[use] = (0.5 * (right - left))[use], (0.5 * (right + left))[use]
+        joined = use & np.where(near_left, join_left, join_right)
+        if joined.any():
+            junction[joined] = 1.0
+            height2[joined] = _ball_height2(phi, phi >= level)[joined]
+    if inside.any() and not inside.all():
+        _, (ri, ci) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        half, centre = half[ri, ci], centre[ri, ci]
+        junction, height2 = junction[ri, ci], height2[ri, ci]
+    return PartRuns(depth=depth, half_width=half, centre=centre, junction=junction, height2=height2)
+
+
 def column_run_max(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Each inside pixel gets the largest value of its vertical run of inside pixels (0 outside).
 
@@ -175,4 +243,4 @@ def fill_outside(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return values[ri, ci]
 
 
-__all__ = ["column_run_max", "sample_stack", "round_height2", "ball_height2", "local_thickness", "row_runs", "RowRuns", "fill_outside"]
+__all__ = ["column_run_max", "sample_stack", "round_height2", "ball_height2", "local_thickness", "row_runs", "part_runs", "PartRuns", "RowRuns", "fill_outside"]

@@ -21,6 +21,9 @@ STAGE = "cleanup"
 # 1.1e-4, and it glues thin slivers less often. agg 3 can stop short of the budget on small
 # targets; agg 7 always reaches it, so it is the fallback. (agg 1 stalls: not used.)
 DECIMATE_AGGS = (3.0, 7.0)
+# After decimation a crumb is dropped below this share of min_fraction: a part that passed the
+# floater test before decimation keeps its place even if decimation thinned it more than the rest.
+POST_DECIMATION_SHARE = 0.25
 
 
 def remove_floaters(vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.001
@@ -208,6 +211,11 @@ def clean_mesh_with_detail(
                           normals=vertex_normals(v, f), smooth=True)
     _progress(ctx, 1, steps, f"decimating {len(f)} -> {max_faces} faces")
     v, f, report = _decimate(v, f, max_faces)
+    # Decimation can pinch off a few faces as a closed crumb of their own; drop those too.
+    before = len(f)
+    v, f = remove_floaters(v, f, min_fraction * POST_DECIMATION_SHARE)
+    if len(f) != before:
+        report = None
     _progress(ctx, 2, steps, "smoothing")
     v = smooth(v, f, smooth_iterations)  # moves vertices only: the topology report stays valid
     _progress(ctx, 3, steps, "normals")
