@@ -1,12 +1,28 @@
-"""Texture style LoRA training: samples/s of the real trainer on the tiny SDXL-shaped models (CPU).
+"""Texture style LoRA training: samples/s and memory.
 
-    python benchmarks/finetune_texture.py                  # tiny rows, with and without gradient checkpointing
+    python benchmarks/finetune_texture.py                  # tiny rows (CPU) + the full-size memory estimate
+    python benchmarks/finetune_texture.py --no-estimate    # tiny rows only
     python benchmarks/finetune_texture.py --markdown FILE  # also write the table as markdown
 
-A sample is one asset: six 64^2 views (8^2 latents), the reference pass and the geometry
-adapter. samples/s is the median of the per-step rates in the run's ``loss.csv`` (warm-up steps
-skipped). No full-size row yet: neither a fake-tensor estimate nor a GPU measurement of the
-2.6 B-parameter UNet with its adapter branches has been made (docs/finetune.md).
+Rows:
+* ``tiny / cpu``: the real trainer (``train_texture``) on the tiny SDXL-shaped models and four
+  prepared assets. A sample is one asset: six 64^2 views (8^2 latents), the reference pass and the
+  geometry adapter. samples/s is the median of the per-step rates in the run's ``loss.csv``
+  (warm-up steps skipped).
+* ``full / fake tensors``: ESTIMATE, no GPU: the full-size SDXL UNet with the MV-Adapter processors
+  (3.39 B parameters with them) and the geometry adapter, built on the meta device in bf16 and run on
+  fake tensors (``memory_estimate.LiveTensorMemory``) through one training step exactly as the
+  trainer runs it (``TextureObjective.per_sample``: the no-grad reference pass, the geometry
+  adapter, the six-view UNet pass with MV and reference attention; PEFT LoRA rank 64 in fp32 on the
+  UNet's own attention projections, bf16 autocast, batch 1 = six 768^2 views, MSE, backward,
+  gradient clipping, AdamW step), with and without gradient checkpointing. Peak = resident tensors
+  (frozen bf16 weights, LoRA weights) + the largest live total of what the step creates (activations,
+  LoRA gradients, Adam states). The VAE and text encoders stay on the host (the trainer moves only
+  the UNet and the geometry adapter to the GPU; latents and prompt embeddings are precomputed). Not
+  included: CUDA context, allocator fragmentation, kernel workspaces (memory_estimate's budget rule
+  adds 20 % of the step + 1 GiB).
+* No full-size GPU row: none has been measured (no GPU was lent to this work); nothing is printed
+  for it rather than a guess.
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,25 +56,120 @@ def tiny_rate(steps: int, batch: int, checkpointing: bool) -> float:
         cfg = load_texture_config(None, base=str(w["adapter_file"]), sdxl_dir=str(w["sdxl_dir"]),
                                   vae_dir=str(w["vae_dir"]), data=str(root / "prep"), out=str(root / "run"), rank=8,
                                   steps=steps, batch=batch, lr=1e-3, checkpoint_every=steps,
-                                  gradient_checkpointing=checkpointing, device="cpu")
+                                  gradient_checkpointing=checkpointing, device="cpu",
+                                  validation_objects=0)
         train_texture(cfg, stream=io.StringIO())
         with open(root / "run" / "loss.csv", newline="") as fh:
             rates = [float(r["samples_per_s"]) for r in csv.DictReader(fh)][2:]
     return statistics.median(rates)
 
 
+GiB = 1024**3
+RANK = 64
+VIEWS = 6
+FULL_RESOLUTION = 768
+
+
+def _full_models(fake_mode: Any, checkpointing: bool) -> tuple[torch.nn.Module, torch.nn.Module, Any, list[str]]:
+    """The full-size UNet (+ MV-Adapter processors, LoRA r64 in fp32) and geometry adapter in bf16 on
+    fake tensors, and AdamW over the LoRA, as ``train_texture`` sets them up."""
+    from diffusers import UNet2DConditionModel
+
+    from benchmarks.full_size import SDXL_UNET
+    from inference_server.finetune.texture.trainer import TextureTrainConfig, add_lora
+    from inference_server.neural.texture.models import build_geometry_adapter, install_mv_processors
+
+    cfg = TextureTrainConfig(rank=RANK, mixed_precision="bf16", gradient_checkpointing=checkpointing)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL_UNET)
+        install_mv_processors(unet)
+        unet = unet.to(torch.bfloat16)
+        cond = build_geometry_adapter(unet.config).to(torch.bfloat16)
+    unet.requires_grad_(False)
+    cond.requires_grad_(False)
+    targets = add_lora(unet, cfg)  # LoRA weights in fp32, trainable, as the trainer keeps them
+    with fake_mode:
+        unet.to_empty(device="cpu")
+        cond.to_empty(device="cpu")
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    with fake_mode:
+        optimizer = torch.optim.AdamW(params, lr=1e-4, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return unet, cond, optimizer, targets
+
+
+def _bytes(tensors: list[torch.Tensor]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for tensor in tensors:
+        st = tensor.untyped_storage()
+        if st._cdata not in seen:
+            seen.add(st._cdata)
+            total += -(-int(st.nbytes()) // 512) * 512
+    return total
+
+
+def full_estimate(checkpointing: bool) -> tuple[float, float, float, int]:
+    """(weights GiB, step GiB, estimated peak GiB, LoRA parameters) of one full-size training step on
+    fake tensors (nothing allocated)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from benchmarks.full_size import SDXL_SCHEDULER
+    from benchmarks.memory_estimate import LiveTensorMemory
+    from inference_server.finetune.texture.data import TextureDraw
+    from inference_server.finetune.texture.trainer import Embeds, TextureObjective
+    from inference_server.neural.texture.scheduler import make_shifted_ddpm
+
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    unet, cond, optimizer, _targets = _full_models(fake, checkpointing)
+    lora_params = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    weights = _bytes([*unet.parameters(), *unet.buffers(), *cond.parameters(), *cond.buffers()])
+    latent = FULL_RESOLUTION // 8
+    g = torch.Generator().manual_seed(0)
+    with fake:
+        embeds = Embeds(torch.randn(2, 77, 2048), torch.randn(2, 1280))
+    objective = TextureObjective(unet, cond, make_shifted_ddpm(SDXL_SCHEDULER), embeds, FULL_RESOLUTION,
+                                 torch.device("cpu"))
+    draw = TextureDraw(torch.randn(VIEWS, 4, latent, latent, generator=g), torch.randn(1, 4, latent, latent, generator=g),
+                       torch.randn(VIEWS, 4, latent, latent, generator=g), 500, False, False)
+    control = torch.rand(VIEWS, 6, FULL_RESOLUTION, FULL_RESOLUTION, generator=g)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    memory = LiveTensorMemory(512)
+    with fake, memory:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            loss = objective.per_sample(unet, [draw], [control]).sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return weights / GiB, memory.peak / GiB, (weights + memory.peak) / GiB, lora_params
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20, help="tiny-model steps per row")
+    parser.add_argument("--no-tiny", action="store_true", help="skip the tiny CPU rows")
+    parser.add_argument("--no-estimate", action="store_true", help="skip the full-size fake-tensor estimate")
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the tiny kernels are microseconds long: more threads only contend
-    lines = ["| model / device | batch | gradient checkpointing | samples/s |", "|---|---|---|---|"]
-    for ckpt in (False, True):
+    lines = ["| model / device | batch | gradient checkpointing | samples/s | peak memory |", "|---|---|---|---|---|"]
+    for ckpt in (False, True) if not args.no_tiny else ():
         rate = tiny_rate(args.steps, 2, ckpt)
         lines.append(f"| tiny SDXL-shaped / cpu (fp32, LoRA r8, 6 views of 64^2) | 2 | {'yes' if ckpt else 'no'} | "
-                     f"{rate:.1f} |")
+                     f"{rate:.1f} | - |")
         print(lines[-1], flush=True)
+    if not args.no_estimate:
+        for ckpt in (True, False):
+            weights, step, peak, n_lora = full_estimate(ckpt)
+            budget = peak + 0.2 * step + 1.0
+            lines.append(f"| full SDXL UNet + MV-Adapter / fake tensors (bf16, LoRA r{RANK}: {n_lora / 1e6:.1f} M, "
+                         f"6 views of {FULL_RESOLUTION}^2) | 1 | {'yes' if ckpt else 'no'} | (estimate) | "
+                         f"{peak:.1f} GiB = {weights:.1f} weights + {step:.1f} step; budget {budget:.1f} GiB |")
+            print(lines[-1], flush=True)
+    lines.append("| full / cuda | 1 | - | (not measured: no GPU) | - |")
     text = "\n".join(lines)
     print("\n" + text)
     if args.markdown:

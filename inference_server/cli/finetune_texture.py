@@ -50,6 +50,11 @@ def register_tasks(tasks: Any) -> None:
     tex.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet blocks in the backward pass")
     tex.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
     tex.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    tex.add_argument("--validation-objects", type=int, default=None,
+                     help="assets on the validation sheet written at each checkpoint (default 2; 0: none)")
+    tex.add_argument("--holdout", type=float, default=None,
+                     help="assets kept out of training for the validation loss and sheet: a count (2) or a "
+                          "fraction (0.1); chosen by the seed (default 0: no split)")
     tex.add_argument("--device", default=None, help="torch device (default: cuda:<local rank> if present, else cpu)")
     tex.set_defaults(handler=run_texture)
 
@@ -82,6 +87,7 @@ def run_texture(args: argparse.Namespace) -> int:
             out=args.out, name=args.name, rank=args.rank, alpha=args.alpha, steps=args.steps, batch=args.batch,
             grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
             train_adapter_branches=True if args.train_adapter_branches else None,
+            validation_objects=args.validation_objects, validation_holdout=args.holdout,
             mixed_precision="bf16" if args.bf16 else None,
             gradient_checkpointing=True if args.gradient_checkpointing else None,
             checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)

@@ -30,6 +30,11 @@ class TextureSet:
         self.params: dict[str, Any] = dict(manifest.get("params", {}))
         if self.params.get("kind") != "texture":
             raise PrepError(f"{folder} was not prepared for texture training; run 'step1x3d finetune texture-prepare'")
+        from .prepare import FORMAT
+
+        if self.params.get("format") != FORMAT:
+            raise PrepError(f"{folder} was prepared by an older version of this tool; run "
+                            "'step1x3d finetune texture-prepare' again (the same command: nothing else changes)")
         self.objects: list[dict[str, Any]] = list(manifest["objects"])
         for obj in self.objects:
             if not (folder / obj["file"]).is_file():
@@ -47,6 +52,14 @@ class TextureSet:
         with np.load(self.folder / self.objects[index]["file"]) as data:
             return (np.asarray(data["view_moments"], np.float32), np.asarray(data["ref_moments"], np.float32),
                     np.asarray(data["control"], np.float32))
+
+    def validation_inputs(self, index: int) -> dict[str, np.ndarray]:
+        """reference (H, W, 3) uint8, control (6, 6, H, W) float32, and the mesh: positions (N, 3),
+        faces (M, 3), uvs (N, 2) as trimesh reads them (v up)."""
+        with np.load(self.folder / self.objects[index]["file"]) as data:
+            return {"reference": np.asarray(data["reference"]), "control": np.asarray(data["control"], np.float32),
+                    "positions": np.asarray(data["positions"]), "faces": np.asarray(data["faces"]),
+                    "uvs": np.asarray(data["uvs"])}
 
     def summary(self) -> dict[str, Any]:
         return {"objects": len(self), "sources": [o["source"] for o in self.objects],

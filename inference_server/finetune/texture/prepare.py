@@ -23,7 +23,7 @@ from ...neural.texture.config import RESOLUTION
 from ..prepcache import PrepError, PrepRun, scan_sources
 from .assets import COMPANION_SUFFIXES, MESH_SUFFIXES, REFERENCE_SUFFIX, load_asset, reference_file
 
-FORMAT = 1
+FORMAT = 2  # 2: the reference image and the mesh (positions, faces, UVs) are stored for the validation sheet
 
 
 @dataclass
@@ -105,7 +105,10 @@ def prepare_asset(source: Path, options: TexturePrepareOptions, encoder: VaeEnco
     }
     arrays = {"view_moments": moments[:6], "ref_moments": moments[6:], "control": control.astype(np.float16),
               "preview": np.round(colours[:, ::max(1, options.resolution // 64), ::max(1, options.resolution // 64)]
-                                  * 255).astype(np.uint8)}
+                                  * 255).astype(np.uint8),
+              # What the validation sheet needs to generate and bake this asset as a job would.
+              "reference": np.ascontiguousarray(reference[..., :3]), "positions": asset.positions.astype(np.float32),
+              "faces": asset.faces.astype(np.int32), "uvs": asset.uvs.astype(np.float32)}
     return arrays, info
 
 

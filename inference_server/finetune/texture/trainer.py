@@ -37,10 +37,10 @@ from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
 from ..geometry.trainer import RunResult, Schedule, TrainError
 from ..lorafile import save_lora
-from ..losslog import plot_losses
 from ..prepcache import PrepError
 from ..run import open_outputs, resume, wrap_for_ddp
 from ..seeding import rng_state, seed_everything
+from ..split import Split, check_holdout, split_objects
 from .data import TextureDraw, TextureSet, draw_sample
 
 UNET_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -61,6 +61,12 @@ class TextureTrainConfig(TrainConfig):
     max_grad_norm: float = 1.0  # upstream trainer.gradient_clip_val; 0 = no clipping
     train_adapter_branches: bool = False
     name: str | None = None  # the LoRA file's stem (default: the output folder's name)
+    validation_objects: int = 2  # assets on the validation sheet written at each checkpoint (0: none)
+    validation_steps: int = 30  # denoising steps of the sheet's views
+    validation_guidance: float = 3.0  # the stage's default guidance
+    validation_texture_size: int = 256  # the sheet's baked textures
+    validation_holdout: float = 0.0  # assets kept out of training: a count, a fraction < 1, or 0 (no split)
+    validation_draws: int = 4  # fixed noise/timestep draws per held-out asset for the validation loss
 
     def check(self) -> None:
         super().check()
@@ -69,6 +75,11 @@ class TextureTrainConfig(TrainConfig):
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.max_grad_norm < 0:
             raise ConfigError("max_grad_norm must be 0 (off) or positive")
+        if self.validation_objects < 0 or self.validation_steps < 1 or not 64 <= self.validation_texture_size <= 4096:
+            raise ConfigError("validation_objects must be >= 0, validation_steps >= 1, validation_texture_size 64-4096")
+        check_holdout(self.validation_holdout)
+        if not isinstance(self.validation_draws, int) or self.validation_draws < 1:
+            raise ConfigError(f"validation_draws must be a whole number of at least 1, got {self.validation_draws!r}")
 
 
 TEXTURE_KEYS: dict[str, tuple[str, Any]] = {
@@ -76,6 +87,9 @@ TEXTURE_KEYS: dict[str, tuple[str, Any]] = {
     "system.image_drop_prob": ("reference_dropout", float),
     "system.cond_drop_prob": ("cond_dropout", float),
     "trainer.gradient_clip_val": ("max_grad_norm", float),
+    "validation.holdout": ("validation_holdout", float),
+    "validation.objects": ("validation_objects", int),
+    "validation.draws": ("validation_draws", int),
 }
 
 
@@ -183,12 +197,13 @@ class LoadedBase:
     scheduler: Any
     embeds: Embeds
     scaling: float
+    prompt: Any  # PromptEmbeds of the stage's (prompt, negative prompt): the validation sheet generates with them
 
 
 def load_base(base: Path, sdxl_dir: Path, vae_dir: Path, dtype: torch.dtype) -> LoadedBase:
     from ...neural.texture.loading import load_models
     from ...neural.texture.pipelines.multiview_sdxl import MultiViewSDXL
-    from ...neural.texture.config import PROMPT
+    from ...neural.texture.config import NEGATIVE_PROMPT, PROMPT
     from ...pipeline.base import PipelineError
 
     try:
@@ -196,11 +211,13 @@ def load_base(base: Path, sdxl_dir: Path, vae_dir: Path, dtype: torch.dtype) -> 
     except PipelineError as exc:
         raise ConfigError(str(exc)) from None
     with torch.no_grad():
-        embeds = MultiViewSDXL(models, "cpu", dtype).encode_prompt(PROMPT, "")  # upstream drops to ""
+        pipe = MultiViewSDXL(models, "cpu", dtype)
+        embeds = pipe.encode_prompt(PROMPT, "")  # upstream drops to ""
+        inference = pipe.encode_prompt(PROMPT, NEGATIVE_PROMPT)
     both = Embeds(torch.cat([embeds.negative, embeds.positive]).float(),
                   torch.cat([embeds.negative_pooled, embeds.positive_pooled]).float())
     return LoadedBase(models.unet, models.cond_encoder, models.vae, models.scheduler, both,
-                      float(models.vae.config.scaling_factor))
+                      float(models.vae.config.scaling_factor), inference)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -222,15 +239,16 @@ def _draws(data: TextureSet, indices: list[int], cfg: TextureTrainConfig, step: 
 
 
 def evaluate_loss(base: LoadedBase, data: TextureSet, cfg: TextureTrainConfig, device: torch.device,
-                  draws: int = 4) -> float:
-    """The objective on fixed draws (each asset x ``draws`` noise/timestep draws, no dropout): a
-    deterministic measure of fit, unlike the training loss whose timesteps change every step."""
+                  draws: int = 4, indices: list[int] | None = None) -> float:
+    """The objective on fixed draws (each of ``indices`` (default: every asset) x ``draws`` noise/timestep
+    draws, no dropout): a deterministic measure of fit, unlike the training loss whose timesteps change
+    every step. The validation loss of a run with held-out assets is this over them."""
     objective = TextureObjective(base.unet, base.cond_encoder, base.scheduler, base.embeds, data.resolution, device)
     num_t = int(base.scheduler.config.num_train_timesteps)
     total, count = 0.0, 0
     with torch.no_grad():
         for k in range(draws):
-            for i in range(len(data)):
+            for i in range(len(data)) if indices is None else indices:
                 d, c = _draws(data, [i], cfg, k, num_t, base.scaling, stream=1, dropout=False)
                 total += float(objective.per_sample(base.unet, d, c).sum())
                 count += 1
@@ -269,7 +287,8 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
     if data.params.get("vae_digest") != vae_digest(vae_folder):
         raise PrepError(f"{cfg.data} was prepared with another VAE ({data.params.get('vae')}); run "
                         f"'step1x3d finetune texture-prepare' again with --sdxl-vae-dir {cfg.vae_dir}")
-    schedule = Schedule(len(data), cfg.batch, ctx, cfg.seed)
+    split = make_split(data, cfg)
+    schedule = Schedule(len(split.train), cfg.batch, ctx, cfg.seed, ids=split.train)
 
     base_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
     base = load_base(Path(cfg.base).expanduser(), Path(cfg.sdxl_dir).expanduser(), vae_folder,  # type: ignore[arg-type]
@@ -284,12 +303,33 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
-    start = resume(out, cfg, lambda state: load_lora_state(unet, state), optimizer, ctx, stream)
+    split_info = split.describe()
+    start = resume(out, cfg, lambda state: load_lora_state(unet, state), optimizer, ctx, stream,
+                   expect={"split": json.dumps(split_info)})
     model = wrap_for_ddp(unet, ctx)
     objective = TextureObjective(unet, base.cond_encoder, base.scheduler, base.embeds, data.resolution, ctx.device)
     num_t = int(base.scheduler.config.num_train_timesteps)
 
+    sheet = None
+    if ctx.is_main and cfg.validation_objects > 0:
+        from .validation import TextureValidationSheet
+
+        shown = list(split.heldout or split.train)  # without a split the sheet can only show training assets
+        sheet = TextureValidationSheet(unet, base.cond_encoder, base.vae, base.scheduler, base.prompt, data, shown,
+                                       cfg.validation_objects, ctx.device, dtype=base_dtype,
+                                       steps=cfg.validation_steps, guidance=cfg.validation_guidance, seed=cfg.seed,
+                                       texture_size=cfg.validation_texture_size, held_out=bool(split.heldout))
     log, progress = open_outputs(out, cfg, start, ctx, stream)
+
+    def validation_loss() -> float | None:
+        if not split.heldout:
+            return None
+        was_training = unet.training
+        unet.eval()
+        try:
+            return evaluate_loss(base, data, cfg, ctx.device, cfg.validation_draws, indices=list(split.heldout))
+        finally:
+            unet.train(was_training)
 
     def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
         draws, controls = _draws(data, indices, cfg, step, num_t, base.scaling)
@@ -302,6 +342,7 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
         return float(loss.detach())
 
     losses: list[float] = []
+    val_loss: float | None = None
     step = start
     t_run = time.perf_counter()
     try:
@@ -318,13 +359,18 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
             loss = ctx.mean(total)
             losses.append(loss)
             rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
+            at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if ctx.is_main:
                 assert log is not None and progress is not None
-                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run)
+                val = validation_loss() if at_checkpoint else None
+                val_loss = val if val is not None else val_loss
+                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run, val)
                 progress.update(step, loss, rate)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    _save(out, step, unet, optimizer, cfg)
-                    plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+                if at_checkpoint:
+                    _save(out, step, unet, optimizer, cfg, split_info)
+                    log.plot(out / "loss.png")
+                    if sheet is not None:
+                        sheet.write(out / "validation" / f"step-{step:08d}.png", step)
             if on_step is not None:
                 on_step(step, loss)
     except (Exception, KeyboardInterrupt) as exc:
@@ -341,22 +387,32 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
     lora_path = out / f"{cfg.name or out.name}.safetensors"
     if ctx.is_main:
         info = {"base_model": "Step1X-3D-Texture (ig2v, SDXL)", "kind": "texture", "steps": cfg.steps,
-                "data": data.summary(), "config": to_plain(cfg), "world_size": ctx.world_size,
-                "final_loss": losses[-1] if losses else None}
+                "data": dict(data.summary(), split=split_info), "config": to_plain(cfg), "world_size": ctx.world_size,
+                "final_loss": losses[-1] if losses else None, "validation_loss": val_loss}
         state = lora_state(unet)
         if cfg.lora_alpha != cfg.rank:  # our loader (and kohya-style ones) read a per-module alpha
             for key in [k for k in state if k.endswith(".lora_A.weight")]:
                 state[key[: -len(".lora_A.weight")] + ".alpha"] = torch.tensor(cfg.lora_alpha)
         save_lora(lora_path, COMPONENT, state, rank=cfg.rank, alpha=cfg.lora_alpha, target_modules=targets, info=info)
         if log is not None:
-            plot_losses([(int(r["step"]), r["loss"]) for r in log.rows], out / "loss.png")
+            log.plot(out / "loss.png")
     ctx.barrier()
     return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
 
 
-def _save(out: Path, step: int, unet: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+def make_split(data: TextureSet, cfg: TextureTrainConfig) -> Split:
+    """The run's held-out split of ``data`` (every asset trains without ``validation_holdout``)."""
+    split = split_objects([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed)
+    if split.heldout and len(split.train) < cfg.batch:
+        raise ConfigError(f"the batch of {cfg.batch} is larger than the {len(split.train)} asset(s) left to train "
+                          f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
+    return split
+
+
+def _save(out: Path, step: int, unet: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+          split_info: dict[str, Any]) -> None:
     state = {"step": step, "lora": lora_state(unet), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-             "config": json.dumps(to_plain(cfg))}
+             "config": json.dumps(to_plain(cfg)), "split": json.dumps(split_info)}
     save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
