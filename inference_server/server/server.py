@@ -37,7 +37,6 @@ from blender_addon.protocol.limits import MiB
 from blender_addon.protocol.settings import advertised_ranges
 
 from .. import __version__
-from ..pipeline.registry import resolve_backend
 from .config import ServerConfig
 from .intake import Refusal, build_request, submit_bytes, submit_fingerprint
 from . import pipe
@@ -46,14 +45,14 @@ from .progress import ProgressModel, stage_weights
 from ..result_asset import plain
 from .result_store import ResultStore, ResultStoreError
 from .security import enable_curve_server
-from .engine import Engine, create_engine
+from .supervisor import Supervisor
+from .engine import Engine
 
 log = logging.getLogger("step1x3d.server")
 
 POLL_MS = 100
 MAX_PEERS = 256  # peers told about a shutdown
 EXPIRY_CHECK_S = 60.0
-MAX_CRASHES_WHILE_LOADING = 3
 DISK_RETRY_S = 60.0  # retry hint for a submit refused for low disk space
 # Clients announce submits above this size ("reserve") and upload once room is held: several large
 # uploads at once can then never hold more than max_queue_bytes in this process.
@@ -88,11 +87,8 @@ class JobServer:
         self.context: zmq.Context | None = None
         self.socket: zmq.Socket | None = None
         self._authenticator: Any = None
-        self.worker: Engine | None = None  # the engine: local worker process, or Ray Serve
-        self.backend_name = resolve_backend(config.backend, config.weights)
-        self.backend_error: JobError | None = None
-        self.ever_ready = False
-        self._crashes_while_loading = 0
+        # The engine (local worker process, or Ray Serve) and the backend's health.
+        self.supervisor = Supervisor(config, on_backend_error=self._fail_queued)
         self._progress: dict[str, ProgressModel] = {}
         self._peers: "OrderedDict[bytes, float]" = OrderedDict()
         self._vram_requests: list[bytes] = []
@@ -147,8 +143,21 @@ class JobServer:
         for job_id, _mtime in self.store.scan(clean_tmp=True).items():
             self.jobs.add_done(job_id)
         self._expire_results(time.time())
-        self._spawn_worker()
+        self.supervisor.start()
         log.info("listening on %s (backend %s)", self.endpoint, self.backend_name)
+
+    @property
+    def worker(self) -> Engine | None:
+        """The engine now running (None between a death and its restart)."""
+        return self.supervisor.engine
+
+    @property
+    def backend_error(self) -> JobError | None:
+        return self.supervisor.backend_error
+
+    @property
+    def backend_name(self) -> str:
+        return self.supervisor.backend_name
 
     @property
     def endpoint(self) -> str:
@@ -177,8 +186,9 @@ class JobServer:
                     self._begin_shutdown()
                 if self._stopping_since is not None and self._shutdown_finished():
                     return 0
-                if self.backend_error is not None and not self.ever_ready:
-                    log.error("%s", self.backend_error.message)
+                error = self.backend_error
+                if error is not None and self.supervisor.gave_up:
+                    log.error("%s", error.message)
                     return 2
                 self._poll_once(POLL_MS)
                 self._tick()
@@ -186,9 +196,7 @@ class JobServer:
             self.close()
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop(timeout_s=2.0)
-            self.worker = None
+        self.supervisor.stop()
         if self.socket is not None:
             self.socket.close(0)
             self.socket = None
@@ -238,9 +246,7 @@ class JobServer:
             if now - running.cancel_requested > self.config.cancel_grace_s:
                 log.warning("job %s ignored its cancel for %.1f s; killing the worker", running.job_id, self.config.cancel_grace_s)
                 self._kill_worker_and_finish(m.CANCELLED, running.cancel_error)
-        loading = self.worker is not None and not self.worker.ready and not self.worker.retiring
-        if loading and self.worker is not None and now - self.worker.started > self.config.worker_ready_timeout_s:
-            self._set_backend_error(JobError("worker_crashed", "the backend did not finish loading in time"))
+        if self.supervisor.check_loading(now):
             self._drop_worker()
         if time.time() - self._last_expiry_check > EXPIRY_CHECK_S:
             self._expire_results(time.time())
@@ -578,31 +584,19 @@ class JobServer:
 
     # ----------------------------------------------------------------- worker
 
-    def _spawn_worker(self) -> None:
-        self.worker = create_engine(self.config)
-
     def _on_worker_readable(self) -> None:
-        handle = self.worker
-        assert handle is not None
-        messages, alive = handle.receive()
+        handle, messages, alive = self.supervisor.receive()
         for msg in messages:
             if self.worker is not handle:
                 return  # a handler replaced the worker; the old one's remaining news is moot
-            self._on_worker_message(msg)
+            if not self.supervisor.note(msg):
+                self._on_job_report(msg)
         if not alive and self.worker is handle:
             self._on_worker_died()
 
-    def _on_worker_message(self, msg: WireMessage) -> None:
-        assert self.worker is not None
-        if isinstance(msg, pipe.Ready):
-            self.worker.ready, self.worker.name = True, msg.name
-            self.worker.capabilities, self.worker.device = msg.capabilities, msg.device
-            self.ever_ready = True
-            self._crashes_while_loading = 0
-            log.info("backend %s ready on %s", msg.name, msg.device)
-        elif isinstance(msg, pipe.LoadFailed):
-            self._set_backend_error(JobError(msg.code, msg.message))
-        elif isinstance(msg, pipe.JobProgress):
+    def _on_job_report(self, msg: WireMessage) -> None:
+        """What the engine says about a job (or a free-VRAM request): the server's bookkeeping."""
+        if isinstance(msg, pipe.JobProgress):
             self._on_progress(msg.job_id, msg.stage, msg.step, msg.total, msg.message)
         elif isinstance(msg, pipe.JobDone):
             job = self.jobs.get(msg.job_id)
@@ -626,8 +620,6 @@ class JobServer:
             job = self.jobs.get(msg.job_id)
             if job is not None and not job.terminal:
                 self._finish(job, m.FAILED, JobError(msg.code, msg.message, msg.retryable))
-        elif isinstance(msg, pipe.Retiring):
-            self.worker.ready, self.worker.retiring = False, True  # a fresh one follows its exit
         elif isinstance(msg, pipe.Released):
             self._release_pending = False
             for peer in self._vram_requests:
@@ -648,9 +640,7 @@ class JobServer:
         self._notify(job, job.last_progress)
 
     def _on_worker_died(self) -> None:
-        assert self.worker is not None
-        description = self.worker.exit_description()
-        was_ready = self.worker.ready or self.worker.retiring
+        description, was_ready = self.supervisor.died()
         self._drop_worker()
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
         if running is not None:
@@ -662,16 +652,7 @@ class JobServer:
                     m.FAILED,
                     JobError("worker_crashed", f"The job crashed the worker: {description}. The next job gets a fresh worker.", True),
                 )
-        if self.backend_error is not None:
-            return  # a load failure already explained itself; do not restart in a loop
-        if not was_ready:
-            self._crashes_while_loading += 1
-            if self._crashes_while_loading >= MAX_CRASHES_WHILE_LOADING:
-                self._set_backend_error(JobError("worker_crashed", f"the backend failed to start: {description}"))
-                return
-        if self._stopping_since is None:
-            log.warning("%s; starting a fresh worker", description)
-            self._spawn_worker()
+        self.supervisor.restart_after(description, was_ready, stopping=self._stopping_since is not None)
 
     def _kill_worker_and_finish(self, state: str, error: JobError | None) -> None:
         running = self.jobs.get(self.jobs.running) if self.jobs.running else None
@@ -679,12 +660,11 @@ class JobServer:
         if running is not None and not running.terminal:
             self._finish(running, state, error)
         if self._stopping_since is None and self.backend_error is None:
-            self._spawn_worker()
+            self.supervisor.start()
 
     def _drop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.kill()
-            self.worker = None
+        """The engine is gone (or killed now): end what it was running besides the oldest job, answer free-VRAM."""
+        self.supervisor.drop()
         # An engine with several slots took its other running jobs down with it; the callers end the oldest.
         for other in self.jobs.active_jobs()[1:]:
             if other.cancel_requested is not None:
@@ -697,9 +677,8 @@ class JobServer:
                 self._send(peer, m.VramFreed("the worker restarted, which released its memory"))
             self._vram_requests.clear()
 
-    def _set_backend_error(self, error: JobError) -> None:
-        self.backend_error = error
-        log.error("backend %s unavailable: %s", self.backend_name, error.message)
+    def _fail_queued(self, error: JobError) -> None:
+        """The backend cannot run jobs: every queued job fails with its reason."""
         for job in self.jobs.queued_jobs():
             self._finish(job, m.FAILED, error)
 
