@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import bpy
 
 from .client.session import SessionView, cancel_and_wait, wait
+from .protocol.errors import Step1X3DError  # the project's one error type, public here: str(exc) is one sentence
 from .protocol.settings import JobSettings
 
 ProgressCallback = Callable[[SessionView], None]
@@ -32,10 +33,6 @@ ImageSource = str | os.PathLike[str] | bpy.types.Image
 Images = Sequence[ImageSource] | Mapping[str, ImageSource]
 
 __all__ = ["Step1X3DError", "SessionView", "generate", "retexture"]
-
-
-class Step1X3DError(RuntimeError):
-    """A job did not produce an asset; ``str(exc)`` is one sentence (server offline, busy, bad image...)."""
 
 
 def generate(
@@ -62,12 +59,9 @@ def generate(
 
     ctx = context or bpy.context
     prefs = _prefs(ctx, address)
-    try:
-        refs = _gather(images)
-        job_settings = jobs.resolve_settings(JobSettings().to_wire(), settings)
-        job = jobs.start_generate(refs, job_settings, prefs, name=name)
-    except references.InputError as exc:
-        raise Step1X3DError(str(exc)) from None
+    refs = _gather(images)
+    job_settings = jobs.resolve_settings(JobSettings().to_wire(), settings)
+    job = jobs.start_generate(refs, job_settings, prefs, name=name)
     return _finish(ctx, job, prefs, progress, timeout)
 
 
@@ -90,12 +84,9 @@ def retexture(
 
     ctx = context or bpy.context
     prefs = _prefs(ctx, address)
-    try:
-        refs = _gather(images)
-        job_settings = jobs.resolve_settings(JobSettings().to_wire(), {**settings, "mode": "texture"})
-        job = jobs.start_retexture(ctx, obj, refs, job_settings, prefs)
-    except references.InputError as exc:
-        raise Step1X3DError(str(exc)) from None
+    refs = _gather(images)
+    job_settings = jobs.resolve_settings(JobSettings().to_wire(), {**settings, "mode": "texture"})
+    job = jobs.start_retexture(ctx, obj, refs, job_settings, prefs)
     return _finish(ctx, job, prefs, progress, timeout)
 
 
@@ -107,8 +98,8 @@ def _finish(
     try:
         wait(job.session, progress=progress, timeout_s=timeout)
         return jobs.complete(ctx, job, prefs)
-    except jobs.JobFailed as exc:
-        raise Step1X3DError(str(exc)) from None
+    except jobs.JobFailed:
+        raise  # a Step1X3DError with its code; the job is over, nothing to cancel
     except BaseException:  # Ctrl+C in the console: cancel on the server, never leave the socket open
         cancel_and_wait(job.session)
         jobs.rollback(job)

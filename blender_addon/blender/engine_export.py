@@ -23,6 +23,7 @@ import numpy as np
 from ..core.engines import EnginePreset, grey, metallic_smoothness, orm, preset
 from ..core.files import write_atomic
 from ..core.png import encode_png
+from ..protocol.errors import Step1X3DError
 
 _CHANNELS = {"Red": 0, "R": 0, "Green": 1, "G": 1, "Blue": 2, "B": 2}
 _OCCLUSION_GROUPS = ("glTF Material Output", "glTF Settings")
@@ -30,8 +31,13 @@ _OCCLUSION_GROUPS = ("glTF Material Output", "glTF Settings")
 PNG_LEVEL = 3
 
 
-class EngineExportError(RuntimeError):
-    """Nothing exportable, or Blender's FBX exporter failed (message: one sentence)."""
+class EngineExportError(Step1X3DError):
+    """Nothing exportable, or Blender's FBX exporter failed (message: one sentence).
+
+    A thin subclass because the export operator catches this family.
+    """
+
+    default_code = "export_failed"
 
 
 @dataclass

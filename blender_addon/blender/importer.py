@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import bpy
 import numpy as np
 
-from ..core.meshdata import BlenderMeshArrays, MeshDataError, blender_arrays_from_result
+from ..core.meshdata import BlenderMeshArrays, blender_arrays_from_result
 from ..core.payload import ResultPayload
+from ..protocol.errors import Step1X3DError
 from ..protocol.provenance import (
     AI_GENERATED,
     LOD_PROPERTY,
@@ -32,10 +33,6 @@ UV_MAP = "UVMap"
 # costs ~1 ms per million corners instead of ~1.3 s for normals_split_custom_set_from_vertices,
 # which has to build a normal space per corner fan. Older versions need the legacy call.
 FREE_NORMALS = bpy.app.version >= (4, 5, 0)
-
-
-class ImportFailed(RuntimeError):
-    """The asset could not be imported; the message is one sentence for the artist."""
 
 
 def build_mesh(name: str, arrays: BlenderMeshArrays, *, custom_normals: bool = True) -> bpy.types.Mesh:
@@ -125,11 +122,8 @@ def import_payload(
 
     ``link=False`` leaves the collection out of the scene (:func:`replace_in_place` takes its parts).
     """
-    try:
-        main_arrays = blender_arrays_from_result(payload.mesh)
-        lod_arrays = [blender_arrays_from_result(m) for m in payload.lods]
-    except MeshDataError as exc:
-        raise ImportFailed(str(exc)) from exc
+    main_arrays = blender_arrays_from_result(payload.mesh)  # a malformed mesh: Step1X3DError "bad_mesh"
+    lod_arrays = [blender_arrays_from_result(m) for m in payload.lods]
 
     created = _Created()
     try:
@@ -169,12 +163,12 @@ def import_payload(
         # Linked last: until here nothing is visible in the scene.
         if link:
             scene.collection.children.link(collection)
-    except ImportFailed:
+    except Step1X3DError:
         created.remove_all()
         raise
     except Exception as exc:
         created.remove_all()
-        raise ImportFailed(f"Blender could not build the asset: {exc}.") from exc
+        raise Step1X3DError(f"Blender could not build the asset: {exc}.", "import_failed") from exc
     return obj
 
 

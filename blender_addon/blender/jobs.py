@@ -23,6 +23,7 @@ from ..core.payload import (
 from ..client.session import JobRequestSpec, JobSession, SessionView
 from ..client.tracker import DONE
 from ..core.views import views_setting
+from ..protocol.errors import ERROR_CODES, Step1X3DError
 from ..protocol.provenance import JOB_ID, SOURCE_IMAGES
 from ..protocol.settings import JobSettings, SettingsError
 from . import importer, material, retexture
@@ -37,8 +38,12 @@ LOCATION = "location"  # ActiveJob.extra: variations -- where the result goes in
 BATCH = "batch"  # ActiveJob.extra: variations -- (batch id, index, size)
 
 
-class JobFailed(RuntimeError):
-    """A job did not produce an asset; ``str(exc)`` is the one sentence shown to the artist."""
+class JobFailed(Step1X3DError):
+    """A job did not produce an asset; ``str(exc)`` is the one sentence shown to the artist.
+
+    A thin subclass because the panel's timer, the operators and the API catch this family;
+    ``code`` is the failure's own (the server's, the client's, or the import's).
+    """
 
 
 @dataclass
@@ -139,7 +144,7 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
     if view.state != DONE or job.session.result is None:
         rollback(job)
         record(job, view, None, prefs)
-        raise JobFailed(view.message or "The job did not finish.")
+        raise JobFailed(view.message or "The job did not finish.", _failure_code(job, view))
     payload = payload_from_result(job.session.result)
     payload.provenance.setdefault(JOB_ID, job.job_id)  # a server older than finalize_asset left these out
     payload.provenance.setdefault(SOURCE_IMAGES, list(job.image_names))
@@ -150,13 +155,23 @@ def complete(context: bpy.types.Context, job: ActiveJob, prefs: Prefs) -> bpy.ty
             obj = importer.import_payload(_scene(context), payload, name=job.name, location=job.extra.get(LOCATION))
         else:
             obj = _apply_texture(job, payload)
-    except (importer.ImportFailed, InputError) as exc:
+    except Step1X3DError as exc:  # the import failed or the target object is gone: nothing was changed
         rollback(job)
         record(job, SessionView(state="failed", message=str(exc)), None, prefs)
-        raise JobFailed(str(exc)) from None
+        raise JobFailed(str(exc), exc.code) from None
     job.extra.pop(ADDED_UV_MAP, None)  # the new texture lives in that map now: keep it
     record(job, view, obj, prefs, payload)
     return obj
+
+
+def _failure_code(job: ActiveJob, view: SessionView) -> str:
+    """The code of a job that ended without a result: the client tracker's, else its state's
+    ("cancelled", "offline"), else ``internal_error``."""
+    tracker = getattr(job.session, "tracker", None)
+    for code in (getattr(tracker, "error_code", ""), view.state):
+        if code in ERROR_CODES:
+            return str(code)
+    return "internal_error"
 
 
 def _replace(context: bpy.types.Context, job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
@@ -190,7 +205,7 @@ def _apply_texture(job: ActiveJob, payload: ResultPayload) -> bpy.types.Object:
     except Exception as exc:
         for image in images:
             bpy.data.images.remove(image)
-        raise importer.ImportFailed(f"Blender could not build the material: {exc}.") from None
+        raise Step1X3DError(f"Blender could not build the material: {exc}.", "import_failed") from None
     retexture.apply_material(obj, mat)
     importer.set_provenance(mat, payload.provenance, payload.timings)
     return obj
@@ -239,19 +254,19 @@ def record(
 
 def reimport(context: bpy.types.Context, entry: HistoryEntry) -> bpy.types.Object:
     if not entry.result_dir:
-        raise JobFailed(f"The result of '{entry.name}' was not kept; run the job again.")
+        raise JobFailed(f"The result of '{entry.name}' was not kept; run the job again.", "bad_input")
     try:
         payload = load_payload(Path(entry.result_dir))
     except (OSError, ValueError, KeyError):
-        raise JobFailed(f"The stored result of '{entry.name}' is missing or damaged.") from None
+        raise JobFailed(f"The stored result of '{entry.name}' is missing or damaged.", "bad_file") from None
     try:
         return importer.import_payload(_scene(context), payload, name=entry.name)
-    except importer.ImportFailed as exc:
-        raise JobFailed(str(exc)) from None
+    except Step1X3DError as exc:
+        raise JobFailed(str(exc), exc.code) from None
 
 
 def _scene(context: bpy.types.Context) -> bpy.types.Scene:
     scene = context.scene
     if scene is None:
-        raise JobFailed("There is no active scene to import into.")
+        raise JobFailed("There is no active scene to import into.", "bad_input")
     return scene

@@ -11,14 +11,20 @@ import bpy
 import numpy as np
 
 from ..core.png import encode_png, float_pixels_to_rgba8
-from ..core.views import VIEW_ORDER, ViewError, ordered
+from ..core.views import VIEW_ORDER, ordered
+from ..protocol.errors import Step1X3DError
 
 ALLOWED_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 _FILE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 
 
-class InputError(ValueError):
-    """A reference image or the selection is unusable; the message is one sentence for the artist."""
+class InputError(Step1X3DError):
+    """A reference image or the selection is unusable; the message is one sentence for the artist.
+
+    A thin subclass because the operators and the API catch this family (nothing was sent yet).
+    """
+
+    default_code = "bad_input"
 
 
 @dataclass
@@ -88,8 +94,8 @@ def gather_views(slots: Mapping[str, Any]) -> References:
     """Named views (``{"front": path, "back": image, ...}``), sent in the server's order."""
     try:
         filled = ordered({view: src for view, src in slots.items() if src not in (None, "")})
-    except ViewError as exc:
-        raise InputError(str(exc)) from None
+    except Step1X3DError as exc:  # the views module's one sentence, as the operators expect it
+        raise InputError(str(exc), exc.code) from None
     refs = gather(src for _, src in filled)
     refs.views = [view for view, _ in filled]  # a skipped slot (front + back) keeps each image's view
     return refs

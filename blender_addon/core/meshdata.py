@@ -11,11 +11,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..protocol.errors import Step1X3DError
 from .axes import flip_v, gltf_to_blender_vectors
-
-
-class MeshDataError(ValueError):
-    """The server's mesh cannot be imported (message is one sentence for the artist)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +39,13 @@ def _array(mesh: Mapping[str, Any], key: str, cols: int, *, required: bool) -> n
     value = mesh.get(key)
     if value is None:
         if required:
-            raise MeshDataError(f"The server's mesh has no {key}.")
+            raise Step1X3DError(f"The server's mesh has no {key}.", "bad_mesh")
         return None
     arr = np.asarray(value)
     if arr.ndim == 1 and arr.size % cols == 0:
         arr = arr.reshape(-1, cols)  # tolerate flat arrays
     if arr.ndim != 2 or arr.shape[1] != cols:
-        raise MeshDataError(f"The server's mesh {key} have shape {arr.shape}, expected (n, {cols}).")
+        raise Step1X3DError(f"The server's mesh {key} have shape {arr.shape}, expected (n, {cols}).", "bad_mesh")
     return arr
 
 
@@ -59,15 +56,15 @@ def blender_arrays_from_result(mesh: Mapping[str, Any]) -> BlenderMeshArrays:
     assert positions is not None and faces is not None
     n = positions.shape[0]
     if n == 0 or faces.shape[0] == 0:
-        raise MeshDataError("The server sent an empty mesh.")
+        raise Step1X3DError("The server sent an empty mesh.", "bad_mesh")
     if not np.issubdtype(faces.dtype, np.integer):
-        raise MeshDataError("The server's mesh faces are not integer indices.")
+        raise Step1X3DError("The server's mesh faces are not integer indices.", "bad_mesh")
     if not np.isfinite(positions).all():
-        raise MeshDataError("The server's mesh has non-finite vertex positions.")
+        raise Step1X3DError("The server's mesh has non-finite vertex positions.", "bad_mesh")
     if faces.min() < 0 or faces.max() >= n:
-        raise MeshDataError("The server's mesh refers to vertices that do not exist.")
+        raise Step1X3DError("The server's mesh refers to vertices that do not exist.", "bad_mesh")
     if n >= 2**31:
-        raise MeshDataError("The server's mesh is too large for Blender.")
+        raise Step1X3DError("The server's mesh is too large for Blender.", "bad_mesh")
 
     corner_verts = np.ascontiguousarray(faces, dtype=np.int32).ravel()
     loop_starts = np.arange(0, corner_verts.size, 3, dtype=np.int32)
@@ -76,7 +73,7 @@ def blender_arrays_from_result(mesh: Mapping[str, Any]) -> BlenderMeshArrays:
     corner_uvs = None
     if uvs is not None:
         if uvs.shape[0] != n:
-            raise MeshDataError("The server's mesh has a different number of UVs and vertices.")
+            raise Step1X3DError("The server's mesh has a different number of UVs and vertices.", "bad_mesh")
         # Blender stores UVs per face corner; the wire stores them per (seam-split) vertex.
         corner_uvs = np.ascontiguousarray(flip_v(uvs)[corner_verts]).ravel()
 
@@ -84,7 +81,7 @@ def blender_arrays_from_result(mesh: Mapping[str, Any]) -> BlenderMeshArrays:
     vertex_normals = None
     if normals is not None:
         if normals.shape[0] != n:
-            raise MeshDataError("The server's mesh has a different number of normals and vertices.")
+            raise Step1X3DError("The server's mesh has a different number of normals and vertices.", "bad_mesh")
         converted = gltf_to_blender_vectors(normals)
         length = np.linalg.norm(converted, axis=1)
         # Unusable normals are dropped (Blender then computes its own), not worth failing an import over.

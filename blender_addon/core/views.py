@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence, TypeVar
 
+from ..protocol.errors import Step1X3DError
+
 T = TypeVar("T")
 
 VIEW_ORDER: tuple[str, ...] = ("front", "right", "back", "left")
@@ -35,10 +37,6 @@ VIEW_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-class ViewError(ValueError):
-    """The filled slots cannot be sent; the message is one sentence for the artist."""
-
-
 def view_label(view: str) -> str:
     return view.capitalize()
 
@@ -51,10 +49,10 @@ def ordered(slots: Mapping[str, T | None]) -> list[tuple[str, T]]:
     """
     unknown = sorted(set(slots) - set(VIEW_ORDER))
     if unknown:
-        raise ViewError(f"Unknown view '{unknown[0]}': the views are {', '.join(VIEW_ORDER)}.")
+        raise Step1X3DError(f"Unknown view '{unknown[0]}': the views are {', '.join(VIEW_ORDER)}.", "bad_input")
     filled = [(v, slots[v]) for v in VIEW_ORDER if slots.get(v) is not None]
     if not filled or filled[0][0] != "front":
-        raise ViewError("Add a front reference image (the other views are optional).")
+        raise Step1X3DError("Add a front reference image (the other views are optional).", "bad_input")
     return [(v, s) for v, s in filled if s is not None]
 
 

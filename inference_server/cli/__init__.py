@@ -15,15 +15,17 @@ import os
 import sys
 from typing import Sequence
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .. import __version__
 from .args import DefaultsFormatter, backend_options
-from .errors import CliError, one_line, print_error
+from .errors import EXIT_STATUS, exit_status, one_line, print_error
 from .progress import ProgressBar
 
 # Module names under inference_server.cli, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = ("serve", "generate", "convert", "keys", "weights", "finetune")
 
-__all__ = ["CliError", "ProgressBar", "backend_options", "build_parser", "main"]
+__all__ = ["ProgressBar", "backend_options", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("\ncancelled", file=sys.stderr)
-        return 130
-    except CliError as exc:
+        return EXIT_STATUS["cancelled"]
+    except Step1X3DError as exc:  # every failure we word ourselves; its code picks the exit status
         print_error(str(exc))
-        return exc.code
+        return exit_status(exc.code)
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
         if os.environ.get("STEP1X3D_DEBUG"):
             raise

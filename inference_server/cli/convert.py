@@ -16,7 +16,7 @@ from blender_addon.protocol import provenance as prov
 from blender_addon.protocol.settings import JobSettings, SettingsError
 
 from .args import positive_int
-from .errors import CliError
+from .errors import usage_error
 
 INPUT_SUFFIXES = (".glb", ".gltf")
 # Formats that hold the LOD chain in one file (glTF: MSFT_lod; USD: the "LOD" variant set).
@@ -49,36 +49,33 @@ def _check_size(size: float | None) -> float | None:
     try:
         return JobSettings().replace(size=size).size  # the same range as generate --size
     except SettingsError as exc:
-        raise CliError(str(exc), 2) from None
+        raise usage_error(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export.files import ExportOptions, save_asset
-    from ..export.formats import ExportError, output_suffix
-    from ..export.glb_read import GlbError, read_gltf
+    from ..export.formats import output_suffix
+    from ..export.glb_read import read_gltf
 
     try:
         output_suffix(args.output)
     except ValueError as exc:
-        raise CliError(str(exc), 2) from None
+        raise usage_error(str(exc)) from None
     if args.input.suffix.lower() not in INPUT_SUFFIXES:
-        raise CliError(f"convert reads results written by step1x3d ({', '.join(INPUT_SUFFIXES)}), "
-                       f"not {args.input.suffix or 'a file without suffix'}", 2)
+        raise usage_error(f"convert reads results written by step1x3d ({', '.join(INPUT_SUFFIXES)}), "
+                          f"not {args.input.suffix or 'a file without suffix'}")
     if not args.input.is_file():
-        raise CliError(f"{args.input} does not exist", 2)
+        raise usage_error(f"{args.input} does not exist")
     if not args.output.parent.exists():
-        raise CliError(f"the output folder {args.output.parent} does not exist", 2)
+        raise usage_error(f"the output folder {args.output.parent} does not exist")
     if args.output.resolve() == args.input.resolve():
-        raise CliError("OUT is the same file as IN; choose another name", 2)
+        raise usage_error("OUT is the same file as IN; choose another name")
     size = _check_size(args.size)
     if args.engine != "unity" and args.output.suffix.lower() != ".fbx":
         print("note: --engine applies to .fbx only", file=sys.stderr)
 
     started = time.monotonic()
-    try:
-        asset = read_gltf(args.input)
-    except GlbError as exc:
-        raise CliError(str(exc)) from None
+    asset = read_gltf(args.input)
     if size is not None:
         from ..pipeline.stages import apply_size
 
@@ -92,10 +89,7 @@ def run(args: argparse.Namespace) -> int:
               f"only {', '.join(LOD_SUFFIXES)} hold them{hint}", file=sys.stderr)
     options = ExportOptions(engine=args.engine, step_faces=args.step_faces,
                             step_merge_planar=args.step_merge_planar, step_schema=args.step_schema)
-    try:
-        written = save_asset(asset, args.output, lods_as_files=args.lods_as_files, options=options)
-    except ExportError as exc:
-        raise CliError(str(exc)) from None
+    written = save_asset(asset, args.output, lods_as_files=args.lods_as_files, options=options)
     names = ", ".join(str(p) for p in written)
     print(f"wrote {names} in {time.monotonic() - started:.1f} s")
     return 0

@@ -1,28 +1,40 @@
-"""The CLI's one failure type and its one-line wording (never a traceback)."""
+"""The CLI's exit statuses (one table, by error code) and its one-line wording (never a traceback).
+
+Every failure the CLI reports is a :class:`~blender_addon.protocol.errors.Step1X3DError`; its code
+picks the exit status. The CLI's own checks raise it with code ``usage`` (exit 2).
+"""
 
 from __future__ import annotations
 
 import sys
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.settings import SettingsError
 
+# Exit status per error code; every other code exits 1 (the job or command ran and failed).
+EXIT_STATUS: dict[str, int] = {
+    "usage": 2,  # the command line was wrong: nothing ran
+    "startup_failed": 2,  # `serve` could not start: nothing is listening
+    "cancelled": 130,  # Ctrl+C, as shells report SIGINT
+}
 
-class CliError(Exception):
-    """A failure reported as ``error: <message>`` with exit status ``code``."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+def exit_status(code: str) -> int:
+    """The exit status for a failure with error code ``code``."""
+    return EXIT_STATUS.get(code, 1)
+
+
+def usage_error(message: str) -> Step1X3DError:
+    """A wrong command line (exit status 2): ``raise usage_error("...")``."""
+    return Step1X3DError(message, "usage")
 
 
 def one_line(exc: Exception) -> str:
-    """The sentence printed for an unexpected exception."""
+    """The sentence printed for an exception that is not a Step1X3DError."""
     from blender_addon.client.curve import CurveKeyError
     from blender_addon.client.session import JobFailed
 
-    from ..pipeline.base import PipelineError
-
-    if isinstance(exc, (JobFailed, PipelineError, CurveKeyError, SettingsError, ValueError)):
+    if isinstance(exc, (JobFailed, CurveKeyError, SettingsError, ValueError)):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .args import positive_int
-from .errors import CliError
 
 
 def register(sub: Any) -> None:
@@ -72,27 +73,22 @@ def register(sub: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from ..finetune.geometry.prepare import PrepareOptions, prepare
-    from ..finetune.prepcache import PrepError
 
     options = PrepareOptions(points=args.points, views=args.views, render_size=args.render_size,
                              foreground_ratio=args.foreground_ratio, sharp_angle=args.sharp_angle,
                              watertight_resolution=args.watertight_resolution, up=args.up, seed=args.seed,
                              device=args.device)
-    try:
-        run = prepare(args.data, args.out, args.base, options, log=print)
-    except PrepError as exc:
-        raise CliError(str(exc)) from None
+    run = prepare(args.data, args.out, args.base, options, log=print)
     print(run.summary())
     return 0
 
 
 def run_geometry(args: argparse.Namespace) -> int:
     try:
-        from ..finetune.config import ConfigError
         from ..finetune.geometry.trainer import TrainError, load_geometry_config, train_geometry
-        from ..finetune.prepcache import PrepError
     except ImportError as exc:
-        raise CliError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})") from None
+        raise Step1X3DError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})",
+                            "not_installed") from None
     try:
         cfg = load_geometry_config(
             args.config, base=args.base, data=args.data, out=args.out, name=args.name, rank=args.rank,
@@ -105,9 +101,7 @@ def run_geometry(args: argparse.Namespace) -> int:
     except TrainError as exc:
         if exc.reported_elsewhere:
             return 1  # another rank of the run has printed the one sentence; this one only fails
-        raise CliError(str(exc)) from None
-    except (ConfigError, PrepError) as exc:
-        raise CliError(str(exc)) from None
+        raise
     if result.world_size == 1 or _rank() == 0:
         print(f"LoRA written to {result.lora}")
     return 0

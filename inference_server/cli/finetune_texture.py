@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .args import positive_int
-from .errors import CliError
 
 
 def register_tasks(tasks: Any) -> None:
@@ -61,39 +62,32 @@ def register_tasks(tasks: Any) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     try:
-        from ..finetune.prepcache import PrepError
         from ..finetune.texture.prepare import TexturePrepareOptions, prepare_textures
     except ImportError as exc:
-        raise CliError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})") from None
-    try:
-        run = prepare_textures(args.data, args.out, args.sdxl_vae_dir,
-                               TexturePrepareOptions(resolution=args.resolution, device=args.device), log=print)
-    except PrepError as exc:
-        raise CliError(str(exc)) from None
+        raise Step1X3DError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})",
+                            "not_installed") from None
+    run = prepare_textures(args.data, args.out, args.sdxl_vae_dir,
+                           TexturePrepareOptions(resolution=args.resolution, device=args.device), log=print)
     print(run.summary())
     return 0
 
 
 def run_texture(args: argparse.Namespace) -> int:
     try:
-        from ..finetune.config import ConfigError
-        from ..finetune.prepcache import PrepError
-        from ..finetune.texture.trainer import TrainError, load_texture_config, train_texture
+        from ..finetune.texture.trainer import load_texture_config, train_texture
     except ImportError as exc:
-        raise CliError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})") from None
-    try:
-        cfg = load_texture_config(
-            args.config, base=args.base, sdxl_dir=args.sdxl_dir, vae_dir=args.sdxl_vae_dir, data=args.data,
-            out=args.out, name=args.name, rank=args.rank, alpha=args.alpha, steps=args.steps, batch=args.batch,
-            grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
-            train_adapter_branches=True if args.train_adapter_branches else None,
-            validation_objects=args.validation_objects, validation_holdout=args.holdout,
-            mixed_precision="bf16" if args.bf16 else None,
-            gradient_checkpointing=True if args.gradient_checkpointing else None,
-            checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)
-        result = train_texture(cfg, stream=sys.stderr)
-    except (ConfigError, PrepError, TrainError) as exc:
-        raise CliError(str(exc)) from None
+        raise Step1X3DError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})",
+                            "not_installed") from None
+    cfg = load_texture_config(
+        args.config, base=args.base, sdxl_dir=args.sdxl_dir, vae_dir=args.sdxl_vae_dir, data=args.data,
+        out=args.out, name=args.name, rank=args.rank, alpha=args.alpha, steps=args.steps, batch=args.batch,
+        grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
+        train_adapter_branches=True if args.train_adapter_branches else None,
+        validation_objects=args.validation_objects, validation_holdout=args.holdout,
+        mixed_precision="bf16" if args.bf16 else None,
+        gradient_checkpointing=True if args.gradient_checkpointing else None,
+        checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)
+    result = train_texture(cfg, stream=sys.stderr)
     import os
 
     if result.world_size == 1 or int(os.environ.get("RANK", "0") or 0) == 0:

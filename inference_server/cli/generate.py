@@ -10,9 +10,11 @@ from typing import Any, Sequence
 
 from blender_addon.protocol.settings import TEXTURE_SIZES, VIEW_NAMES, JobSettings, SettingsError
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..export.formats import SUFFIXES
 from .args import add_backend_args, add_matting_arg, backend_options, lods, preparation_options
-from .errors import CliError
+from .errors import usage_error
 from .progress import ProgressBar
 
 MESH_SUFFIXES = SUFFIXES  # every format export writes, one list (export/formats.py)
@@ -85,15 +87,15 @@ def image_paths(args: argparse.Namespace) -> list[Path]:
     """The reference images in view order (front, right, back, left), from either form."""
     named = {name: getattr(args, name) for name in VIEW_ORDER if getattr(args, name) is not None}
     if named and args.images:
-        raise CliError("give the images either positionally or with --front/--right/--back/--left, not both", 2)
+        raise usage_error("give the images either positionally or with --front/--right/--back/--left, not both")
     if not named:
         if not args.images:
-            raise CliError("give at least the front view: step1x3d generate FRONT.png -o OUT.glb", 2)
+            raise usage_error("give at least the front view: step1x3d generate FRONT.png -o OUT.glb")
         if len(args.images) > len(VIEW_ORDER):
-            raise CliError(f"at most {len(VIEW_ORDER)} images (front, right, back, left), got {len(args.images)}", 2)
+            raise usage_error(f"at most {len(VIEW_ORDER)} images (front, right, back, left), got {len(args.images)}")
         return list(args.images)
     if "front" not in named:
-        raise CliError("--front is required when views are named (the other views are optional)", 2)
+        raise usage_error("--front is required when views are named (the other views are optional)")
     return [named[name] for name in VIEW_ORDER if name in named]
 
 
@@ -129,7 +131,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def settings_from_args(args: argparse.Namespace) -> JobSettings:
     mode = "texture" if args.mesh is not None else "geometry" if args.geometry_only else "full"
     if args.mesh is not None and args.geometry_only:
-        raise CliError("--mesh (texture an existing mesh) and --geometry-only exclude each other", 2)
+        raise usage_error("--mesh (texture an existing mesh) and --geometry-only exclude each other")
     try:
         return JobSettings().replace(
             mode=mode,
@@ -144,7 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
             options=options_from_args(args),
         )
     except SettingsError as exc:
-        raise CliError(f"{exc}", 2) from None
+        raise usage_error(f"{exc}") from None
 
 
 def _read_images(paths: Sequence[Path]) -> list[bytes]:
@@ -153,7 +155,7 @@ def _read_images(paths: Sequence[Path]) -> list[bytes]:
         try:
             out.append(path.read_bytes())
         except OSError as exc:
-            raise CliError(f"cannot read image {path}: {exc.strerror or exc}") from None
+            raise Step1X3DError(f"cannot read image {path}: {exc.strerror or exc}", "bad_file") from None
     return out
 
 
@@ -165,9 +167,9 @@ def load_mesh(path: Path) -> dict[str, Any]:
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as exc:  # noqa: BLE001 - trimesh raises many types for bad files
-        raise CliError(f"cannot read mesh {path}: {exc}") from None
+        raise Step1X3DError(f"cannot read mesh {path}: {exc}", "bad_file") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise CliError(f"{path} holds no triangle mesh")
+        raise Step1X3DError(f"{path} holds no triangle mesh", "bad_file")
     out: dict[str, Any] = {
         "positions": np.asarray(mesh.vertices, dtype=np.float32),
         "faces": np.asarray(mesh.faces, dtype=np.uint32),
@@ -193,7 +195,7 @@ def _generate_remote(args: argparse.Namespace, settings: JobSettings, bar: Progr
 
     curve = None
     if (args.client_key is None) != (args.server_public_key is None):
-        raise CliError("CURVE needs both --client-key FILE.key_secret and --server-public-key FILE.key", 2)
+        raise usage_error("CURVE needs both --client-key FILE.key_secret and --server-public-key FILE.key")
     if args.client_key is not None:
         curve = CurveKeys.load(args.client_key, args.server_public_key)
 
@@ -232,6 +234,7 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
 
     from ..assets import MeshData
     from ..pipeline.base import JobContext
+    from ..pipeline.options import check_job_options, declared_options
     from ..pipeline.registry import create_pipeline, resolve_backend
     from ..server.intake import QueuedRequest
     from ..server.job_runner import run_to_asset
@@ -248,7 +251,11 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
     options = backend_options(args) if resolve_backend(args.backend, args.weights) == "step1x3d" else {}
     options.update(preparation_options(args))  # learned cut-out, whatever the backend
     pipeline = create_pipeline(args.backend, args.weights, **options)
-    model = ProgressModel(stage_weights(dict(pipeline.capabilities()), settings.mode), time.monotonic())
+    capabilities = dict(pipeline.capabilities())
+    # The server's submit check, in-process: the options checked and their defaults filled in, so the
+    # job (and its provenance) is the one a server would run.
+    settings = check_job_options(settings, declared_options(capabilities) or (), pipeline.name)
+    model = ProgressModel(stage_weights(capabilities, settings.mode), time.monotonic())
 
     def report(stage: str, step: int, total: int, _message: str) -> None:
         fraction, eta = model.update(stage, step, total, time.monotonic())
@@ -275,11 +282,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     suffix = args.output.suffix.lower()
     if suffix not in MESH_SUFFIXES:
-        raise CliError(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}", 2)
+        raise usage_error(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"cannot create the output folder {args.output.parent}: {exc.strerror or exc}", 2) from None
+        raise usage_error(f"cannot create the output folder {args.output.parent}: {exc.strerror or exc}") from None
     if args.server and (args.backend != "auto" or args.weights is not None):
         print("note: --backend/--weights are ignored with --server; the server's backend runs the job", file=sys.stderr)
     bar = ProgressBar()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from blender_addon.protocol.limits import Limits
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .. import __version__
 from .args import (
     add_backend_args,
@@ -19,7 +21,7 @@ from .args import (
     positive_int,
     preparation_options,
 )
-from .errors import CliError
+from .errors import usage_error
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = Limits().with_overrides(overrides)
     except ValueError as exc:
-        raise CliError(str(exc), 2) from None
+        raise usage_error(str(exc)) from None
     _check_weights(args)
     _check_preparation(args)
     config = ServerConfig(
@@ -95,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = JobServer(config)
         server.start()
-    except (ValueError, StartupError) as exc:
-        raise CliError(str(exc), 2) from None
+    except (ValueError, StartupError, Step1X3DError) as exc:
+        raise Step1X3DError(str(exc), "startup_failed") from None
     # One machine-readable line on stdout (tests and scripts read the port from it).
     print(f"step1x3d server {__version__} listening on {server.endpoint}", flush=True)
     server.install_signal_handlers()
     status = server.serve_forever()
     if status != 0 and server.backend_error is not None:
-        raise CliError(f"the backend could not start: {server.backend_error.message}", status)
+        raise Step1X3DError(f"the backend could not start: {server.backend_error.message}", "startup_failed")
     return status
 
 
@@ -119,8 +121,8 @@ def _check_weights(args: argparse.Namespace) -> None:
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
-        raise CliError(f"the weights in {args.weights} do not match the models ({len(problems)} problem(s) above); "
-                       "fetch them again with `step1x3d weights fetch`", 2)
+        raise Step1X3DError(f"the weights in {args.weights} do not match the models ({len(problems)} problem(s) "
+                            "above); fetch them again with `step1x3d weights fetch`", "startup_failed")
 
 
 def _check_preparation(args: argparse.Namespace) -> None:
@@ -134,4 +136,4 @@ def _check_preparation(args: argparse.Namespace) -> None:
     try:
         build_preparation(prep, "cpu")
     except PipelineError as exc:
-        raise CliError(str(exc), 2) from None
+        raise Step1X3DError(str(exc), "startup_failed") from None

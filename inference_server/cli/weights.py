@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import CliError
+from blender_addon.protocol.errors import Step1X3DError
+
+from .errors import usage_error
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,17 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from ..weights.catalog import parse_models
-    from ..weights.fetch import FetchError, fetch
+    from ..weights.fetch import fetch
 
     try:
         models = parse_models(args.models)
     except ValueError as exc:
-        raise CliError(str(exc), 2) from None
-    try:
-        fetch(args.dir, models, endpoint=args.endpoint, revision=args.revision, progress=not args.quiet,
-              say=lambda line: print(line, flush=True))
-    except FetchError as exc:
-        raise CliError(str(exc), 1) from None
+        raise usage_error(str(exc)) from None
+    fetch(args.dir, models, endpoint=args.endpoint, revision=args.revision, progress=not args.quiet,
+          say=lambda line: print(line, flush=True))
     return 0
 
 
@@ -47,11 +46,12 @@ def run_check(args: argparse.Namespace) -> int:
     from ..weights.check import check_folder
 
     if not args.dir.is_dir():
-        raise CliError(f"weights folder not found: {args.dir}", 2)
+        raise usage_error(f"weights folder not found: {args.dir}")
     try:
         problems = check_folder(args.dir)
     except ImportError as exc:
-        raise CliError(f"checking weights needs the neural extra (pip install 'step1x3d[neural]'): {exc}", 2) from None
+        raise Step1X3DError(f"checking weights needs the neural extra (pip install 'step1x3d[neural]'): {exc}",
+                            "not_installed") from None
     for line in problems:
         print(line, file=sys.stderr)
     if problems:

@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..assets import Asset
-from .formats import ExportError
 from .glb import asset_to_glb
 
 
@@ -41,9 +42,10 @@ def write_fbx(asset: Asset, path: Path, *, engine: str = "unity") -> list[Path]:
     try:
         import bpy
     except ImportError:
-        raise ExportError("writing FBX needs Blender's Python module (pip install bpy, on Python 3.11); "
-                           "or export from Blender with the add-on's Export for Unity/Unreal") from None
-    from blender_addon.blender.engine_export import EngineExportError, export_fbx
+        raise Step1X3DError("writing FBX needs Blender's Python module (pip install bpy, on Python 3.11); "
+                            "or export from Blender with the add-on's Export for Unity/Unreal",
+                            "not_installed") from None
+    from blender_addon.blender.engine_export import export_fbx
     from blender_addon.core.engines import preset
 
     preset(engine)  # an unknown engine fails before the scene is touched
@@ -52,13 +54,10 @@ def write_fbx(asset: Asset, path: Path, *, engine: str = "unity") -> list[Path]:
         glb = Path(work) / f"{Path(path).stem or 'asset'}.glb"
         glb.write_bytes(asset_to_glb(Asset(mesh=asset.mesh, material=asset.material, provenance=asset.provenance)))
         if "FINISHED" not in bpy.ops.import_scene.gltf(filepath=str(glb)):
-            raise ExportError("Blender could not read the asset back for the FBX export")
+            raise Step1X3DError("Blender could not read the asset back for the FBX export", "export_failed")
         scene: Any = bpy.context.scene
         objects = [o for o in scene.objects if o.type == "MESH"]
-        try:
-            return export_fbx(objects, Path(path), engine)
-        except EngineExportError as exc:
-            raise ExportError(str(exc)) from None
+        return export_fbx(objects, Path(path), engine)  # EngineExportError is a Step1X3DError: one sentence
 
 
 __all__ = ["write_fbx"]

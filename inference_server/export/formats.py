@@ -23,13 +23,6 @@ FORMATS: dict[str, str] = {
 SUFFIXES: tuple[str, ...] = tuple(FORMATS)
 
 
-class ExportError(ValueError):
-    """A writer cannot run here (an optional library is missing) or its library refused; one sentence.
-
-    A ValueError so every caller that reports bad input in one line (the CLI) reports this too.
-    """
-
-
 def output_suffix(path: Path) -> str:
     """The lower-case suffix of ``path`` if it is a format we write; else ValueError naming the known ones."""
     suffix = Path(path).suffix.lower()
@@ -39,4 +32,4 @@ def output_suffix(path: Path) -> str:
     return suffix
 
 
-__all__ = ["FORMATS", "SUFFIXES", "ExportError", "output_suffix"]
+__all__ = ["FORMATS", "SUFFIXES", "output_suffix"]

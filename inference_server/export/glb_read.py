@@ -18,23 +18,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..assets import Asset, MeshData, PBRMaterial
 
 _COMPONENT = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
 
-class GlbError(ValueError):
-    """The file is not a GLB this reader can turn into an asset (message: one sentence)."""
-
-
 def split_glb(data: bytes, name: str = "input") -> tuple[dict[str, Any], bytes]:
     """The JSON and binary chunks of a GLB file."""
     if len(data) < 20 or data[:4] != b"glTF":
-        raise GlbError(f"{name} is not a binary glTF (.glb) file")
+        raise Step1X3DError(f"{name} is not a binary glTF (.glb) file", "bad_file")
     _, version, total = struct.unpack_from("<4sII", data, 0)
     if version != 2:
-        raise GlbError(f"{name} is glTF version {version}; only glTF 2.0 is read")
+        raise Step1X3DError(f"{name} is glTF version {version}; only glTF 2.0 is read", "bad_file")
     offset, gltf, binary = 12, None, b""
     while offset + 8 <= min(total, len(data)):
         length, kind = struct.unpack_from("<I4s", data, offset)
@@ -45,7 +43,7 @@ def split_glb(data: bytes, name: str = "input") -> tuple[dict[str, Any], bytes]:
             binary = chunk
         offset += 8 + length
     if gltf is None:
-        raise GlbError(f"{name} has no JSON chunk")
+        raise Step1X3DError(f"{name} has no JSON chunk", "bad_file")
     return gltf, binary
 
 
@@ -56,7 +54,8 @@ class _Reader:
     def view_bytes(self, index: int) -> bytes:
         view = self.gltf["bufferViews"][index]
         if view.get("buffer", 0) != 0 or "uri" in self.gltf["buffers"][0]:
-            raise GlbError(f"{self.name} keeps data in external files; convert reads self-contained .glb files")
+            raise Step1X3DError(f"{self.name} keeps data in external files; convert reads self-contained .glb files",
+                                "bad_file")
         start = int(view.get("byteOffset", 0))
         return self.binary[start: start + int(view["byteLength"])]
 
@@ -78,7 +77,8 @@ class _Reader:
         source = self.gltf["textures"][texture_index]["source"]
         image = self.gltf["images"][source]
         if "bufferView" not in image:
-            raise GlbError(f"{self.name} refers to an external image; convert reads self-contained .glb files")
+            raise Step1X3DError(f"{self.name} refers to an external image; convert reads self-contained .glb files",
+                                "bad_file")
         with Image.open(io.BytesIO(self.view_bytes(image["bufferView"]))) as im:
             mode = im.mode if im.mode in ("RGB", "RGBA") else ("RGBA" if "A" in im.getbands() else "RGB")
             return np.asarray(im.convert(mode), dtype=np.uint8)
@@ -86,11 +86,12 @@ class _Reader:
     def mesh(self, mesh_index: int) -> tuple[MeshData, int | None]:
         primitives = self.gltf["meshes"][mesh_index]["primitives"]
         if len(primitives) != 1:
-            raise GlbError(f"{self.name} has a mesh of {len(primitives)} parts; convert reads one-part meshes "
-                           "(as step1x3d writes them)")
+            raise Step1X3DError(f"{self.name} has a mesh of {len(primitives)} parts; convert reads one-part meshes "
+                                "(as step1x3d writes them)", "bad_file")
         prim = primitives[0]
         if prim.get("mode", 4) != 4 or "targets" in prim:
-            raise GlbError(f"{self.name} holds no plain triangle mesh (points, lines or morph targets)")
+            raise Step1X3DError(f"{self.name} holds no plain triangle mesh (points, lines or morph targets)",
+                                "bad_file")
         attrs = prim["attributes"]
         positions = self.accessor(attrs["POSITION"]).astype(np.float32)
         if "indices" in prim:
@@ -159,18 +160,18 @@ def _asset(gltf: dict[str, Any], binary: bytes, name: str) -> Asset:
         scene = gltf.get("scenes", [{}])[gltf.get("scene", 0)]
         roots = [i for i in scene.get("nodes", range(len(nodes))) if "mesh" in nodes[i]]
         if not roots:
-            raise GlbError(f"{name} has no mesh in its scene")
+            raise Step1X3DError(f"{name} has no mesh in its scene", "bad_file")
         if len(roots) > 1:
-            raise GlbError(f"{name} has {len(roots)} mesh objects; convert reads one-object results (as step1x3d "
-                           "writes them)")
+            raise Step1X3DError(f"{name} has {len(roots)} mesh objects; convert reads one-object results (as step1x3d "
+                                "writes them)", "bad_file")
         root = nodes[roots[0]]
         if "skin" in root:
-            raise GlbError(f"{name} holds a skinned mesh; convert reads static meshes")
+            raise Step1X3DError(f"{name} holds a skinned mesh; convert reads static meshes", "bad_file")
         mesh, material_index = reader.mesh(root["mesh"])
         lods = [reader.mesh(nodes[i]["mesh"])[0] for i in root.get("extensions", {}).get("MSFT_lod", {}).get("ids", [])]
         material = reader.material(material_index) if material_index is not None else None
     except (KeyError, IndexError, TypeError) as exc:
-        raise GlbError(f"{name} is not a valid glTF file (missing or wrong entry {exc})") from None
+        raise Step1X3DError(f"{name} is not a valid glTF file (missing or wrong entry {exc})", "bad_file") from None
     provenance = dict(gltf.get("asset", {}).get("extras") or {})
     return Asset(mesh=mesh, material=material, lods=lods, provenance=provenance)
 
@@ -185,13 +186,14 @@ def read_gltf(path: Path) -> Asset:
         gltf = json.loads(data.decode("utf-8"))
         uri = gltf["buffers"][0].get("uri", "")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise GlbError(f"{path.name} is not a glTF JSON file") from None
+        raise Step1X3DError(f"{path.name} is not a glTF JSON file", "bad_file") from None
     prefix = "data:application/octet-stream;base64,"
     if not uri.startswith(prefix):
-        raise GlbError(f"{path.name} keeps its data in external files; convert reads self-contained files")
+        raise Step1X3DError(f"{path.name} keeps its data in external files; convert reads self-contained files",
+                            "bad_file")
     binary = base64.b64decode(uri[len(prefix):])
     del gltf["buffers"][0]["uri"]
     return _asset(gltf, binary, path.name)
 
 
-__all__ = ["GlbError", "glb_to_asset", "read_gltf", "split_glb"]
+__all__ = ["glb_to_asset", "read_gltf", "split_glb"]

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.provenance import BACKEND, SEED, labelled
 
 from ..assets import Asset
-from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe
 from .weld import decimate, is_closed, weld
 
@@ -33,10 +33,6 @@ SCHEMAS = {"AP214": "AP214IS", "AP242": "AP242DIS"}
 # Neighbours whose normals differ by less than this count as coplanar when merging.
 PLANAR_ANGLE_DEG = 0.5
 MM_PER_METRE = 1000.0
-
-
-class StepError(ValueError):
-    """The mesh cannot become a STEP shape (message: one sentence)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,8 @@ def _ocp() -> None:
     try:
         import OCP  # noqa: F401
     except ImportError:
-        raise ExportError("writing STEP needs OpenCascade: pip install 'step1x3d-blender[export]'") from None
+        raise Step1X3DError("writing STEP needs OpenCascade: pip install 'step1x3d-blender[export]'",
+                            "not_installed") from None
 
 
 def _shape(positions: np.ndarray, faces: np.ndarray, merge_planar: bool) -> tuple[Any, bool]:
@@ -73,7 +70,7 @@ def _shape(positions: np.ndarray, faces: np.ndarray, merge_planar: bool) -> tupl
     maker = BRepBuilderAPI_MakeShapeOnMesh(tri)
     maker.Build()
     if not maker.IsDone():
-        raise StepError("OpenCascade could not build faces from this mesh")
+        raise Step1X3DError("OpenCascade could not build faces from this mesh", "export_failed")
     builder = BRep_Builder()
     shell = TopoDS_Shell()
     builder.MakeShell(shell)
@@ -130,13 +127,13 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
     from OCP.TCollection import TCollection_HAsciiString
 
     if schema not in SCHEMAS:
-        raise StepError(f"unknown STEP schema {schema!r}; use one of {', '.join(SCHEMAS)}")
+        raise Step1X3DError(f"unknown STEP schema {schema!r}; use one of {', '.join(SCHEMAS)}", "export_failed")
     if face_budget < 4:
-        raise StepError("the STEP face budget must be at least 4 faces")
+        raise Step1X3DError("the STEP face budget must be at least 4 faces", "export_failed")
     path = Path(path)
     positions, faces = weld(asset.mesh.positions, asset.mesh.faces)
     if len(faces) == 0:
-        raise StepError("the mesh has no faces with area; nothing to write as STEP")
+        raise Step1X3DError("the mesh has no faces with area; nothing to write as STEP", "export_failed")
     before = len(faces)
     positions, faces = decimate(positions, faces, face_budget)
     shape, closed = _shape(positions * MM_PER_METRE, faces, merge_planar)
@@ -148,7 +145,7 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
     prov = json_safe(labelled(asset.provenance))
     Interface_Static.SetCVal_s("write.step.product.name", "step1x3d_asset")
     if writer.Transfer(shape, STEPControl_AsIs) != IFSelect_RetDone:
-        raise StepError("OpenCascade could not translate the shape to STEP")
+        raise Step1X3DError("OpenCascade could not translate the shape to STEP", "export_failed")
     header = APIHeaderSection_MakeHeader(writer.Model())
     header.SetName(TCollection_HAsciiString(path.name))
     header.SetAuthorValue(1, TCollection_HAsciiString(PROJECT))
@@ -159,7 +156,7 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         if writer.Write(str(tmp)) != IFSelect_RetDone:
-            raise StepError(f"OpenCascade could not write {path.name}")
+            raise Step1X3DError(f"OpenCascade could not write {path.name}", "export_failed")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -167,4 +164,4 @@ def write_step(asset: Asset, path: Path, *, face_budget: int = DEFAULT_STEP_FACE
                       decimated_from=before if before > len(faces) else None)
 
 
-__all__ = ["DEFAULT_STEP_FACES", "SCHEMAS", "StepError", "StepResult", "write_step"]
+__all__ = ["DEFAULT_STEP_FACES", "SCHEMAS", "StepResult", "write_step"]

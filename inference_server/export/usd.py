@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.provenance import AI_GENERATED, BACKEND, SEED, SETTINGS, labelled
 
 from .. import __version__
 from ..assets import Asset, MeshData, PBRMaterial
-from .formats import ExportError
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe, png_bytes
 from .meshprep import prepare_mesh
 
@@ -48,7 +48,7 @@ def _pxr() -> Any:
     try:
         import pxr  # noqa: F401
     except ImportError:
-        raise ExportError("writing USD needs usd-core: pip install 'step1x3d-blender[export]'") from None
+        raise Step1X3DError("writing USD needs usd-core: pip install 'step1x3d-blender[export]'", "not_installed") from None
     return pxr
 
 
@@ -250,7 +250,7 @@ def write_usdz(asset: Asset, path: Path) -> list[Path]:
         del stage
         tmp = work / "package.usdz"
         if not UsdUtils.CreateNewUsdzPackage(Sdf.AssetPath(str(layer_path)), str(tmp)):
-            raise ExportError(f"usd-core could not package {path.name}")
+            raise Step1X3DError(f"usd-core could not package {path.name}", "export_failed")
         shutil.move(str(tmp), str(path.with_name(f".{path.name}.tmp-{os.getpid()}")))
         os.replace(path.with_name(f".{path.name}.tmp-{os.getpid()}"), path)
     finally:

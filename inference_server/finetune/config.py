@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from blender_addon.protocol.errors import Step1X3DError
+
 C = TypeVar("C", bound="TrainConfig")
 
 # Top-level sections of upstream's training configs: their unused keys are ignored, not errors.
@@ -27,8 +29,10 @@ STRATEGIES = ("ddp",)
 PRECISIONS = ("no", "bf16")
 
 
-class ConfigError(ValueError):
+class ConfigError(Step1X3DError):
     """A configuration value is missing, unknown or out of range (the message names it)."""
+
+    default_code = "bad_config"
 
 
 @dataclass

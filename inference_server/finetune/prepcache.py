@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..export.files import write_atomic
 
 MANIFEST = "manifest.json"
@@ -26,8 +28,10 @@ REPORT = "report.txt"
 OBJECTS = "objects"
 
 
-class PrepError(ValueError):
+class PrepError(Step1X3DError):
     """One source file cannot be used; the message says why (it goes into the report)."""
+
+    default_code = "bad_file"
 
 
 def file_digest(path: Path) -> str:

@@ -17,26 +17,30 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.settings import JobSettings, SettingsError, view_slots
 
 from ..assets import Asset, MeshData
 
 
 class JobCancelled(Exception):
-    """Raised inside a pipeline when its job has been cancelled."""
+    """Raised inside a pipeline when its job has been cancelled.
 
-
-class PipelineError(Exception):
-    """A failure the artist should read as one clear sentence.
-
-    ``code`` is one of the protocol's error codes (e.g. ``bad_image``,
-    ``not_implemented``, ``out_of_memory``, ``weights_missing``, ``bad_mesh``).
+    Control flow, not a failure: it unwinds the job to the worker, which reports the ``cancelled``
+    state the client asked for. So it is deliberately not a :class:`Step1X3DError` (no error code,
+    nothing to tell the artist), and code that catches failures never swallows a cancel.
     """
 
-    def __init__(self, message: str, code: str = "pipeline_error", retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
+
+class PipelineError(Step1X3DError):
+    """A backend's failure, told as one sentence with a code from ``ERROR_CODES``
+    (e.g. ``bad_image``, ``not_implemented``, ``out_of_memory``, ``weights_missing``, ``bad_mesh``).
+
+    A thin subclass because the worker and the Ray replicas catch this family: its code and
+    sentence go to the client as they are, where any other exception is an ``internal_error``.
+    """
+
+    default_code = "pipeline_error"
 
 
 @dataclass

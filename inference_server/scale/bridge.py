@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from blender_addon.protocol.codec import encode
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.messages import RESULT
 from blender_addon.protocol.schema import ProtocolError, WireMessage
 
@@ -34,7 +35,7 @@ from ..server import pipe
 from ..server.intake import QueuedRequest
 from ..server.pipe import PipeEnd
 from ..server.result_store import ResultStore, ResultStoreError
-from .serve_config import NEURAL_STAGES, SINGLE_STAGE, ServeConfigError, deployment_options, slots, stages_for, validate
+from .serve_config import NEURAL_STAGES, SINGLE_STAGE, deployment_options, slots, stages_for, validate
 
 log = logging.getLogger("step1x3d.scale")
 
@@ -131,7 +132,7 @@ class Bridge:
         while not self.stopping.is_set():
             try:
                 problem = self._connect()
-            except ServeConfigError as exc:
+            except Step1X3DError as exc:  # a bad config: its one sentence, as it is
                 self.send(pipe.LoadFailed("bad_backend", str(exc)))
                 return
             except Exception as exc:  # noqa: BLE001 - a failed deploy is one sentence for the operator

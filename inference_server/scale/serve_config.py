@@ -21,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..pipeline.registry import resolve_backend
 
 IMPORT_PATH = "inference_server.scale.app:build_app"
@@ -29,8 +31,9 @@ NEURAL_STAGES = ("Geometry", "Texture")
 SINGLE_STAGE = "WeightFree"
 
 
-class ServeConfigError(ValueError):
+def _invalid(message: str) -> Step1X3DError:
     """The config file cannot be used; the message is one sentence."""
+    return Step1X3DError(message, "bad_config")
 
 
 def stages_for(args: dict[str, Any]) -> tuple[str, ...]:
@@ -62,11 +65,11 @@ def load(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ServeConfigError(f"cannot read the Ray Serve config {path}: {exc.strerror or exc}") from None
+        raise _invalid(f"cannot read the Ray Serve config {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ServeConfigError(f"the Ray Serve config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise _invalid(f"the Ray Serve config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
-        raise ServeConfigError(f"the Ray Serve config {path} must be a mapping with an 'applications' list")
+        raise _invalid(f"the Ray Serve config {path} must be a mapping with an 'applications' list")
     return raw
 
 
@@ -80,14 +83,14 @@ def validate(config: dict[str, Any]) -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ServeConfigError(f"the Ray Serve config is invalid at {where}: {first.get('msg')}") from None
+        raise _invalid(f"the Ray Serve config is invalid at {where}: {first.get('msg')}") from None
 
 
 def our_app(config: dict[str, Any]) -> dict[str, Any]:
     """The application the gateway serves: the one that imports :data:`IMPORT_PATH`."""
     apps = [a for a in config.get("applications", []) if a.get("import_path") == IMPORT_PATH]
     if len(apps) != 1:
-        raise ServeConfigError(
+        raise _invalid(
             f"the Ray Serve config needs exactly one application with import_path {IMPORT_PATH} (found {len(apps)})"
         )
     app = dict(apps[0])
@@ -123,7 +126,6 @@ __all__ = [
     "IMPORT_PATH",
     "NEURAL_STAGES",
     "SINGLE_STAGE",
-    "ServeConfigError",
     "capacity",
     "default_config",
     "deployment_options",

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .catalog import Source, sources_for
 
 HASH_CHUNK = 8 * 1024 * 1024
@@ -30,8 +32,9 @@ PARTIAL_SUFFIX = ".part"  # an unfinished download, resumed by the next run
 DISK_MARGIN_BYTES = 256 * 1024**2
 
 
-class FetchError(Exception):
+def _failed(message: str) -> Step1X3DError:
     """A fetch that cannot go on; the message is one actionable sentence."""
+    return Step1X3DError(message, "fetch_failed")
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,24 @@ def _hub() -> Any:
         import huggingface_hub.errors  # noqa: F401
         import huggingface_hub.utils  # noqa: F401
     except ImportError:
-        raise FetchError("fetching weights needs huggingface_hub: pip install 'step1x3d[assets]'") from None
+        raise Step1X3DError("fetching weights needs huggingface_hub: pip install 'step1x3d[assets]'",
+                            "not_installed") from None
     return huggingface_hub
 
 
-def _hub_error(exc: Exception, repo_id: str, endpoint: str) -> FetchError:
+def _hub_error(exc: Exception, repo_id: str, endpoint: str) -> Step1X3DError:
     hub = _hub()
     errors = hub.errors
     if isinstance(exc, errors.GatedRepoError):
-        return FetchError(f"{repo_id} is gated: accept its terms on the hub and log in (`hf auth login` or HF_TOKEN)")
+        return _failed(f"{repo_id} is gated: accept its terms on the hub and log in (`hf auth login` or HF_TOKEN)")
     if isinstance(exc, errors.RepositoryNotFoundError):
-        return FetchError(f"{repo_id} was not found on {endpoint} (or it needs a token: `hf auth login` or HF_TOKEN)")
+        return _failed(f"{repo_id} was not found on {endpoint} (or it needs a token: `hf auth login` or HF_TOKEN)")
     if isinstance(exc, errors.RevisionNotFoundError):
-        return FetchError(f"{repo_id} has no such revision on {endpoint}")
+        return _failed(f"{repo_id} has no such revision on {endpoint}")
     if isinstance(exc, errors.OfflineModeIsEnabled):
-        return FetchError("HF_HUB_OFFLINE is set; unset it to fetch weights")
+        return _failed("HF_HUB_OFFLINE is set; unset it to fetch weights")
     text = " ".join(str(exc).split())
-    return FetchError(f"cannot fetch from {endpoint} ({repo_id}): {text[:300]}")
+    return _failed(f"cannot fetch from {endpoint} ({repo_id}): {text[:300]}")
 
 
 def plan_fetch(root: Path, models: tuple[str, ...], *, endpoint: str, revision: str | None,
@@ -110,8 +114,8 @@ def _resolve(src: Source, info: Any, root: Path) -> list[PlannedFile]:
         if name is None:
             if want.optional:
                 continue
-            raise FetchError(f"{src.repo_id} at {commit[:12]} has no {' or '.join(want.names)}; "
-                             "is the revision or the mirror right?")
+            raise _failed(f"{src.repo_id} at {commit[:12]} has no {' or '.join(want.names)}; "
+                          "is the revision or the mirror right?")
         sib = siblings[name]
         lfs = getattr(sib, "lfs", None)
         size = int(lfs.size if lfs is not None else (sib.size or 0))
@@ -169,8 +173,8 @@ def check_space(root: Path, plan: list[PlannedFile]) -> int:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed + DISK_MARGIN_BYTES > free:
-        raise FetchError(f"the download needs {human_size(needed)} in {root} but only {human_size(free)} is free; "
-                         "free some space or choose another --dir")
+        raise _failed(f"the download needs {human_size(needed)} in {root} but only {human_size(free)} is free; "
+                      "free some space or choose another --dir")
     return needed
 
 
@@ -179,7 +183,7 @@ def fetch(root: str | Path, models: tuple[str, ...], *, endpoint: str | None = N
     """Fetch ``models`` into ``root`` (see the module docstring); returns what was done."""
     hub = _hub()
     if hub.constants.HF_HUB_OFFLINE:
-        raise FetchError("HF_HUB_OFFLINE is set; unset it to fetch weights")
+        raise _failed("HF_HUB_OFFLINE is set; unset it to fetch weights")
     root = Path(root).expanduser().resolve()
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or hub.constants.ENDPOINT).rstrip("/")
     plan = plan_fetch(root, models, endpoint=endpoint, revision=revision, token=token)
@@ -209,8 +213,8 @@ def fetch(root: str | Path, models: tuple[str, ...], *, endpoint: str | None = N
             problem = verify(f)
             if problem is not None:
                 f.local_path.unlink()
-                raise FetchError(f"{f.repo_id}/{f.repo_path} fetched twice and still {problem}; "
-                                 "the mirror may be serving a damaged file")
+                raise _failed(f"{f.repo_id}/{f.repo_path} fetched twice and still {problem}; "
+                              "the mirror may be serving a damaged file")
     say(f"done: {len(plan)} files verified in {root}")
     return report
 
@@ -245,4 +249,4 @@ def _download(hub: Any, f: PlannedFile, endpoint: str, token: str | bool | None,
     os.replace(part, f.local_path)
 
 
-__all__ = ["FetchError", "FetchReport", "PlannedFile", "check_space", "fetch", "plan_fetch", "sha256_of", "verify"]
+__all__ = ["FetchReport", "PlannedFile", "check_space", "fetch", "plan_fetch", "sha256_of", "verify"]

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from .assets import cube_arrays, cube_textures, png_bytes
 from .conftest import ADDON, scene_snapshot
 
@@ -118,8 +120,9 @@ def test_a_failed_import_leaves_nothing_behind(bpy: Any, addon: Any, monkeypatch
     bad = _payload()
     bad.mesh["faces"] = bad.mesh["faces"].copy()
     bad.mesh["faces"][0, 0] = 999
-    with pytest.raises(importer.ImportFailed, match="do not exist"):
+    with pytest.raises(Step1X3DError, match="do not exist") as refused:
         importer.import_payload(bpy.context.scene, bad, name="broken")
+    assert refused.value.code == "bad_mesh"
     assert scene_snapshot(bpy) == before
 
     # A failure half-way (after the mesh and two images exist) is rolled back too.
@@ -133,8 +136,9 @@ def test_a_failed_import_leaves_nothing_behind(bpy: Any, addon: Any, monkeypatch
         return real(name, png, non_color=non_color)
 
     monkeypatch.setattr(material, "packed_image", flaky)
-    with pytest.raises(importer.ImportFailed, match="Blender could not build the asset"):
+    with pytest.raises(Step1X3DError, match="Blender could not build the asset") as refused:
         importer.import_payload(bpy.context.scene, _payload(), name="broken")
+    assert refused.value.code == "import_failed"
     assert scene_snapshot(bpy) == before
 
 

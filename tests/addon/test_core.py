@@ -16,7 +16,8 @@ from blender_addon.client.events import Accepted, Offline, Progress, Result, Res
 from blender_addon.core import axes, wording
 from blender_addon.core.clientmesh import client_mesh_payload
 from blender_addon.core.history import History, HistoryEntry
-from blender_addon.core.meshdata import MeshDataError, blender_arrays_from_result
+from blender_addon.core.meshdata import blender_arrays_from_result
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.core.naming import asset_name, texture_name
 from blender_addon.core.payload import ResultPayload, load_payload, save_payload
 from blender_addon.core.png import encode_png, float_pixels_to_rgba8
@@ -64,8 +65,9 @@ def test_mesh_arrays_are_laid_out_per_corner() -> None:
     ],
 )
 def test_bad_meshes_are_refused_with_one_sentence(change: dict[str, Any], words: str) -> None:
-    with pytest.raises(MeshDataError, match=words):
+    with pytest.raises(Step1X3DError, match=words) as refused:
         blender_arrays_from_result({**cube_arrays(), **change})
+    assert refused.value.code == "bad_mesh"
 
 
 def test_client_mesh_splits_vertices_at_uv_seams() -> None:

@@ -16,7 +16,8 @@ from PIL import Image
 from export_helpers import PROVENANCE
 from inference_server.assets import Asset
 from inference_server.export import SUFFIXES, asset_to_glb, save_asset
-from inference_server.export.glb_read import GlbError, glb_to_asset, read_gltf
+from blender_addon.protocol.errors import Step1X3DError
+from inference_server.export.glb_read import glb_to_asset, read_gltf
 from inference_server.export.weld import weld
 from usd_rules import arkit_errors, validation_errors
 
@@ -50,16 +51,18 @@ def test_gltf_is_self_contained_and_reads_back(textured_asset: Asset, tmp_path: 
 
 
 def test_reader_refuses_what_it_cannot_hold(tmp_path: Path) -> None:
-    with pytest.raises(GlbError, match="x.glb is not a binary glTF"):
+    with pytest.raises(Step1X3DError, match="x.glb is not a binary glTF") as refused:
         glb_to_asset(b"PK\x03\x04 not a glb at all", "x.glb")
+    assert refused.value.code == "bad_file"
     gltf = {"asset": {"version": "2.0"}, "scenes": [{"nodes": [0, 1]}], "nodes": [{"mesh": 0}, {"mesh": 0}],
             "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}]}
     chunk = json.dumps(gltf).encode()
     chunk += b" " * (-len(chunk) % 4)
     data = b"glTF" + (2).to_bytes(4, "little") + (20 + len(chunk)).to_bytes(4, "little") \
         + len(chunk).to_bytes(4, "little") + b"JSON" + chunk
-    with pytest.raises(GlbError, match="two.glb has 2 mesh objects"):
+    with pytest.raises(Step1X3DError, match="two.glb has 2 mesh objects") as refused:
         glb_to_asset(data, "two.glb")
+    assert refused.value.code == "bad_file"
 
 
 def test_unknown_suffix_lists_every_known_one(textured_asset: Asset, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import trimesh
 from export_helpers import PROVENANCE, bumpy_sphere, make_material
 from inference_server.assets import Asset, MeshData
 from inference_server.export import ExportOptions, save_asset
-from inference_server.export.step import StepError, write_step
+from blender_addon.protocol.errors import Step1X3DError
+from inference_server.export.step import write_step
 from inference_server.export.weld import is_closed, weld
 from inference_server.uv import unwrap
 
@@ -131,9 +132,10 @@ def test_open_mesh_is_written_as_a_shell(tmp_path: Path) -> None:
 
 def test_unknown_schema_and_empty_mesh_are_refused(tmp_path: Path) -> None:
     box = _asset(trimesh.creation.box())
-    with pytest.raises(StepError, match="unknown STEP schema 'AP203'; use one of AP214, AP242"):
+    with pytest.raises(Step1X3DError, match="unknown STEP schema 'AP203'; use one of AP214, AP242") as refused:
         write_step(box, tmp_path / "x.step", schema="AP203")
+    assert refused.value.code == "export_failed"
     flat = Asset(MeshData(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.uint32)))
-    with pytest.raises(StepError, match="no faces with area"):
+    with pytest.raises(Step1X3DError, match="no faces with area"):
         write_step(flat, tmp_path / "y.step")
     assert not (tmp_path / "x.step").exists() and not (tmp_path / "y.step").exists()

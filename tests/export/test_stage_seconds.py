@@ -46,7 +46,7 @@ def test_no_timings_no_key(textured_asset: Asset) -> None:
         assert STAGE_SECONDS_KEY not in extras
 
 
-SMALL = JobSettings(max_faces=3_000, texture_size=256)
+SMALL = JobSettings(max_faces=3_000, texture_size=512)  # the smallest size the settings allow
 
 
 def disk() -> np.ndarray:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from blender_addon.protocol.errors import Step1X3DError
 from inference_server.scale.serve_config import (
     IMPORT_PATH,
-    ServeConfigError,
     capacity,
     default_config,
     load,
@@ -52,15 +52,16 @@ def test_default_config_is_one_replica_per_stage() -> None:
 
 
 def test_bad_files_are_one_sentence(tmp_path: Path) -> None:
-    with pytest.raises(ServeConfigError, match="cannot read"):
+    with pytest.raises(Step1X3DError, match="cannot read") as refused:
         load(tmp_path / "missing.yaml")
+    assert refused.value.code == "bad_config"
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("applications: [", encoding="utf-8")
-    with pytest.raises(ServeConfigError, match="not valid YAML"):
+    with pytest.raises(Step1X3DError, match="not valid YAML"):
         load(bad_yaml)
-    with pytest.raises(ServeConfigError, match=r"invalid at applications\.0\.deployments\.0\.num_replicas"):
+    with pytest.raises(Step1X3DError, match=r"invalid at applications\.0\.deployments\.0\.num_replicas"):
         validate({"applications": [{"import_path": IMPORT_PATH, "deployments": [{"name": "WeightFree", "num_replicas": -2}]}]})
-    with pytest.raises(ServeConfigError, match="exactly one application"):
+    with pytest.raises(Step1X3DError, match="exactly one application"):
         our_app({"applications": [{"name": "other", "import_path": "x.y:z"}]})
 
 

@@ -234,15 +234,17 @@ def test_fetch_unknown_model_and_missing_repo(hub, tmp_path: Path) -> None:
 def test_free_space_is_checked_before_anything_is_written(tmp_path: Path) -> None:
     import shutil as sh
 
-    from inference_server.weights.fetch import FetchError, PlannedFile, check_space
+    from blender_addon.protocol.errors import Step1X3DError
+    from inference_server.weights.fetch import PlannedFile, check_space
 
     target = tmp_path / "new" / "weights"
     free = sh.disk_usage(tmp_path).free
     small = PlannedFile("a/b", "0" * 40, "x.safetensors", target, 1000, "0" * 64)
     assert check_space(target, [small]) == 1000
     huge = PlannedFile("a/b", "0" * 40, "y.safetensors", target, free, "0" * 64)  # plus the margin: too much
-    with pytest.raises(FetchError) as info:
+    with pytest.raises(Step1X3DError) as info:
         check_space(target, [small, huge])
+    assert info.value.code == "fetch_failed"
     message = str(info.value)  # the free space itself moves (other processes write to this disk)
     assert message.startswith(f"the download needs {human_size(free + 1000)} in {target} but only ")
     assert message.endswith(" GB is free; free some space or choose another --dir")

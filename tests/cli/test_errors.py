@@ -1,0 +1,73 @@
+"""One error type: every code the code base raises is registered, and the CLI's exit status follows the code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from blender_addon.protocol.errors import ERROR_CODES, Step1X3DError
+from inference_server.cli import main
+from inference_server.cli.errors import EXIT_STATUS, exit_status
+
+REPO = Path(__file__).resolve().parents[2]
+ERROR_TYPES = {"Step1X3DError", "PipelineError", "ImageError", "InputError", "JobFailed", "EngineExportError",
+               "ConfigError", "PrepError", "TrainError"}
+
+
+def _raised_codes() -> dict[str, list[str]]:
+    """Literal codes given to our error types (``code=`` or the second argument) and thin subclasses'
+    ``default_code``, in blender_addon/ and inference_server/, with where each is."""
+    found: dict[str, list[str]] = {}
+    for package in ("blender_addon", "inference_server"):
+        for path in (REPO / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                codes: list[ast.expr] = []
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                    if name in ERROR_TYPES:
+                        codes += [k.value for k in node.keywords if k.arg == "code"]
+                        codes += node.args[1:2]
+                elif isinstance(node, ast.Assign) and any(
+                        isinstance(t, ast.Name) and t.id == "default_code" for t in node.targets):
+                    codes.append(node.value)
+                for code in codes:
+                    if isinstance(code, ast.Constant) and isinstance(code.value, str):
+                        where = f"{path.relative_to(REPO)}:{node.lineno}"
+                        found.setdefault(code.value, []).append(where)
+    return found
+
+
+def test_every_code_raised_is_registered() -> None:
+    found = _raised_codes()
+    # The scan sees the codes it should (a scan that finds nothing would pass vacuously).
+    assert {"bad_image", "bad_mesh", "bad_input", "usage", "export_failed", "bad_file"} <= set(found)
+    missing = {code: where for code, where in found.items() if code not in ERROR_CODES}
+    assert missing == {}
+
+
+def test_an_unregistered_code_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="not in ERROR_CODES"):
+        Step1X3DError("x", "no_such_code")
+    assert Step1X3DError("x").code == "internal_error"
+
+
+def test_exit_statuses_come_from_one_table_of_registered_codes() -> None:
+    assert set(EXIT_STATUS) <= set(ERROR_CODES)
+    assert exit_status("usage") == 2 and exit_status("startup_failed") == 2 and exit_status("cancelled") == 130
+    assert exit_status("bad_file") == 1 and exit_status("pipeline_error") == 1
+
+
+def test_the_cli_exits_with_the_status_of_the_failures_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A wrong command line: usage, exit 2, one line.
+    assert main(["convert", str(tmp_path / "missing.glb"), str(tmp_path / "out.obj")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.glb'} does not exist\n"
+    # A file that is not a GLB: bad_file, raised by the reader itself (no CLI wrapper), exit 1.
+    fake = tmp_path / "fake.glb"
+    fake.write_bytes(b"PK\x03\x04 not a glb")
+    assert main(["convert", str(fake), str(tmp_path / "out.obj")]) == 1
+    assert capsys.readouterr().err == "error: fake.glb is not a binary glTF (.glb) file\n"
+    assert not (tmp_path / "out.obj").exists()
