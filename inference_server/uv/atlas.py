@@ -28,6 +28,7 @@ import xatlas
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
 from .pack import pack_charts
+from .charts import AXES, face_normals, flatten_chart, view_charts
 from .partition import bisect_chunks, connected_chunks, face_features
 
 STAGE = "uv_atlas"
@@ -107,9 +108,15 @@ def unwrap_with_info(
     texture_size: int = 2048,
     padding_px: int | None = None,
     chunk_faces: int | None = None,
+    charting: str = "views",
     ctx: JobContext | None = None,
 ) -> UnwrapResult:
-    """The unwrap with everything the benchmark and tests want to know."""
+    """The unwrap with everything the benchmark and tests want to know.
+
+    ``charting``: "views" (default: few charts, one per view direction a region faces, see
+    ``charts.py``; regions that do not flatten cleanly go to xatlas) or "xatlas" (xatlas' own
+    charts on chunks of the mesh, as before).
+    """
     t0 = time.perf_counter()
     positions = np.ascontiguousarray(mesh.positions, dtype=np.float32)
     faces = np.ascontiguousarray(mesh.faces, dtype=np.uint32)
@@ -120,59 +127,33 @@ def unwrap_with_info(
     if target_padding < 0:
         raise ValueError("padding_px must be >= 0")
 
-    _progress(ctx, 0, 4, "splitting the mesh into chunks")
-    max_chunk = max(64, int(chunk_faces or default_chunk_faces(faces.shape[0])))
-    labels = bisect_chunks(face_features(positions, faces), max_chunk)
-    labels = connected_chunks(faces, labels, min_faces=max_chunk // 4)
-    order = np.argsort(labels, kind="stable")
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    chunk_faces_idx = np.split(order, bounds)
+    _progress(ctx, 0, 4, "charting by view direction" if charting == "views" else "splitting the mesh into chunks")
+    # Each part: (face indices, their faces in the part's own vertex numbering, input vertex of
+    # each part vertex, uv per part vertex, chart per part vertex).
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    rest = np.arange(faces.shape[0])
+    chart_base = 0
+    if charting == "views":
+        parts, rest = _view_parts(positions, faces, ctx)
+        chart_base = len(parts)
+    elif charting != "xatlas":
+        raise ValueError(f"charting must be 'views' or 'xatlas', not {charting!r}")
+    n_chunks = len(parts)
+    if rest.size:
+        _progress(ctx, 1, 4, f"charting {rest.size} faces with xatlas")
+        chunk_parts = _xatlas_parts(positions, faces, rest, chunk_faces, ctx)
+        n_chunks += len(chunk_parts)
+        for fidx, local, verts, uv, vchart in chunk_parts:
+            parts.append((fidx, local, verts, uv, np.where(vchart >= 0, vchart + chart_base, -1)))
 
-    _progress(ctx, 1, 4, f"charting {len(chunk_faces_idx)} chunks")
-    atlas = xatlas.Atlas()
-    chunk_verts: list[np.ndarray] = []
-    for i, fidx in enumerate(chunk_faces_idx):
-        if ctx is not None and i % 64 == 0:
-            ctx.check_cancelled()
-        local_faces = faces[fidx]
-        verts, inverse = np.unique(local_faces, return_inverse=True)
-        atlas.add_mesh(
-            np.ascontiguousarray(positions[verts]),
-            np.ascontiguousarray(inverse.reshape(-1, 3).astype(np.uint32)),
-        )
-        chunk_verts.append(verts)
-    pack_options = xatlas.PackOptions()
-    pack_options.resolution = _XATLAS_RESOLUTION
-    pack_options.padding = 0
-    pack_options.bilinear = False
-    pack_options.rotate_charts = False
-    chart_options = xatlas.ChartOptions()
-    chart_options.max_iterations = 0 if faces.shape[0] >= FAST_CHARTS_FACES else 1
-    atlas.generate(chart_options, pack_options)  # one C++ call: not cancellable inside
-
-    # The split mesh, with xatlas' charts (any position and scale: the packer redoes both).
-    vmaps: list[np.ndarray] = []
-    uv_parts: list[np.ndarray] = []
-    chart_parts: list[np.ndarray] = []
     out_faces = np.empty_like(faces)
     offset = 0
-    for i, fidx in enumerate(chunk_faces_idx):
-        vmap, idx, uv = atlas[i]
-        idx = idx.reshape(-1, 3)
-        if idx.shape[0] != fidx.shape[0]:
-            raise PipelineError("the UV unwrapper dropped faces (degenerate input?)", code="bad_mesh")
-        out_faces[fidx] = idx + offset
-        vmaps.append(chunk_verts[i][vmap])
-        uv_parts.append(uv)
-        # Chart of every vertex; 2^32 - 1 (-1 as int32) for the vertices of degenerate
-        # faces that xatlas leaves out of every chart.
-        chart_parts.append(atlas.get_mesh_vertex_assignment(i)[1].view(np.int32))
-        offset += vmap.shape[0]
-    vmapping = np.concatenate(vmaps).astype(np.int64)
-    # Per-axis normalisation by the atlas' width and height would stretch a non-square atlas:
-    # back to xatlas' square texels.
-    uvs = np.concatenate(uv_parts).astype(np.float64) * np.array([atlas.width, atlas.height], dtype=np.float64)
-    vertex_chart = np.concatenate(chart_parts).astype(np.int64)
+    for fidx, local, verts, _, _ in parts:
+        out_faces[fidx] = local + offset
+        offset += verts.shape[0]
+    vmapping = np.concatenate([part[2] for part in parts]).astype(np.int64)
+    uvs = np.concatenate([part[3] for part in parts]).astype(np.float64)
+    vertex_chart = np.concatenate([part[4] for part in parts]).astype(np.int64)
     face_chart = vertex_chart[out_faces[:, 0].astype(np.int64)]
     n_charts = int(vertex_chart.max()) + 1 if vertex_chart.size else 0
     if n_charts == 0:
@@ -204,12 +185,85 @@ def unwrap_with_info(
         mesh=out,
         vmapping=vmapping,
         chart_count=n_charts,
-        chunk_count=len(chunk_faces_idx),
+        chunk_count=n_chunks,
         texels_per_unit=packing.texels_per_unit,
         padding_px=packing.gap_px,
         utilization=float(uv_area.sum()),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _view_parts(positions: np.ndarray, faces: np.ndarray, ctx: JobContext | None
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], np.ndarray]:
+    """Charts by view direction (``charts.py``), flattened; and the faces left for xatlas."""
+    labels, axes = view_charts(positions, faces)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    rest: list[np.ndarray] = []
+    for k, fidx in enumerate(np.split(order, bounds)):
+        if ctx is not None:
+            ctx.check_cancelled()
+        axis = int(axes[labels[fidx[0]]])
+        # Faces turned against the chart's way (folds decimation left) would fold in any
+        # flattening of the chart: xatlas gives them charts of their own.
+        normals, areas = face_normals(positions, faces[fidx])
+        turned = (normals @ AXES[axis] <= 0.0) & (areas > 0)
+        if turned.any() and not turned.all():
+            rest.append(fidx[turned])
+            fidx = fidx[~turned]
+        verts, inverse = np.unique(faces[fidx], return_inverse=True)
+        local = inverse.reshape(-1, 3).astype(np.int64)
+        uv = flatten_chart(positions[verts], local, axis)
+        if uv is None:
+            rest.append(fidx)
+            continue
+        parts.append((fidx, local, verts, uv, np.full(len(verts), len(parts), np.int64)))
+    left = np.sort(np.concatenate(rest)) if rest else np.zeros(0, np.int64)
+    return parts, left
+
+
+def _xatlas_parts(positions: np.ndarray, faces: np.ndarray, subset: np.ndarray, chunk_faces: int | None,
+                  ctx: JobContext | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """xatlas' charts of the faces ``subset``, in chunks (see the module docstring)."""
+    sub_faces = faces[subset]
+    max_chunk = max(64, int(chunk_faces or default_chunk_faces(sub_faces.shape[0])))
+    labels = bisect_chunks(face_features(positions, sub_faces), max_chunk)
+    labels = connected_chunks(sub_faces, labels, min_faces=max_chunk // 4)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    chunk_faces_idx = np.split(order, bounds)
+    atlas = xatlas.Atlas()
+    chunk_verts: list[np.ndarray] = []
+    for i, fidx in enumerate(chunk_faces_idx):
+        if ctx is not None and i % 64 == 0:
+            ctx.check_cancelled()
+        verts, inverse = np.unique(sub_faces[fidx], return_inverse=True)
+        atlas.add_mesh(np.ascontiguousarray(positions[verts]),
+                       np.ascontiguousarray(inverse.reshape(-1, 3).astype(np.uint32)))
+        chunk_verts.append(verts)
+    pack_options = xatlas.PackOptions()
+    pack_options.resolution = _XATLAS_RESOLUTION
+    pack_options.padding = 0
+    pack_options.bilinear = False
+    pack_options.rotate_charts = False
+    chart_options = xatlas.ChartOptions()
+    chart_options.max_iterations = 0 if faces.shape[0] >= FAST_CHARTS_FACES else 1
+    atlas.generate(chart_options, pack_options)  # one C++ call: not cancellable inside
+    # Per-axis normalisation by the atlas' width and height would stretch a non-square atlas:
+    # back to xatlas' square texels.
+    size = np.array([atlas.width, atlas.height], dtype=np.float64)
+    parts = []
+    for i, fidx in enumerate(chunk_faces_idx):
+        vmap, idx, uv = atlas[i]
+        idx = idx.reshape(-1, 3).astype(np.int64)
+        if idx.shape[0] != fidx.shape[0]:
+            raise PipelineError("the UV unwrapper dropped faces (degenerate input?)", code="bad_mesh")
+        # Chart of every vertex; 2^32 - 1 (-1 as int32) for the vertices of degenerate faces
+        # that xatlas leaves out of every chart. xatlas numbers charts across all its meshes.
+        vchart = atlas.get_mesh_vertex_assignment(i)[1].view(np.int32).astype(np.int64)
+        parts.append((subset[fidx], idx, chunk_verts[i][vmap], uv.astype(np.float64) * size, vchart))
+    return parts
 
 
 def _check_input(positions: np.ndarray, faces: np.ndarray) -> None:

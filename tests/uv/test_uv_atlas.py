@@ -1,4 +1,5 @@
-"""Stage 5: the chunked xatlas unwrap keeps the surface and gives a clean atlas."""
+"""Stage 5: the unwrap keeps the surface and gives a clean atlas (the chunked xatlas charting here;
+the default view charts in test_view_charts.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def blob() -> MeshData:
 
 @pytest.fixture(scope="module")
 def unwrapped(blob: MeshData):
-    return unwrap_with_info(blob, texture_size=1024, chunk_faces=1500)
+    return unwrap_with_info(blob, texture_size=1024, chunk_faces=1500, charting="xatlas")
 
 
 def test_uvs_in_range_and_split_mesh_shape(unwrapped, blob: MeshData) -> None:

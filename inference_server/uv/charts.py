@@ -1,0 +1,203 @@
+"""Few, large UV charts: one per view direction a surface region faces, flattened conformally.
+
+Why: xatlas grows many small charts (tens to a hundred on a 20k-face apple once the mesh is cut
+into chunks), and every chart border is a seam the texture bleeds along. Our meshes are closed,
+smooth solids textured by projecting reference views; the natural seams are where the surface turns
+from facing one view direction to another (the front chart meets the back chart at the silhouette
+rim, as the side charts do) and at creases. So faces are grouped by the axis direction (+-X, +-Y,
++-Z) their normal is closest to, split into edge-connected pieces, and pieces too small to be worth
+a chart of their own join the neighbour they share most edges with when they face its way. Each
+chart is flattened by least-squares conformal maps (LSCM, Levy et al. 2002: angles kept, two pinned
+vertices); a chart LSCM would fold (or that is stretched beyond ``MAX_AREA_STRETCH``) falls back to
+its orthographic projection along its axis, which cannot fold because every face of the chart
+faces that way; a chart that does not face one way throughout is left to xatlas (``None``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.sparse.linalg import spsolve
+
+from .partition import face_adjacency
+
+AXES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
+# A piece under this share of the faces joins a neighbour (when it faces the neighbour's way).
+MIN_PIECE_SHARE = 0.01
+# A face may join a chart whose axis it faces at least this much (cosine): projection stays one-to-one.
+MIN_FACING = 0.05
+# Pieces of at most this many faces are folds (a face turned over by decimation): they join their
+# neighbour whatever way they face, and a chart tolerates them (they fold in any flattening).
+FOLD_CRUMB_FACES = 3
+# LSCM keeps angles; a chart whose area stretch (95th percentile, area-weighted, each face's texel
+# share against the chart's mean) exceeds this is projected instead.
+MAX_AREA_STRETCH = 2.0
+
+
+def face_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit normals and areas per face (zero normal for a degenerate face)."""
+    tri = positions[faces].astype(np.float64)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(n, axis=1)
+    return n / np.maximum(length, 1e-30)[:, None], 0.5 * length
+
+
+def view_charts(positions: np.ndarray, faces: np.ndarray, min_share: float = MIN_PIECE_SHARE
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Chart id per face and each chart's axis (index into AXES)."""
+    f = np.asarray(faces, dtype=np.int64)
+    normals, areas = face_normals(positions, f)
+    facing = normals @ AXES.T  # (M, 6)
+    label = np.argmax(facing, axis=1)
+    facing[areas <= 0] = 1.0  # a degenerate face faces nowhere: it may join any chart
+    a, b = face_adjacency(f)
+    m = len(f)
+
+    def pieces(lab: np.ndarray) -> np.ndarray:
+        same = lab[a] == lab[b]
+        graph = sparse.coo_matrix((np.ones(int(same.sum()), np.int8), (a[same], b[same])), shape=(m, m))
+        return csgraph.connected_components(graph, directed=False)[1]
+
+    piece = pieces(label)
+    min_faces = max(8, int(min_share * m))
+    for _ in range(4):
+        sizes = np.bincount(piece)
+        axis_of = np.zeros(len(sizes), np.int64)
+        axis_of[piece] = label
+        cross = piece[a] != piece[b]
+        src = np.concatenate([piece[a][cross], piece[b][cross]])
+        dst = np.concatenate([piece[b][cross], piece[a][cross]])
+        small = sizes[src] < min_faces
+        if not small.any():
+            break
+        src, dst = src[small], dst[small]
+        base = len(sizes)
+        pairs, counts = np.unique(src * base + dst, return_counts=True)
+        p_src, p_dst = pairs // base, pairs % base
+        # Most shared edges first; a piece joins the first neighbour whose axis all its faces face.
+        order = np.lexsort((-counts, p_src))
+        worst = np.full((len(sizes), 6), np.inf)
+        np.minimum.at(worst, piece, facing)  # per piece, the least any face faces each axis
+        target = np.arange(len(sizes))
+        for s, d in zip(p_src[order], p_dst[order]):
+            crumb = sizes[s] <= FOLD_CRUMB_FACES  # a fold left by decimation: joins whatever surrounds it
+            if target[s] == s and (crumb or worst[s, axis_of[d]] >= MIN_FACING) and not (target[d] == s):
+                target[s] = d
+        for _ in range(8):  # chains a -> b -> c end at c
+            nxt = target[target]
+            if np.array_equal(nxt, target):
+                break
+            target = nxt
+        merged = target[piece]
+        if np.array_equal(merged, piece):
+            break
+        label = axis_of[merged]
+        _, piece = np.unique(merged, return_inverse=True)
+    _, piece = np.unique(piece, return_inverse=True)
+    axis = np.zeros(int(piece.max()) + 1, np.int64)
+    axis[piece] = label
+    return piece, axis
+
+
+def lscm(positions: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Least-squares conformal parametrisation of one connected chart, (N, 2) uvs (any scale)."""
+    p = positions.astype(np.float64)
+    tri = p[faces]
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    n = np.cross(e1, e2)
+    area2 = np.linalg.norm(n, axis=1)  # twice the area
+    ok = area2 > 1e-20 * max(float(area2.max()), 1e-30)
+    x_axis = e1 / np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-30)
+    y_axis = np.cross(n / np.maximum(area2, 1e-30)[:, None], x_axis)
+    # Local 2-D corners: (0, 0), (|e1|, 0), (e2.x, e2.y).
+    local = np.zeros((len(faces), 3, 2))
+    local[:, 1, 0] = np.linalg.norm(e1, axis=1)
+    local[:, 2, 0] = (e2 * x_axis).sum(axis=1)
+    local[:, 2, 1] = (e2 * y_axis).sum(axis=1)
+    # W_j = (corner j+2 - corner j+1) as a complex number, scaled by 1/sqrt(2 A).
+    w = np.roll(local, -2, axis=1) - np.roll(local, -1, axis=1)  # (M, 3, 2)
+    w /= np.sqrt(np.maximum(area2, 1e-30))[:, None, None]
+    w[~ok] = 0.0
+    nv = len(p)
+    rows_t = np.repeat(np.arange(len(faces)), 3)
+    cols = faces.reshape(-1)
+    wr, wi = w[..., 0].reshape(-1), w[..., 1].reshape(-1)
+    # Real form of sum_j W_j (u_j + i v_j) = 0: [wr, -wi] and [wi, wr] against (u, v).
+    m_rows = np.concatenate([2 * rows_t, 2 * rows_t, 2 * rows_t + 1, 2 * rows_t + 1])
+    m_cols = np.concatenate([cols, nv + cols, cols, nv + cols])
+    m_vals = np.concatenate([wr, -wi, wi, wr])
+    matrix = sparse.csr_matrix((m_vals, (m_rows, m_cols)), shape=(2 * len(faces), 2 * nv))
+    # Pin the two vertices farthest apart (roughly) at (0, 0) and (1, 0).
+    i0 = int(np.argmax(np.linalg.norm(p - p.mean(axis=0), axis=1)))
+    i1 = int(np.argmax(np.linalg.norm(p - p[i0], axis=1)))
+    pinned = np.array([i0, i1, nv + i0, nv + i1])
+    values = np.array([0.0, 1.0, 0.0, 0.0])
+    free = np.setdiff1d(np.arange(2 * nv), pinned)
+    a_free = matrix[:, free]
+    rhs = -(matrix[:, pinned] @ values)
+    normal = (a_free.T @ a_free).tocsc()
+    solution = np.empty(2 * nv)
+    solution[pinned] = values
+    solution[free] = spsolve(normal + sparse.identity(len(free)) * 1e-12, a_free.T @ rhs)
+    return np.stack([solution[:nv], solution[nv:]], axis=1)
+
+
+def projection(positions: np.ndarray, axis: int) -> np.ndarray:
+    """Orthographic projection onto the plane across AXES[axis] (one-to-one for a chart facing it)."""
+    d = AXES[axis]
+    u = np.cross(d, [0.0, 1.0, 0.0] if abs(d[1]) < 0.9 else [1.0, 0.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(d, u)
+    p = positions.astype(np.float64)
+    return np.stack([p @ u, p @ v], axis=1)
+
+
+def folds(uv: np.ndarray, faces: np.ndarray, areas: np.ndarray) -> int:
+    """Faces whose UV winding disagrees with the chart's (area-weighted) majority (pass ``areas``
+    0 for faces to leave out)."""
+    t = uv[faces]
+    signed = (t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1]) - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1])
+    major = np.sign((signed * (areas > 0)).sum())
+    tiny = np.abs(signed) <= 1e-12 * max(float(np.abs(signed).max()), 1e-30)
+    return int(np.count_nonzero((np.sign(signed) != major) & ~tiny & (areas > 0)))
+
+
+def area_stretch(uv: np.ndarray, faces: np.ndarray, areas: np.ndarray) -> float:
+    """95th percentile (area-weighted) of each face's UV share over its 3-D share, or its inverse."""
+    t = uv[faces]
+    auv = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
+                       - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1]))
+    ok = (areas > 0) & (auv > 0)
+    if not ok.any():
+        return np.inf
+    ratio = (auv[ok] / auv[ok].sum()) / (areas[ok] / areas[ok].sum())
+    stretch = np.maximum(ratio, 1.0 / ratio)
+    order = np.argsort(stretch)
+    cum = np.cumsum(areas[ok][order])
+    return float(stretch[order][np.searchsorted(cum, 0.95 * cum[-1])])
+
+
+def flatten_chart(positions: np.ndarray, faces: np.ndarray, axis: int) -> np.ndarray | None:
+    """UVs for one chart (local vertex numbering): LSCM, else the projection along its axis, else
+    None (the chart does not face its axis throughout: let xatlas chart it)."""
+    normals, areas = face_normals(positions, faces)
+    facing = normals @ AXES[axis]
+    # Faces turned against the chart's way are folds in the surface itself: folded in any flattening.
+    turned = (facing <= 0.0) & (areas > 0)
+    if turned.sum() > FOLD_CRUMB_FACES * max(1, len(faces) // 1000):
+        turned[:] = False  # not a few crumbs: the chart really wraps round, judge every face
+    counted = np.where(turned, 0.0, areas)
+    try:
+        uv = lscm(positions, faces)
+        if (np.isfinite(uv).all() and folds(uv, faces, counted) == 0
+                and area_stretch(uv, faces, areas) <= MAX_AREA_STRETCH):
+            return uv
+    except (RuntimeError, ValueError, np.linalg.LinAlgError):  # a singular system: use the fallback
+        pass
+    if (facing[counted > 0]).min(initial=1.0) > 0.0:
+        return projection(positions, axis)
+    return None
+
+
+__all__ = ["AXES", "area_stretch", "face_normals", "flatten_chart", "folds", "lscm", "projection", "view_charts"]
