@@ -22,7 +22,7 @@ import numpy as np
 from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.limits import Limits
 from blender_addon.protocol.messages import Submit
-from blender_addon.protocol.result import CLIENT_MESH_ARRAYS
+from blender_addon.protocol.result import CLIENT_MESH_ARRAYS, MESH_ARRAYS
 from blender_addon.protocol.schema import PartValue
 from blender_addon.protocol.settings import JobSettings, SettingsError
 
@@ -60,7 +60,7 @@ class QueuedRequest:
         """What this request holds in memory while it waits (the queue's byte budget counts this)."""
         total = sum(len(memoryview(image).cast("B")) for image in self.images)
         if self.mesh is not None:
-            for arr in (self.mesh.positions, self.mesh.faces, self.mesh.uvs, self.mesh.normals):
+            for arr in (getattr(self.mesh, name) for name in CLIENT_MESH_ARRAYS):
                 total += arr.nbytes if arr is not None else 0
         return total
 
@@ -141,7 +141,8 @@ def _mesh(arrays: dict[str, np.ndarray], limits: Limits) -> MeshData:
     if int(faces.max()) >= n:
         raise Refusal("bad_mesh", f"mesh faces refer to vertices outside 0..{n - 1}")
     extras: dict[str, np.ndarray | None] = {}
-    for attr, width in (("uvs", 2), ("normals", 3)):
+    for attr in ("uvs", "normals"):
+        width = MESH_ARRAYS[attr][1]  # the codec checked the columns; the rows must match the positions
         value = arrays.get(attr)
         if value is None:
             extras[attr] = None
