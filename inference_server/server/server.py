@@ -105,6 +105,18 @@ class JobServer:
         self._client_names: dict[bytes, str] = {}  # peer -> the name its hello gave, for the log
         self._last_orphan_check = 0.0
         self._reservations: dict[str, tuple[int, float]] = {}  # job id -> (bytes, monotonic expiry)
+        # Every message a client may send, and the method that answers it (looked up by class).
+        self._handlers: dict[type[WireMessage], Callable[[bytes, Any], None]] = {
+            m.Hello: self._on_hello,
+            m.Submit: self._on_submit,
+            m.Reserve: self._on_reserve,
+            m.Attach: self._on_attach,
+            m.Cancel: self._on_cancel,
+            m.Fetch: self._on_fetch,
+            m.Close: self._on_close,
+            m.Ping: self._on_ping,
+            m.FreeVram: self._on_free_vram,
+        }
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -331,21 +343,6 @@ class JobServer:
         except Exception as exc:  # noqa: BLE001 - one bad request must never stop the server
             log.exception("handling %s failed", msg.TYPE)
             self._error(peer, "internal_error", f"the server failed to handle {msg.TYPE}: {exc}")
-
-    @property
-    def _handlers(self) -> dict[type[WireMessage], Callable[[bytes, Any], None]]:
-        """Every message a client may send, and the method that answers it."""
-        return {
-            m.Hello: self._on_hello,
-            m.Submit: self._on_submit,
-            m.Reserve: self._on_reserve,
-            m.Attach: self._on_attach,
-            m.Cancel: self._on_cancel,
-            m.Fetch: self._on_fetch,
-            m.Close: self._on_close,
-            m.Ping: self._on_ping,
-            m.FreeVram: self._on_free_vram,
-        }
 
     def _on_hello(self, peer: bytes, msg: m.Hello) -> None:
         if msg.client:
