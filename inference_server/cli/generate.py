@@ -17,8 +17,6 @@ from .args import add_backend_args, add_matting_arg, backend_options, lods, prep
 from .errors import usage_error
 from .progress import ProgressBar
 
-MESH_SUFFIXES = SUFFIXES  # every format export writes, one list (export/formats.py)
-VIEW_ORDER = VIEW_NAMES
 # Measured by benchmarks/quickstart.py (cold minus warm run of the quick start, 2-core CPU).
 COMPILE_ESTIMATE = "about 20 s on a quiet 2-core CPU"
 
@@ -40,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                      help="PNG/JPEG/WebP in the order front, right, back, left (or use --front/--right/--back/--left)")
     views = gen.add_argument_group("named views (instead of, not as well as, positional images)")
-    for name in VIEW_ORDER:
+    for name in VIEW_NAMES:
         views.add_argument(f"--{name}", type=Path, default=None, metavar="IMG", help=f"the {name} view")
     gen.add_argument("-o", "--output", type=Path, required=True,
-                     help=f"output file; its suffix picks the format ({', '.join(MESH_SUFFIXES)}); "
+                     help=f"output file; its suffix picks the format ({', '.join(SUFFIXES)}); "
                           "missing folders are created")
     gen.add_argument("--server", default=None, help="tcp://HOST:PORT of a running server (default: run in-process)")
     defaults = JobSettings()
@@ -80,23 +78,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def view_names(args: argparse.Namespace) -> tuple[str, ...]:
     """The view of each image sent (named form); () for the positional form (slots in order)."""
-    return tuple(name for name in VIEW_ORDER if getattr(args, name) is not None)
+    return tuple(name for name in VIEW_NAMES if getattr(args, name) is not None)
 
 
 def image_paths(args: argparse.Namespace) -> list[Path]:
     """The reference images in view order (front, right, back, left), from either form."""
-    named = {name: getattr(args, name) for name in VIEW_ORDER if getattr(args, name) is not None}
+    named = {name: getattr(args, name) for name in VIEW_NAMES if getattr(args, name) is not None}
     if named and args.images:
         raise usage_error("give the images either positionally or with --front/--right/--back/--left, not both")
     if not named:
         if not args.images:
             raise usage_error("give at least the front view: step1x3d generate FRONT.png -o OUT.glb")
-        if len(args.images) > len(VIEW_ORDER):
-            raise usage_error(f"at most {len(VIEW_ORDER)} images (front, right, back, left), got {len(args.images)}")
+        if len(args.images) > len(VIEW_NAMES):
+            raise usage_error(f"at most {len(VIEW_NAMES)} images (front, right, back, left), got {len(args.images)}")
         return list(args.images)
     if "front" not in named:
         raise usage_error("--front is required when views are named (the other views are optional)")
-    return [named[name] for name in VIEW_ORDER if name in named]
+    return [named[name] for name in VIEW_NAMES if name in named]
 
 
 def option_arg(text: str) -> tuple[str, Any]:
@@ -281,8 +279,8 @@ def run(args: argparse.Namespace) -> int:
     image_paths(args)  # a usage error is reported before anything runs
     settings = settings_from_args(args)
     suffix = args.output.suffix.lower()
-    if suffix not in MESH_SUFFIXES:
-        raise usage_error(f"output must end in {', '.join(MESH_SUFFIXES)}, not {suffix or 'nothing'}")
+    if suffix not in SUFFIXES:
+        raise usage_error(f"output must end in {', '.join(SUFFIXES)}, not {suffix or 'nothing'}")
     try:
         args.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

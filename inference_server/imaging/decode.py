@@ -18,7 +18,6 @@ from PIL import Image, ImageOps
 
 from ..pipeline.base import PipelineError
 
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 DEFAULT_MAX_PIXELS = 16_777_216
 Encoded = bytes | bytearray | memoryview
 
@@ -260,5 +259,5 @@ def decode_image(data: Encoded, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: s
     return rgba
 
 
-__all__ = ["ALLOWED_FORMATS", "Encoded", "ImageError", "check_encoded_image", "decode_image", "declared_size",
+__all__ = ["Encoded", "ImageError", "check_encoded_image", "decode_image", "declared_size",
            "jpeg_scan_count", "sniff_format"]

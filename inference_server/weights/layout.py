@@ -39,10 +39,6 @@ class Layout:
     sdxl: Path | None
     sdxl_vae: Path | None
 
-    @property
-    def has_texture(self) -> bool:
-        return self.adapter is not None and self.sdxl is not None and self.sdxl_vae is not None
-
 
 def find_layout(root: str | Path) -> Layout:
     """Discover the parts of ``root``: the layout above, or one geometry model folder itself."""

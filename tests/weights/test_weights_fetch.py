@@ -160,7 +160,8 @@ def test_fetch_exact_files_resume_and_layout(hub, repos: dict[str, FakeRepo], tm
 
     assert check_folder(target) == []
     layout = find_layout(target)
-    assert set(layout.geometry) == {"base"} and layout.has_texture
+    assert set(layout.geometry) == {"base"}
+    assert None not in (layout.adapter, layout.sdxl, layout.sdxl_vae)  # the texture stage's three parts
     # The texture loader reads the fp16-only SDXL folder as it is (cast on load).
     from inference_server.neural.texture.loading import load_models
 
