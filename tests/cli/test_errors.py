@@ -14,6 +14,7 @@ from inference_server.cli.errors import EXIT_STATUS, exit_status
 REPO = Path(__file__).resolve().parents[2]
 ERROR_TYPES = {"Step1X3DError", "PipelineError", "ImageError", "InputError", "JobFailed", "EngineExportError",
                "ConfigError", "PrepError", "TrainError"}
+CODE_FIRST = {"Refusal", "JobError"}  # (code, message): the server's refusal and a job's recorded failure
 
 
 def _raised_codes() -> dict[str, list[str]]:
@@ -31,6 +32,8 @@ def _raised_codes() -> dict[str, list[str]]:
                     if name in ERROR_TYPES:
                         codes += [k.value for k in node.keywords if k.arg == "code"]
                         codes += node.args[1:2]
+                    elif name in CODE_FIRST:
+                        codes += node.args[:1] + [k.value for k in node.keywords if k.arg == "code"]
                 elif isinstance(node, ast.Assign) and any(
                         isinstance(t, ast.Name) and t.id == "default_code" for t in node.targets):
                     codes.append(node.value)
@@ -44,7 +47,7 @@ def _raised_codes() -> dict[str, list[str]]:
 def test_every_code_raised_is_registered() -> None:
     found = _raised_codes()
     # The scan sees the codes it should (a scan that finds nothing would pass vacuously).
-    assert {"bad_image", "bad_mesh", "bad_input", "usage", "export_failed", "bad_file"} <= set(found)
+    assert {"bad_image", "bad_mesh", "bad_input", "usage", "export_failed", "bad_file", "worker_crashed"} <= set(found)
     missing = {code: where for code, where in found.items() if code not in ERROR_CODES}
     assert missing == {}
 
