@@ -70,34 +70,36 @@ VIEWS = 6
 FULL_RESOLUTION = 768
 
 
-def _full_models(fake_mode: Any, checkpointing: bool) -> tuple[torch.nn.Module, torch.nn.Module, Any, list[str]]:
-    """The full-size UNet (+ MV-Adapter processors, LoRA r64 in fp32) and geometry adapter in bf16 on
-    fake tensors, and AdamW over the LoRA, as ``train_texture`` sets them up."""
+def _models(fake_mode: Any | None, checkpointing: bool, unet_config: dict[str, Any], rank: int, dtype: torch.dtype
+            ) -> tuple[torch.nn.Module, torch.nn.Module, Any]:
+    """The UNet (+ MV-Adapter processors, LoRA in fp32) and geometry adapter in ``dtype``, and AdamW over
+    the LoRA, as ``train_texture`` sets them up: on fake tensors (built on the meta device, nothing
+    allocated), or for real on the CPU without ``fake_mode`` (the tiny check)."""
     from diffusers import UNet2DConditionModel
 
-    from benchmarks.full_size import SDXL_UNET
     from inference_server.finetune.texture.trainer import TextureTrainConfig, add_lora
     from inference_server.neural.texture.models import build_geometry_adapter, install_mv_processors
 
-    cfg = TextureTrainConfig(rank=RANK, mixed_precision="bf16", gradient_checkpointing=checkpointing)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**SDXL_UNET)
+    cfg = TextureTrainConfig(rank=rank, mixed_precision="bf16", gradient_checkpointing=checkpointing)
+    with torch.device("meta" if fake_mode is not None else "cpu"):
+        unet = UNet2DConditionModel(**unet_config)
         install_mv_processors(unet)
-        unet = unet.to(torch.bfloat16)
-        cond = build_geometry_adapter(unet.config).to(torch.bfloat16)
+        unet = unet.to(dtype)
+        cond = build_geometry_adapter(unet.config).to(dtype)
     unet.requires_grad_(False)
     cond.requires_grad_(False)
-    targets = add_lora(unet, cfg)  # LoRA weights in fp32, trainable, as the trainer keeps them
-    with fake_mode:
-        unet.to_empty(device="cpu")
-        cond.to_empty(device="cpu")
+    add_lora(unet, cfg)  # LoRA weights in fp32, trainable, as the trainer keeps them
+    if fake_mode is not None:
+        with fake_mode:
+            unet.to_empty(device="cpu")
+            cond.to_empty(device="cpu")
     if checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
-    with fake_mode:
+    with fake_mode if fake_mode is not None else contextlib.nullcontext():
         optimizer = torch.optim.AdamW(params, lr=1e-4, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    return unet, cond, optimizer, targets
+    return unet, cond, optimizer
 
 
 def _bytes(tensors: list[torch.Tensor]) -> int:
@@ -111,40 +113,51 @@ def _bytes(tensors: list[torch.Tensor]) -> int:
     return total
 
 
-def full_estimate(checkpointing: bool) -> tuple[float, float, float, int]:
-    """(weights GiB, step GiB, estimated peak GiB, LoRA parameters) of one full-size training step on
-    fake tensors (nothing allocated)."""
+def step_estimate(checkpointing: bool, *, unet_config: dict[str, Any] | None = None, resolution: int = FULL_RESOLUTION,
+                  rank: int = RANK, fake: bool = True, dtype: torch.dtype = torch.bfloat16
+                  ) -> tuple[int, int, int]:
+    """(weight bytes, step bytes, LoRA parameters) of one training step at batch 1, counted by
+    ``memory_estimate.LiveTensorMemory``. Defaults: the full-size SDXL UNet on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from benchmarks.full_size import SDXL_SCHEDULER
+    from benchmarks.full_size import SDXL_SCHEDULER, SDXL_UNET
     from benchmarks.memory_estimate import LiveTensorMemory
     from inference_server.finetune.texture.data import TextureDraw
     from inference_server.finetune.texture.trainer import Embeds, TextureObjective
     from inference_server.neural.texture.scheduler import make_shifted_ddpm
 
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    unet, cond, optimizer, _targets = _full_models(fake, checkpointing)
+    config = unet_config or SDXL_UNET
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    unet, cond, optimizer = _models(fake_mode, checkpointing, config, rank, dtype)
     lora_params = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     weights = _bytes([*unet.parameters(), *unet.buffers(), *cond.parameters(), *cond.buffers()])
-    latent = FULL_RESOLUTION // 8
+    latent = resolution // 8
+    pooled = int(config["projection_class_embeddings_input_dim"]) - 6 * int(config["addition_time_embed_dim"])
     g = torch.Generator().manual_seed(0)
-    with fake:
-        embeds = Embeds(torch.randn(2, 77, 2048), torch.randn(2, 1280))
-    objective = TextureObjective(unet, cond, make_shifted_ddpm(SDXL_SCHEDULER), embeds, FULL_RESOLUTION,
-                                 torch.device("cpu"))
+    outer = fake_mode if fake_mode is not None else contextlib.nullcontext()
+    with outer:
+        embeds = Embeds(torch.randn(2, 77, int(config["cross_attention_dim"])), torch.randn(2, pooled))
+    objective = TextureObjective(unet, cond, make_shifted_ddpm(SDXL_SCHEDULER), embeds, resolution, torch.device("cpu"))
     draw = TextureDraw(torch.randn(VIEWS, 4, latent, latent, generator=g), torch.randn(1, 4, latent, latent, generator=g),
                        torch.randn(VIEWS, 4, latent, latent, generator=g), 500, False, False)
-    control = torch.rand(VIEWS, 6, FULL_RESOLUTION, FULL_RESOLUTION, generator=g)
+    control = torch.rand(VIEWS, 6, resolution, resolution, generator=g)
     params = [p for p in unet.parameters() if p.requires_grad]
     memory = LiveTensorMemory(512)
-    with fake, memory:
+    with outer, memory:
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             loss = objective.per_sample(unet, [draw], [control]).sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return weights / GiB, memory.peak / GiB, (weights + memory.peak) / GiB, lora_params
+    return weights, memory.peak, lora_params
+
+
+def full_estimate(checkpointing: bool) -> tuple[float, float, float, int]:
+    """(weights GiB, step GiB, estimated peak GiB, LoRA parameters) of one full-size training step on
+    fake tensors (nothing allocated)."""
+    weights, step, lora_params = step_estimate(checkpointing)
+    return weights / GiB, step / GiB, (weights + step) / GiB, lora_params
 
 
 def main() -> int:
