@@ -24,6 +24,7 @@ from scipy import ndimage
 
 CHUNK = 32  # rows per max-plus block: CHUNK x N x N float32 stays a few MB at N = 256
 THICKNESS_LEVELS = 28
+PLATE_ASPECT = 6.0  # plate_height2: a strip this many times longer (half length) than thick
 PART_LEVELS = 10  # thickness levels of part_runs: a factor of about 1.3-1.8 between levels
 
 
@@ -201,6 +202,45 @@ def part_runs(phi: np.ndarray, thickness: np.ndarray, ratio: float, levels: int 
     return PartRuns(depth=depth, half_width=half, centre=centre, junction=junction, height2=height2)
 
 
+def plate_height2(phi: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+    """Squared half-depth (map pixels^2) of the plates the silhouette shows edge-on; 0 elsewhere.
+
+    A long, thin, horizontal strip of even thickness that something stands on or hangs from (a
+    table's top over its legs, a lamp's base under its post, a chair's seat) is taken as a plate
+    seen edge-on, not a rod: it gets the depth of a disc as wide as the strip (revolved about the
+    strip's middle), instead of the tube of its own thickness that the inscribed balls give. A strip
+    with nothing attached above or below it (a rod, a pencil) stays a tube, as does a strip that
+    joins thicker parts (a dumbbell's bar). Strips from PLATE_ASPECT on (half length / thickness)
+    count, fully from twice that.
+    """
+    inside = phi > 0
+    out = np.zeros(phi.shape, np.float32)
+    if not inside.any():
+        return out
+    runs = row_runs(phi)
+    run_labels, count = ndimage.label(inside, structure=np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]], bool))
+    run_max = np.zeros(count + 1, np.float32)
+    run_max[1:] = ndimage.maximum(thickness, run_labels, np.arange(1, count + 1))
+    t = np.maximum(thickness, 0.5)
+    aspect = runs.half_width / t
+    strip = inside & (aspect >= PLATE_ASPECT) & (run_max[run_labels] <= 1.5 * t)
+    parts, n_parts = ndimage.label(strip)
+    if n_parts == 0:
+        return out
+    col = np.broadcast_to(np.arange(phi.shape[1], dtype=np.float32), phi.shape)
+    weight = np.clip(aspect / PLATE_ASPECT - 1.0, 0.0, 1.0)
+    lathe = np.maximum(runs.half_width ** 2 - (col - runs.centre) ** 2, 0.0)
+    for k in range(1, n_parts + 1):
+        part = parts == k
+        reach = int(np.ceil(2.0 * float(thickness[part].max()))) + 2
+        grown = ndimage.binary_dilation(part, structure=np.ones((2 * reach + 1, 1), bool))
+        rows = np.flatnonzero(part.any(axis=1))
+        grown[rows[0]:rows[-1] + 1] = False  # its own rows (its rounded ends) are no attachment
+        if (grown & inside).any():  # something stands on it or hangs from it
+            out[part] = (weight * lathe)[part]
+    return out
+
+
 def column_run_max(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Each inside pixel gets the largest value of its vertical run of inside pixels (0 outside).
 
@@ -243,4 +283,4 @@ def fill_outside(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return values[ri, ci]
 
 
-__all__ = ["column_run_max", "sample_stack", "round_height2", "ball_height2", "local_thickness", "row_runs", "part_runs", "PartRuns", "RowRuns", "fill_outside"]
+__all__ = ["column_run_max", "sample_stack", "round_height2", "ball_height2", "local_thickness", "row_runs", "part_runs", "plate_height2", "PartRuns", "RowRuns", "fill_outside"]

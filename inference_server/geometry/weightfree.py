@@ -58,8 +58,8 @@ from ..meshing.topology import compact, face_components
 from ..pipeline.base import JobContext, PipelineError
 from ..pipeline.inflate import INFLATE_DEPTH, OCTREE_RESOLUTION  # this backend's declared options
 from ..pipeline.options import option_value
-from .shape_maps import (column_run_max, fill_outside, local_thickness, part_runs, round_height2, row_runs,
-                         sample_stack)
+from .shape_maps import (column_run_max, fill_outside, local_thickness, part_runs, plate_height2, round_height2,
+                         row_runs, sample_stack)
 from .silhouette import signed_distance
 
 STAGE = "geometry"
@@ -307,7 +307,10 @@ def _front_maps(phi: np.ndarray) -> _FrontMaps:
     runs = part_runs(phi, thickness, PART_RATIO)
     prism = fill_outside(column_run_max(thickness, inside), inside)  # rounding radius: see _side_view
     world = np.float32(px)
-    maps = [round_height2(phi, thickness) * world * world, phi * world, runs.depth * world, runs.half_width * world,
+    height2 = round_height2(phi, thickness)  # negative outside: keeps the outline where it is
+    plate = plate_height2(phi, thickness)
+    height2 = np.where(plate > 0, np.maximum(height2, plate), height2)
+    maps = [height2 * world * world, phi * world, runs.depth * world, runs.half_width * world,
             prism * world, runs.junction, runs.height2 * world * world]
     return _FrontMaps(stack=np.stack(maps, axis=-1).astype(np.float32), px=px)
 
