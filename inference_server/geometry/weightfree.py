@@ -12,7 +12,10 @@ Volume, front view only. The solid is the union of the silhouette's inscribed ba
 (``shape_maps.round_height2``): above each pixel it reaches ``z = +-s * h(x, y)`` with ``h`` the
 union's half-thickness and ``s`` the job's ``inflate_depth`` option (default 1: round). A disk becomes a
 sphere, a strip a round tube of its own width, a ring a torus; parts are joined exactly where the
-silhouette joins them and holes stay open. The volume is symmetric about ``z = 0``.
+silhouette joins them and holes stay open. A long thin horizontal strip that something stands on
+or hangs from (a table's top over its legs, a lamp's base under its post) is a plate seen edge-on:
+it is as deep as a disc of its width (``shape_maps.plate_height2``); a lone rod stays a tube. The
+volume is symmetric about ``z = 0``.
 
 Extra views (optional, in upstream's order around Y): ``images[1]`` is the right
 view (camera on +X; its image x runs towards -Z), ``images[2]`` the back view,
