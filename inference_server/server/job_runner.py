@@ -19,8 +19,8 @@ from ..assets import Asset
 from ..export.glb import asset_to_glb
 from ..pipeline.base import JobContext, JobRequest
 from ..pipeline.stages import provenance
+from ..result_asset import asset_to_result
 from .intake import QueuedRequest
-from .result_codec import asset_to_result
 
 RunFn = Callable[[JobRequest, JobContext], Asset]
 
