@@ -14,8 +14,10 @@ the MV-Adapter's multi-view and reference branches stay frozen unless
 ``train_adapter_branches`` adds their projections. AdamW on the LoRA only, gradient clipping
 at 1.0 (upstream's ``gradient_clip_val``), optional bf16 autocast, gradient checkpointing and
 accumulation. Data order, DDP, checkpoints, loss log and progress are the shared
-infrastructure's (see ``finetune.geometry.trainer`` for the data schedule). The LoRA file is
-``unet.<module>.lora_A/B.weight``: what ``neural.texture.lora`` (and ``serve --lora-dir``) loads.
+infrastructure's (see ``finetune.geometry.trainer`` for the data schedule), and so is the held-out
+split (``finetune.split``, ``validation_holdout``): held-out assets never train, their loss on fixed
+draws is logged at each checkpoint, and the validation sheet (``validation.py``) shows them. The LoRA
+file is ``unet.<module>.lora_A/B.weight``: what ``neural.texture.lora`` (and ``serve --lora-dir``) loads.
 """
 
 from __future__ import annotations
