@@ -94,10 +94,15 @@ def init_distributed(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
     backend = "nccl" if dev.type == "cuda" else "gloo"
     store = None
     if not dist.is_initialized():
-        # What init_method="env://" does, in two public steps, so that we keep the store.
-        store, rank, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
-        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s), device_id=dev if dev.type == "cuda" else None)
+        # What init_method="env://" does, step by step with public calls, so that we keep the store.
+        # torchrun keeps one store across the attempts of a run (--max-restarts): the group's keys get
+        # the attempt in their prefix, or a new attempt would read the dead one's addresses and hang.
+        timeout = timedelta(seconds=timeout_s)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        store.set_timeout(timeout)
+        prefix = f"default_pg/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT') or 0}"
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(prefix, store), rank=rank, world_size=world,
+                                timeout=timeout, device_id=dev if dev.type == "cuda" else None)
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend, store)
 
 

@@ -5,8 +5,9 @@
 It wraps the trainer's per-sample draw (the first thing a step does with the data) so that rank
 ``RANK`` fails when it reaches step ``STEP``: ``raise`` as a bad sample file would (an OSError
 through the trainer's own error path), ``exit`` as a process killed outright (``os._exit``: no
-Python cleanup, no message, sockets closed by the OS, as after an OOM kill). Production code has
-no hook for this; the test launches this file instead of ``-m inference_server.cli``.
+Python cleanup, no message, sockets closed by the OS, as after an OOM kill). It dies in torchrun's
+first attempt only, so a run launched with ``--max-restarts`` recovers in its next one. Production
+code has no hook for this; the test launches this file instead of ``-m inference_server.cli``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main() -> int:
     real = trainer.draw_sample
 
     def draw(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["step"] == die_step and int(os.environ.get("RANK", "0")) == die_rank:
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if kwargs["step"] == die_step and int(os.environ.get("RANK", "0")) == die_rank and first_attempt:
             if how == "exit":
                 os._exit(3)
             raise OSError(f"simulated unreadable sample on rank {die_rank}")

@@ -31,9 +31,10 @@ def _args(model: Path, data: Path, out: Path) -> list[str]:
             "--validation-objects", "0", "--checkpoint-every", "3"]
 
 
-def _torchrun(target: list[str], args: list[str]) -> subprocess.CompletedProcess[str]:
+def _torchrun(target: list[str], args: list[str], *launch: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target, *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launch, *target,
+           *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=BOUND_S)
 
 
@@ -52,13 +53,24 @@ def _assert_checkpoints_intact(out: Path) -> None:
     assert any(k.endswith("lora_B.weight") and bool(v.abs().max() > 0) for k, v in state["lora"].items())
 
 
-@pytest.mark.slow  # three torchrun launches of two processes each (~60-90 s on 2 cores)
-def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
-        tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
+def _assert_equals_uninterrupted(lora: Path, model: Path, data: Path, tmp: Path) -> None:
     from safetensors.torch import load_file
 
     from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
 
+    straight = train_geometry(load_geometry_config(None, base=str(model), data=str(data), out=str(tmp / "straight"),
+                                                   rank=4, steps=8, batch=2, lr=3e-3, seed=5, device="cpu",
+                                                   validation_objects=0, checkpoint_every=3), stream=io.StringIO())
+    a, b = load_file(str(straight.lora)), load_file(str(lora))
+    assert a.keys() == b.keys()
+    for key in a:  # two ranks vs one process: equal up to the summation order of the gradient average
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    assert any(k.endswith("lora_B.weight") and bool(a[k].abs().max() > 0) for k in a)  # trained, not initial
+
+
+@pytest.mark.slow  # two torchrun launches of two processes each (~60-90 s on 2 cores)
+def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
+        tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "props"
     proc = _torchrun([str(DYING), "1", "7", "raise"], _args(tiny_model, prepared, out))
     assert proc.returncode != 0
@@ -74,14 +86,7 @@ def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
     resumed = _torchrun(["-m", "inference_server.cli"], [*_args(tiny_model, prepared, out), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step 6" in resumed.stderr
-    straight = train_geometry(load_geometry_config(None, base=str(tiny_model), data=str(prepared),
-                                                   out=str(tmp_path / "straight"), rank=4, steps=8, batch=2, lr=3e-3,
-                                                   seed=5, device="cpu", validation_objects=0, checkpoint_every=3),
-                              stream=io.StringIO())
-    a, b = load_file(str(straight.lora)), load_file(str(out / "props.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:  # two ranks vs one process: equal up to the summation order of the gradient average
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    _assert_equals_uninterrupted(out / "props.safetensors", tiny_model, prepared, tmp_path)
     from inference_server.finetune.losslog import read_losses
 
     assert [s for s, _ in read_losses(out / "loss.csv")] == list(range(1, 9))  # steps 7.. of the crash replaced
@@ -99,3 +104,17 @@ def test_a_rank_killed_outright_is_named_by_the_survivor(tiny_model: Path, prepa
                         rf"\(from step 6, {re.escape(str(out / 'checkpoints'))}\)", lines[0]), lines[0]
     assert "exitcode  : 3" in proc.stderr  # torchrun's own report agrees on the cause
     _assert_checkpoints_intact(out)
+
+
+@pytest.mark.slow  # one torchrun launch that runs two attempts of two processes (~40-60 s on 2 cores)
+def test_torchrun_restarts_with_resume_recover_by_themselves(tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
+    """``torchrun --max-restarts 1 ... --resume``: the failed attempt says its sentence, torchrun starts the
+    workers again, they continue from the newest checkpoint and the run ends as if nothing had happened."""
+    out = tmp_path / "props"
+    proc = _torchrun([str(DYING), "1", "7", "raise"], [*_args(tiny_model, prepared, out), "--resume"],
+                     "--max-restarts", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_our_lines(proc)) == 1 and "rank 1 of 2 failed at step 7" in _our_lines(proc)[0]
+    assert "no checkpoint in" in proc.stderr and "resumed from step 6" in proc.stderr  # attempt 1, attempt 2
+    assert proc.stdout.count("LoRA written to") == 1
+    _assert_equals_uninterrupted(out / "props.safetensors", tiny_model, prepared, tmp_path)
