@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from blender_addon.protocol.result import MAP_NAMES, MESH_ARRAYS, Result
-from blender_addon.protocol.schema import PartValue
 
 from .assets import Asset, MeshData, PBRMaterial
 
@@ -74,8 +73,8 @@ def material_fields(material: PBRMaterial | None) -> dict[str, Any]:
     }
 
 
-def asset_result(asset: Asset, job_id: str, *, glb: bytes | None = None) -> Result:
-    """The ``result`` message of ``asset`` (maps encoded as PNG)."""
+def asset_to_result(asset: Asset, job_id: str, *, glb: bytes | None = None) -> Result:
+    """The ``result`` message of ``asset`` (maps encoded as PNG); ``codec.encode_message`` makes its frames."""
     material = material_fields(asset.material)
     textures = {name: encode_png(getattr(asset.material, name)) for name in material.get("maps", [])}
     return Result(
@@ -89,14 +88,6 @@ def asset_result(asset: Asset, job_id: str, *, glb: bytes | None = None) -> Resu
         provenance=plain(asset.provenance),
         notes=[str(n) for n in asset.notes],
     )
-
-
-def asset_to_result(
-    asset: Asset, job_id: str, *, glb: bytes | None = None
-) -> tuple[dict[str, Any], list[tuple[str, PartValue]]]:
-    """Header fields and parts of the ``result`` message for ``asset`` (what ``job_runner`` hands the store)."""
-    msg = asset_result(asset, job_id, glb=glb)
-    return msg.header(), msg.wire_parts()
 
 
 def _mesh_from(mesh: Mapping[str, Any]) -> MeshData:
@@ -142,4 +133,4 @@ def result_to_asset(result: Result) -> Asset:
     )
 
 
-__all__ = ["asset_result", "asset_to_result", "decode_png", "encode_png", "material_fields", "plain", "result_to_asset"]
+__all__ = ["asset_to_result", "decode_png", "encode_png", "material_fields", "plain", "result_to_asset"]

@@ -6,7 +6,7 @@
 
 A replica's ``run`` is an async generator the gateway consumes through a streaming deployment
 handle: ``("progress", stage, step, total, message)`` items while the job runs, then one outcome:
-``("result", fields, parts)`` (arrays and PNG bytes, carried by Ray's object store),
+``("result", Result)`` (the typed message: arrays and PNG bytes, carried by Ray's object store),
 ``("part", [ref])`` (the geometry stage's output, left in the object store for the texture
 stage), ``("failed", code, message, retryable)`` or ``("cancelled",)``. The pipeline runs in a
 thread; when the gateway cancels the request, the generator sets the job's cancel event and the
@@ -164,8 +164,7 @@ class PipelineReplica:
                     raise PipelineError("the texture stage got no geometry to finish", code="internal_error")
                 geometry = ray.get(parts[0])
                 run = lambda request, c: pipeline.finish(request, geometry, c)  # noqa: E731
-            fields, result_parts = produce_result(run, self.pipeline.name, queued, job_id, want_glb, ctx)
-            put(("result", fields, result_parts))
+            put(("result", produce_result(run, self.pipeline.name, queued, job_id, want_glb, ctx)))
         except JobCancelled:
             put(("cancelled",))
         except PipelineError as exc:

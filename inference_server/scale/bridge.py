@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from blender_addon.protocol.codec import encode
+from blender_addon.protocol.codec import encode_message
 from blender_addon.protocol.errors import Step1X3DError
-from blender_addon.protocol.messages import RESULT
 from blender_addon.protocol.schema import ProtocolError, WireMessage
 
 from ..server import pipe
@@ -273,7 +272,7 @@ class Bridge:
                     break
                 elif kind == "result":
                     try:
-                        self.store.stage(job.job_id, encode(RESULT, item[1], item[2]))
+                        self.store.stage(job.job_id, encode_message(item[1]))
                     except (ResultStoreError, OSError) as exc:
                         return pipe.JobFailure(job.job_id, "internal_error", f"the result could not be written: {exc}", True)
                     return pipe.JobDone(job.job_id)

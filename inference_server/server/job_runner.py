@@ -1,4 +1,4 @@
-"""One job from its queued request to its finished asset, and to the fields and parts of its ``result`` message.
+"""One job from its queued request to its finished asset, and to its typed ``result`` message.
 
 Shared by the local worker process (``worker.py``), the Ray Serve replicas
 (``inference_server.scale``) and ``step1x3d generate`` without a server
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from blender_addon.protocol import provenance as prov
-from blender_addon.protocol.codec import PartValue
+from blender_addon.protocol.result import Result
 
 from ..assets import Asset
 from ..export.glb import asset_to_glb
@@ -59,14 +58,17 @@ def run_to_asset(run: RunFn, backend: str, queued: QueuedRequest, job_id: str, c
 
 def produce_result(
     run: RunFn, backend: str, queued: QueuedRequest, job_id: str, want_glb: bool, ctx: JobContext
-) -> tuple[dict[str, Any], list[tuple[str, PartValue]]]:
-    """:func:`run_to_asset`, then the asset encoded as a ``result`` message (with the GLB when asked)."""
+) -> Result:
+    """:func:`run_to_asset`, then the asset as its ``result`` message (with the GLB when asked).
+
+    The caller turns it into frames with the one codec (``codec.encode_message``).
+    """
     asset = run_to_asset(run, backend, queued, job_id, ctx)
     encode_started = time.perf_counter()
     glb = bytes(asset_to_glb(asset)) if want_glb else None
-    fields, parts = asset_to_result(asset, job_id, glb=glb)
-    fields["timings"]["encode"] = time.perf_counter() - encode_started
-    return fields, parts
+    result = asset_to_result(asset, job_id, glb=glb)
+    result.timings["encode"] = time.perf_counter() - encode_started  # PNG maps and GLB: after the asset's own
+    return result
 
 
 __all__ = ["RunFn", "finalize_asset", "produce_result", "run_to_asset"]

@@ -27,8 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from blender_addon.protocol.codec import encode
-from blender_addon.protocol.messages import RESULT
+from blender_addon.protocol.codec import encode_message
 from blender_addon.protocol.schema import ProtocolError, WireMessage
 
 from ..pipeline.base import JobCancelled as JobCancelledError
@@ -76,10 +75,10 @@ def _run_job(
 
     ctx = JobContext(callback=report, cancel_event=cancel_event)
     try:
-        fields, parts = produce_result(pipeline.run, pipeline.name, queued, job_id, want_glb, ctx)
+        result = produce_result(pipeline.run, pipeline.name, queued, job_id, want_glb, ctx)
         # On disk before anyone hears "ready", but only staged: the server commits it when it hears
         # "done", so a worker killed between these two lines leaves nothing that looks done.
-        store.stage(job_id, encode(RESULT, fields, parts))
+        store.stage(job_id, encode_message(result))
         conn.send(JobDone(job_id))
         return True
     except JobCancelledError:

@@ -79,8 +79,9 @@ def test_a_server_written_glb_also_records_decode_and_total() -> None:
 
     pipeline = InflatePipeline()
     queued = QueuedRequest(images=[png_bytes(disk())], settings=SMALL, image_names=["disk.png"])
-    _, parts = produce_result(pipeline.run, pipeline.name, queued, "job-1", True, JobContext())
-    (glb,) = [bytes(value) for name, value in parts if name == "glb"]
+    result = produce_result(pipeline.run, pipeline.name, queued, "job-1", True, JobContext())
+    assert result.glb is not None
+    glb = result.glb
     stages = _extras(glb)[0][STAGE_SECONDS_KEY]
     assert {"decode_images", "total", "prepare", "geometry", "uv_atlas", "texture", "pbr"} <= set(stages)
     assert all(isinstance(v, float) and v >= 0.0 for v in stages.values())

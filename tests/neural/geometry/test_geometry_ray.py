@@ -89,13 +89,13 @@ def test_tiny_geometry_job_matches_between_engines(tiny_repo: Path, reference_rg
     finally:
         stop_cluster(cluster)
     pipeline = create_pipeline("step1x3d", tiny_repo)
-    fields, parts = produce_result(pipeline.run, pipeline.name, QueuedRequest(images=[image], settings=settings),
-                                   "local", False, JobContext())
-    local = dict(parts)
+    local_result = produce_result(pipeline.run, pipeline.name, QueuedRequest(images=[image], settings=settings),
+                                  "local", False, JobContext())
+    local = dict(local_result.wire_parts())
 
     assert ray_welcome.active_backend == "step1x3d"
     assert ray_welcome.backends["step1x3d"]["engine"]["deployments"] == ["Geometry", "Texture"]
-    assert ray_result.provenance["geometry_model"] == fields["provenance"]["geometry_model"]
+    assert ray_result.provenance["geometry_model"] == local_result.provenance["geometry_model"]
     ray_pos, local_pos = ray_result.mesh["positions"], local["mesh.positions"]
     assert ray_result.mesh["faces"].shape == local["mesh.faces"].shape and len(local_pos) > 0
     assert abs(len(ray_pos) - len(local_pos)) <= 0.02 * len(local_pos)
