@@ -27,6 +27,8 @@ from typing import Any
 import ray
 from ray import serve
 
+from blender_addon.protocol.errors import Step1X3DError
+
 from ..pipeline.base import JobCancelled, JobContext, PipelineError
 from ..pipeline.registry import create_pipeline
 from ..server.intake import QueuedRequest
@@ -167,8 +169,8 @@ class PipelineReplica:
             put(("result", produce_result(run, self.pipeline.name, queued, job_id, want_glb, ctx)))
         except JobCancelled:
             put(("cancelled",))
-        except PipelineError as exc:
-            put(("failed", exc.code, str(exc), exc.retryable))
+        except Step1X3DError as exc:  # the one error type: its own code and sentence reach the client
+            put(("failed", exc.code, exc.message, exc.retryable))
         except BaseException as exc:  # noqa: BLE001 - the gateway must hear an outcome, whatever happened
             if _is_out_of_memory(exc):
                 # Only a fresh process reliably gets the memory back: fail the health check, Serve replaces us.

@@ -33,7 +33,7 @@ from blender_addon.protocol.schema import ProtocolError, WireMessage
 from ..server import pipe
 from ..server.intake import QueuedRequest
 from ..server.pipe import PipeEnd
-from ..server.result_store import ResultStore, ResultStoreError
+from ..server.result_store import DiskFull, ResultStore, ResultStoreError
 from .serve_config import NEURAL_STAGES, SINGLE_STAGE, deployment_options, slots, stages_for, validate
 
 log = logging.getLogger("step1x3d.scale")
@@ -273,6 +273,8 @@ class Bridge:
                 elif kind == "result":
                     try:
                         self.store.stage(job.job_id, encode_message(item[1]))
+                    except DiskFull as exc:  # its own code and sentence (folder, space needed), as the local worker
+                        return pipe.JobFailure(job.job_id, exc.code, exc.message, exc.retryable)
                     except (ResultStoreError, OSError) as exc:
                         return pipe.JobFailure(job.job_id, "internal_error", f"the result could not be written: {exc}", True)
                     return pipe.JobDone(job.job_id)

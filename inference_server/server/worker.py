@@ -28,17 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from blender_addon.protocol.codec import encode_message
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.schema import ProtocolError, WireMessage
 
 from ..pipeline.base import JobCancelled as JobCancelledError
-from ..pipeline.base import JobContext, Pipeline, PipelineError
+from ..pipeline.base import JobContext, Pipeline
 from ..pipeline.registry import create_pipeline
 from .intake import QueuedRequest
 from .job_runner import produce_result
 from .pipe import (
     JobCancelled, JobDone, JobFailure, JobProgress, LoadFailed, PipeEnd, Ready, Release, Released, Retiring, RunJob, Stop,
 )
-from .result_store import DiskFull, ResultStore
+from .result_store import ResultStore
 
 PROGRESS_INTERVAL_S = 0.05  # forward at most 20 progress reports a second
 
@@ -84,11 +85,8 @@ def _run_job(
     except JobCancelledError:
         conn.send(JobCancelled(job_id))
         return True
-    except PipelineError as exc:
-        conn.send(JobFailure(job_id, exc.code, str(exc), exc.retryable))
-        return True
-    except DiskFull as exc:
-        conn.send(JobFailure(job_id, exc.code, str(exc), True))
+    except Step1X3DError as exc:  # the one error type: its own code and sentence (export_failed, disk_full, ...)
+        conn.send(JobFailure(job_id, exc.code, exc.message, exc.retryable))
         return True
     except BaseException as exc:  # noqa: BLE001 - the worker must report, whatever the pipeline raised
         if _is_out_of_memory(exc):
@@ -138,8 +136,8 @@ def worker_main(
     try:
         pipeline = create_pipeline(backend, weights, **options)
         capabilities = dict(pipeline.capabilities())
-    except PipelineError as exc:
-        conn.send(LoadFailed(exc.code, str(exc)))
+    except Step1X3DError as exc:
+        conn.send(LoadFailed(exc.code, exc.message))
         return
     except Exception as exc:  # noqa: BLE001 - report any load failure as one sentence
         traceback.print_exc(file=sys.stderr)

@@ -48,7 +48,7 @@ from .harness import (  # noqa: E402
     wait_all,
     write_config,
 )
-from tests.server.pipelines import scripted  # noqa: E402
+from tests.server.pipelines import EXPORT_FAILED_SENTENCE, scripted  # noqa: E402
 
 PIPELINE = "tests.scale.pipelines:CrashOncePipeline"
 JOB_TIMEOUT_S = 120.0
@@ -156,6 +156,14 @@ def test_cancel_mid_job_stops_the_replica_between_steps(scale: Scale, conn: Serv
     assert record["outcome"] == "cancelled"
     stage, step, total = record["last_progress"]
     assert stage == "geometry" and 2 <= step < total == 60, "the pipeline stopped between steps, well before its end"
+
+
+def test_a_step1x3d_error_in_a_replica_reaches_the_client_with_its_own_code_and_sentence(conn: ServerConnection) -> None:
+    jid = new_id("e")
+    conn.submit(jid, [png_bytes()], scripted("export-failed"))  # raises Step1X3DError(..., "export_failed")
+    failed = [e for e in finish(conn, jid) if isinstance(e, StateChanged) and e.state == "failed"]
+    assert failed and (failed[-1].code, failed[-1].message, failed[-1].retryable) == (
+        "export_failed", EXPORT_FAILED_SENTENCE, False)
 
 
 def test_replica_killed_mid_job_fails_it_retryable_and_the_next_job_runs(conn: ServerConnection) -> None:

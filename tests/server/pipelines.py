@@ -15,15 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from blender_addon.protocol.errors import Step1X3DError
 from blender_addon.protocol.settings import JobSettings
 from inference_server.assets import Asset, MeshData, PBRMaterial
 from inference_server.pipeline.base import JobContext, JobRequest, PipelineError
 from inference_server.pipeline.options import OptionSpec, option_value, specs_to_wire
 
 STEP_SLEEP_S = 0.1
-BEHAVIOURS = ("fast", "slow", "crash", "oom", "fail", "die-after-write", "hang", "crash-once")
+BEHAVIOURS = ("fast", "slow", "crash", "oom", "fail", "export-failed", "die-after-write", "hang", "crash-once")
 # The test backend's own option (per-backend options are exactly for this): which path a job takes.
 BEHAVIOUR = OptionSpec("behaviour", "choice", "fast", "What the scripted test job does", choices=BEHAVIOURS)
+
+
+EXPORT_FAILED_SENTENCE = "the test exporter could not write the asset as .xyz"
 
 
 def scripted(behaviour: str, **settings: Any) -> JobSettings:
@@ -142,6 +146,8 @@ class ScriptedPipeline:
             raise MemoryError("test allocation failed")
         elif behaviour == "fail":
             raise PipelineError("the test pipeline failed on purpose", code="bad_mesh")
+        elif behaviour == "export-failed":  # the one error type itself, not a PipelineError
+            raise Step1X3DError(EXPORT_FAILED_SENTENCE, "export_failed")
         elif behaviour == "die-after-write":
             die_after_next_rename()
         elif behaviour == "hang":

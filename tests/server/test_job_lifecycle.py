@@ -22,7 +22,7 @@ from blender_addon.client import (
 from blender_addon.protocol.settings import JobSettings
 
 from .harness import ServerProcess, collect, events_of, png_bytes
-from .pipelines import scripted
+from .pipelines import EXPORT_FAILED_SENTENCE, scripted
 
 TERMINAL = {"done", "failed", "cancelled", "expired"}
 
@@ -124,6 +124,16 @@ def test_failures_end_the_job_not_the_server(conn: ServerConnection, behaviour: 
     if behaviour == "crash":
         assert "exited with status 17" in state.message
     assert_next_job_succeeds(conn)
+
+
+def test_a_step1x3d_error_reaches_the_client_with_its_own_code_and_sentence(conn: ServerConnection) -> None:
+    """The backend raises the one error type (not a PipelineError): its code and sentence, not internal_error."""
+    jid = job_id()
+    conn.submit(jid, [png_bytes()], scripted("export-failed"))
+    state, _ = terminal_of(conn, jid, timeout_s=20.0)
+    assert (state.state, state.code, state.message, state.retryable) == (
+        "failed", "export_failed", EXPORT_FAILED_SENTENCE, False)
+    assert_next_job_succeeds(conn)  # a failure of the job, not of the worker
 
 
 def test_worker_killed_mid_job(conn: ServerConnection) -> None:
