@@ -22,10 +22,10 @@ from ..core.naming import asset_name, new_job_id
 from ..core.views import VIEW_DESCRIPTIONS, VIEW_ORDER, view_label
 from ..client.session import cancel_and_wait, wait
 from ..protocol.options import LEGACY_OPTION_DEFAULTS
+from ..protocol.provenance import JOB_ID, property_name
 from ..protocol.settings import TEXTURE_SIZES
 from . import jobs, options_ui, properties, runtime
 from .preferences import get_prefs
-from .importer import PROVENANCE_PREFIX
 from .properties import MODE_ITEMS, state
 from .references import InputError, References, gather, gather_panel, slot_filled
 
@@ -261,7 +261,7 @@ def history_entry_of(obj: bpy.types.Object | None) -> HistoryEntry:
     """The history entry of a generated result, with its references kept; InputError otherwise."""
     if obj is None or obj.type != "MESH":
         raise InputError("Select a Step1X-3D result to regenerate.")
-    job_id = obj.get(PROVENANCE_PREFIX + "job_id")
+    job_id = obj.get(property_name(JOB_ID))
     if not job_id:
         raise InputError(f"'{obj.name}' is not a Step1X-3D result; generate one, or use Retexture Selected.")
     entry = next((e for e in runtime.history_entries() if e.job_id == job_id), None)

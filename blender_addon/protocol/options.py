@@ -47,8 +47,7 @@ class SettingsError(Step1X3DError, ValueError):
     Also a ValueError, so callers that validate user input with ``except ValueError`` keep working.
     """
 
-    def __init__(self, message: str, code: str = "bad_settings", **kwargs: Any) -> None:
-        super().__init__(message, code, **kwargs)
+    default_code = "bad_settings"
 
 
 @dataclass(frozen=True)

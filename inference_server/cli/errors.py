@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from blender_addon.protocol.errors import Step1X3DError
-from blender_addon.protocol.settings import SettingsError
 
 # Exit status per error code; every other code exits 1 (the job or command ran and failed).
 EXIT_STATUS: dict[str, int] = {
@@ -30,11 +29,8 @@ def usage_error(message: str) -> Step1X3DError:
 
 
 def one_line(exc: Exception) -> str:
-    """The sentence printed for an exception that is not a Step1X3DError."""
-    from blender_addon.client.curve import CurveKeyError
-    from blender_addon.client.session import JobFailed
-
-    if isinstance(exc, (JobFailed, CurveKeyError, SettingsError, ValueError)):
+    """The sentence printed for an exception that ``main`` did not word itself (not a Step1X3DError)."""
+    if isinstance(exc, (Step1X3DError, ValueError)):  # our sentence, or a library's one-line complaint
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"

@@ -36,9 +36,6 @@ from ..pipeline.options import declared_options
 class Refusal(Step1X3DError):
     """A submit the server will not run: becomes a ``rejected`` message (a subclass: the server catches this family)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message, code)
-
 
 @dataclass
 class QueuedRequest:
@@ -126,20 +123,20 @@ def _mesh(arrays: dict[str, np.ndarray], limits: Limits) -> MeshData:
     """Content checks of a client mesh (the codec checked each array's dtype and columns against ``Submit.PARTS``)."""
     positions, faces = arrays.get("positions"), arrays.get("faces")
     if positions is None or faces is None:
-        raise Refusal("bad_mesh", "the mesh needs float32 'positions' (N, 3) and uint32 'faces' (M, 3) arrays")
+        raise Refusal("the mesh needs float32 'positions' (N, 3) and uint32 'faces' (M, 3) arrays", "bad_mesh")
     n, m = positions.shape[0], faces.shape[0]
     if n < 3 or m < 1:
-        raise Refusal("bad_mesh", "the mesh is empty")
+        raise Refusal("the mesh is empty", "bad_mesh")
     if n > limits.max_mesh_vertices or m > limits.max_mesh_faces:
         raise Refusal(
-            "too_large",
             f"the mesh has {n} vertices and {m} faces; the limits are "
             f"{limits.max_mesh_vertices} and {limits.max_mesh_faces}",
+            "too_large",
         )
     if not np.isfinite(positions).all():
-        raise Refusal("bad_mesh", "the mesh has NaN or infinite vertex positions")
+        raise Refusal("the mesh has NaN or infinite vertex positions", "bad_mesh")
     if int(faces.max()) >= n:
-        raise Refusal("bad_mesh", f"mesh faces refer to vertices outside 0..{n - 1}")
+        raise Refusal(f"mesh faces refer to vertices outside 0..{n - 1}", "bad_mesh")
     extras: dict[str, np.ndarray | None] = {}
     for attr in ("uvs", "normals"):
         width = MESH_ARRAYS[attr][1]  # the codec checked the columns; the rows must match the positions
@@ -148,9 +145,9 @@ def _mesh(arrays: dict[str, np.ndarray], limits: Limits) -> MeshData:
             extras[attr] = None
             continue
         if value.shape != (n, width):
-            raise Refusal("bad_mesh", f"mesh {attr} must be float32 ({n}, {width})")
+            raise Refusal(f"mesh {attr} must be float32 ({n}, {width})", "bad_mesh")
         if not np.isfinite(value).all():
-            raise Refusal("bad_mesh", f"mesh {attr} contain NaN or infinite values")
+            raise Refusal(f"mesh {attr} contain NaN or infinite values", "bad_mesh")
         extras[attr] = np.array(value)
     return MeshData(
         positions=np.array(positions), faces=np.array(faces), uvs=extras["uvs"], normals=extras["normals"]
@@ -164,19 +161,19 @@ def build_request(msg: Submit, limits: Limits, capabilities: dict[str, Any] | No
         settings = JobSettings.from_wire(msg.settings, declared_options(capabilities),
                                          backend="the server's backend")
     except SettingsError as exc:
-        raise Refusal("bad_settings", str(exc)) from None
+        raise Refusal(str(exc), "bad_settings") from None
     if not msg.images:
-        raise Refusal("bad_image", "the job has no reference image")
+        raise Refusal("the job has no reference image", "bad_image")
     if len(msg.images) > limits.max_images:
-        raise Refusal("too_large", f"the job has {len(msg.images)} images; the limit is {limits.max_images}")
+        raise Refusal(f"the job has {len(msg.images)} images; the limit is {limits.max_images}", "too_large")
     has_mesh = msg.mesh is not None
     if settings.mode == "texture" and not has_mesh:
-        raise Refusal("bad_settings", "mode 'texture' paints a mesh you send: the job has no mesh")
+        raise Refusal("mode 'texture' paints a mesh you send: the job has no mesh", "bad_settings")
     if has_mesh and settings.mode != "texture":
-        raise Refusal("bad_settings", f"a mesh is only used by mode 'texture', not {settings.mode!r}")
+        raise Refusal(f"a mesh is only used by mode 'texture', not {settings.mode!r}", "bad_settings")
     modes = (capabilities or {}).get("modes")
     if isinstance(modes, (list, tuple)) and settings.mode not in modes:
-        raise Refusal("unsupported", f"the server's backend cannot do mode {settings.mode!r} (it does {', '.join(modes)})")
+        raise Refusal(f"the server's backend cannot do mode {settings.mode!r} (it does {', '.join(modes)})", "unsupported")
     names = _image_names(msg, len(msg.images))
     images: list[Encoded] = []
     for value, name in zip(msg.images, names):
@@ -184,7 +181,7 @@ def build_request(msg: Submit, limits: Limits, capabilities: dict[str, Any] | No
         try:
             check_encoded_image(value, limits.max_image_pixels, name)
         except ImageError as exc:
-            raise Refusal("bad_image", str(exc)) from None
+            raise Refusal(str(exc), "bad_image") from None
         images.append(value)  # kept encoded (a view of the received frame): the worker decodes it
     mesh = _mesh(msg.mesh, limits) if msg.mesh is not None else None
     return QueuedRequest(

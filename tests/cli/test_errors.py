@@ -13,8 +13,8 @@ from inference_server.cli.errors import EXIT_STATUS, exit_status
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR_TYPES = {"Step1X3DError", "PipelineError", "ImageError", "InputError", "JobFailed", "EngineExportError",
-               "ConfigError", "PrepError", "TrainError"}
-CODE_FIRST = {"Refusal", "JobError"}  # (code, message): the server's refusal and a job's recorded failure
+               "ConfigError", "PrepError", "TrainError", "Refusal"}
+CODE_FIRST = {"JobError"}  # (code, message): a job's recorded failure (a record, not an exception)
 
 
 def _raised_codes() -> dict[str, list[str]]:
@@ -74,3 +74,17 @@ def test_the_cli_exits_with_the_status_of_the_failures_code(tmp_path: Path, caps
     assert main(["convert", str(fake), str(tmp_path / "out.obj")]) == 1
     assert capsys.readouterr().err == "error: fake.glb is not a binary glTF (.glb) file\n"
     assert not (tmp_path / "out.obj").exists()
+
+
+def test_one_line_words_every_error_of_the_family_by_its_own_sentence() -> None:
+    from blender_addon.client.curve import CurveKeyError
+    from blender_addon.client.session import JobFailed
+    from blender_addon.protocol.options import SettingsError
+    from inference_server.cli.errors import one_line
+
+    for exc in (JobFailed("the job failed", "bad_mesh"), CurveKeyError("key file k does not exist"),
+                SettingsError("seed must be a number"), Step1X3DError("plain", "export_failed"), ValueError("v")):
+        assert one_line(exc) == str(exc) == exc.args[0]
+    assert SettingsError("seed must be a number").code == "bad_settings"  # its family's code, from default_code
+    assert one_line(FileNotFoundError(2, "No such file or directory", "x.png")) == "No such file or directory: x.png"
+    assert one_line(KeyError("k")).startswith("unexpected KeyError: 'k'")

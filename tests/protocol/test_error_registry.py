@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("inference_server", "blender_addon")
 # Callables (besides Step1X3DError's family) whose code is a positional argument: name -> index.
 CODE_POSITION = {
-    "Refusal": 0, "JobError": 0,  # server: (code, message)
+    "JobError": 0,  # server: a job's recorded failure, (code, message)
     "ErrorEvent": 1, "Rejected": 1, "_error": 1, "_reject": 2,  # wire messages and the server's senders
     "_fail": 0, "fail": 0,  # the client's tracker
 }
@@ -86,7 +86,7 @@ def test_the_walk_catches_an_unregistered_code() -> None:
         "raise Oops('x', 'made_up_2')\n"
         "self._error(peer, 'made_up_3', 'm')\n"
         "raise Step1X3DError('x', code='made_up_4')\n"
-        "raise Refusal('made_up_5', 'm')\n"
+        "raise JobError('made_up_5', 'm')\n"
     )
     codes = [code for _, code in codes_in(tree, error_classes([tree]))]
     assert sorted(codes) == [f"made_up_{i}" for i in range(1, 6)]
