@@ -47,8 +47,10 @@ class TrainError(Step1X3DError):
     """The run failed; the message says which rank, where, and how to resume. ``reported_elsewhere``:
     another rank of the run has said it already (the CLI then prints nothing more)."""
 
+    default_code = "training_failed"
+
     def __init__(self, message: str, *, reported_elsewhere: bool = False) -> None:
-        super().__init__(message, "training_failed")
+        super().__init__(message)
         self.reported_elsewhere = reported_elsewhere
 
 
