@@ -33,7 +33,7 @@ import xatlas
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
 from .pack import pack_charts
-from .charts import AXES, face_normals, flatten_chart, view_charts
+from .charts import AXES, TURNED_FACING, face_normals, flatten_chart, projection, view_charts
 from .partition import bisect_chunks, connected_chunks, face_features
 
 STAGE = "uv_atlas"
@@ -213,16 +213,23 @@ def _view_parts(positions: np.ndarray, faces: np.ndarray, ctx: JobContext | None
         # Faces turned against the chart's way (folds decimation left) would fold in any
         # flattening of the chart: xatlas gives them charts of their own.
         normals, areas = face_normals(positions, faces[fidx])
-        turned = (normals @ AXES[axis] <= 0.0) & (areas > 0)
+        turned = (normals @ AXES[axis] < TURNED_FACING) & (areas > 0)
         if turned.any() and not turned.all():
             rest.append(fidx[turned])
             fidx = fidx[~turned]
         verts, inverse = np.unique(faces[fidx], return_inverse=True)
         local = inverse.reshape(-1, 3).astype(np.int64)
-        uv = flatten_chart(positions[verts], local, axis)
-        if uv is None:
+        flat = flatten_chart(positions[verts], local, axis)
+        if flat is None:
             rest.append(fidx)
             continue
+        uv, kept = flat
+        if not kept.all():  # the projection fallback took only the faces facing the axis
+            rest.append(fidx[~kept])
+            fidx = fidx[kept]
+            verts, inverse = np.unique(faces[fidx], return_inverse=True)
+            local = inverse.reshape(-1, 3).astype(np.int64)
+            uv = projection(positions[verts], axis)
         parts.append((fidx, local, verts, uv, np.full(len(verts), len(parts), np.int64)))
     left = np.sort(np.concatenate(rest)) if rest else np.zeros(0, np.int64)
     return parts, left

@@ -25,11 +25,18 @@ from .partition import face_adjacency
 AXES = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
 # A piece under this share of the faces joins a neighbour (when it faces the neighbour's way).
 MIN_PIECE_SHARE = 0.01
-# A face may join a chart whose axis it faces at least this much (cosine): projection stays one-to-one.
-MIN_FACING = 0.05
+# A small piece may join a neighbour chart when each of its faces faces that chart's axis at least
+# this much (cosine): a thin band at a crease (the rim where front and back meet) joins a side.
+MIN_FACING = -0.25  # LSCM flattens a little past 90 degrees; projection takes only faces facing the axis
 # Pieces of at most this many faces are folds (a face turned over by decimation): they join their
 # neighbour whatever way they face, and a chart tolerates them (they fold in any flattening).
 FOLD_CRUMB_FACES = 3
+# A face of a chart facing its axis less than this (cosine) is turned over (a fold decimation left):
+# it folds in any flattening, so it leaves the chart.
+TURNED_FACING = -0.5
+# The projection fallback keeps faces facing the axis at least this much (a face seen at a grazing
+# angle would get almost no texels).
+PROJECTION_FACING = 0.2
 # LSCM keeps angles; a chart whose area stretch (95th percentile, area-weighted, each face's texel
 # share against the chart's mean) exceeds this is projected instead.
 MAX_AREA_STRETCH = 2.0
@@ -168,9 +175,9 @@ def area_stretch(uv: np.ndarray, faces: np.ndarray, areas: np.ndarray) -> float:
     t = uv[faces]
     auv = 0.5 * np.abs((t[:, 1, 0] - t[:, 0, 0]) * (t[:, 2, 1] - t[:, 0, 1])
                        - (t[:, 2, 0] - t[:, 0, 0]) * (t[:, 1, 1] - t[:, 0, 1]))
-    ok = (areas > 0) & (auv > 0)
-    if not ok.any():
-        return np.inf
+    ok = areas > 0
+    if not ok.any() or (auv[ok] <= 1e-12 * max(float(auv.max()), 1e-300)).any():
+        return np.inf  # a face flattened to nothing (a collapsed chart) is infinitely stretched
     ratio = (auv[ok] / auv[ok].sum()) / (areas[ok] / areas[ok].sum())
     stretch = np.maximum(ratio, 1.0 / ratio)
     order = np.argsort(stretch)
@@ -178,26 +185,23 @@ def area_stretch(uv: np.ndarray, faces: np.ndarray, areas: np.ndarray) -> float:
     return float(stretch[order][np.searchsorted(cum, 0.95 * cum[-1])])
 
 
-def flatten_chart(positions: np.ndarray, faces: np.ndarray, axis: int) -> np.ndarray | None:
-    """UVs for one chart (local vertex numbering): LSCM, else the projection along its axis, else
-    None (the chart does not face its axis throughout: let xatlas chart it)."""
+def flatten_chart(positions: np.ndarray, faces: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """UVs for one chart (local vertex numbering) and which faces they hold: LSCM for all of them;
+    else the projection along the chart's axis for the faces that face it (the others are left
+    out, for xatlas); None when no face does."""
     normals, areas = face_normals(positions, faces)
     facing = normals @ AXES[axis]
-    # Faces turned against the chart's way are folds in the surface itself: folded in any flattening.
-    turned = (facing <= 0.0) & (areas > 0)
-    if turned.sum() > FOLD_CRUMB_FACES * max(1, len(faces) // 1000):
-        turned[:] = False  # not a few crumbs: the chart really wraps round, judge every face
-    counted = np.where(turned, 0.0, areas)
     try:
         uv = lscm(positions, faces)
-        if (np.isfinite(uv).all() and folds(uv, faces, counted) == 0
+        if (np.isfinite(uv).all() and folds(uv, faces, areas) == 0
                 and area_stretch(uv, faces, areas) <= MAX_AREA_STRETCH):
-            return uv
+            return uv, np.ones(len(faces), bool)
     except (RuntimeError, ValueError, np.linalg.LinAlgError):  # a singular system: use the fallback
         pass
-    if (facing[counted > 0]).min(initial=1.0) > 0.0:
-        return projection(positions, axis)
-    return None
+    keep = (facing > PROJECTION_FACING) | (areas <= 0)
+    if not keep.any():
+        return None
+    return projection(positions, axis), keep
 
 
-__all__ = ["AXES", "area_stretch", "face_normals", "flatten_chart", "folds", "lscm", "projection", "view_charts"]
+__all__ = ["AXES", "TURNED_FACING", "area_stretch", "face_normals", "flatten_chart", "folds", "lscm", "projection", "view_charts"]
