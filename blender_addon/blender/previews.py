@@ -68,10 +68,6 @@ def slot_icon(slot: Any) -> int:
     return file_icon(slot.filepath)
 
 
-def loaded_keys() -> list[str]:
-    return [] if _collection is None else list(_collection.keys())
-
-
 def clear() -> None:
     """unregister(): free every thumbnail."""
     global _collection

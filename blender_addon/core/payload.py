@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..protocol.result import CLIENT_MESH_ARRAYS, MAP_NAMES, Result
+from ..protocol.result import CLIENT_MESH_ARRAYS, Result
 from .files import write_atomic
 
 MeshDict = dict[str, Any]  # {"positions", "faces", "uvs"?, "normals"?, "smooth"?}, glTF frame
@@ -114,8 +114,3 @@ def save_references(folder: Path, views: list[str], names: list[str], images: li
         write_atomic(path, bytes(data))
         paths.append(str(path))
     return paths
-
-
-def texture_items(textures: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
-    """Known maps in a stable order (base colour, ORM, normal); unknown kinds are ignored."""
-    return [(k, textures[k]) for k in MAP_NAMES if textures.get(k)]

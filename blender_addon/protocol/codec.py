@@ -52,10 +52,6 @@ class Message:
     parts: dict[str, PartValue] = field(default_factory=dict)
     version: tuple[int, int] = PROTOCOL_VERSION
 
-    def part_bytes(self, name: str) -> bytes:
-        value = self.parts[name]
-        return value.tobytes() if isinstance(value, np.ndarray) else bytes(value)
-
 
 def _wire_dtype(arr: np.ndarray) -> str:
     for name, dt in DTYPES.items():

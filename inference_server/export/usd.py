@@ -34,7 +34,6 @@ from ..assets import Asset, MeshData, PBRMaterial
 from .glb import IPTC_AI_SOURCE, PROJECT, generator_string, json_safe, png_bytes
 from .meshprep import prepare_mesh
 
-USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 MESH_PATH = "/Asset/Mesh"
 LOD_VARIANT_SET = "LOD"
 
@@ -258,4 +257,4 @@ def write_usdz(asset: Asset, path: Path) -> list[Path]:
     return [path]
 
 
-__all__ = ["LOD_VARIANT_SET", "MESH_PATH", "USD_SUFFIXES", "layer_metadata", "lod_variant", "write_usd", "write_usdz"]
+__all__ = ["LOD_VARIANT_SET", "MESH_PATH", "layer_metadata", "lod_variant", "write_usd", "write_usdz"]

@@ -38,10 +38,6 @@ from .serve_config import NEURAL_STAGES, SINGLE_STAGE, stages_for
 
 CANCEL_WAIT_S = 30.0  # how long a cancelled request waits for its pipeline thread to stop
 
-# How a job's steps map onto the stages: "all" runs the whole pipeline in one replica;
-# "geometry" / "finish" split a neural job between the Geometry and Texture deployments.
-STEPS = ("all", "geometry", "finish")
-
 
 def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
@@ -97,6 +93,8 @@ class PipelineReplica:
     async def run(
         self, job_id: str, queued: QueuedRequest, want_glb: bool, step: str = "all", parts: list[Any] | None = None
     ) -> AsyncIterator[tuple[Any, ...]]:
+        """``step``: "all" runs the whole pipeline here; "geometry" / "finish" split a neural job between the
+        Geometry and Texture deployments (``parts``: the geometry stage's object-store reference)."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         cancel = threading.Event()
@@ -218,4 +216,4 @@ def build_app(args: dict[str, Any]) -> Any:
     return deployment(geometry).bind(stage=geometry, peers=[deployment(texture).bind(stage=texture, **common)], **common)
 
 
-__all__ = ["STEPS", "PipelineReplica", "build_app"]
+__all__ = ["PipelineReplica", "build_app"]

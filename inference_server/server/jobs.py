@@ -85,10 +85,6 @@ class JobTable:
         return self.jobs.get(job_id)
 
     @property
-    def queue_full(self) -> bool:
-        return len(self.queue) >= self.max_queue
-
-    @property
     def queued_bytes(self) -> int:
         """Bytes the waiting jobs hold (their encoded images and meshes); the running job holds none here."""
         total = 0

@@ -94,6 +94,11 @@ class Stand:
         return getattr(self._wrapped, name)
 
 
+def _loaded_thumbnails(previews: Any) -> list[str]:
+    """The keys of the thumbnails the add-on holds (its private collection: what unregister must free)."""
+    return [] if previews._collection is None else list(previews._collection.keys())
+
+
 def _draw(bpy: Any, cls: Any, context: Any) -> list[str]:
     calls: list[str] = []
     cls.draw(Stand(FakeLayout(bpy, calls)), context)
@@ -150,7 +155,7 @@ def test_view_slots_draw_thumbnails_and_state_the_camera_convention(bpy: Any, ad
     assert "prop:filepath" in calls and "prop_search:image_name" in calls
     preview = previews.file_preview(str(front))
     assert preview is not None and tuple(preview.image_size) == (48, 48)  # the thumbnail is the chosen file
-    assert previews.file_key(str(front)) in previews.loaded_keys()
+    assert previews.file_key(str(front)) in _loaded_thumbnails(previews)
     assert image.preview is not None  # ensured by the draw
 
     st.front.filepath = ""
@@ -183,11 +188,11 @@ def test_thumbnails_are_freed_when_the_addon_is_disabled(bpy: Any, addon: Any, t
 
     path = tmp_path / "a.png"
     path.write_bytes(reference_png(16))
-    assert previews.file_preview(str(path)) is not None and previews.loaded_keys()
+    assert previews.file_preview(str(path)) is not None and _loaded_thumbnails(previews)
     path.write_bytes(reference_png(24))  # a replaced file gets a new thumbnail
     assert tuple(previews.file_preview(str(path)).image_size) == (24, 24)
     addon_utils.disable("blender_addon", default_set=True)
-    assert previews.loaded_keys() == [] and previews._collection is None
+    assert _loaded_thumbnails(previews) == [] and previews._collection is None
     addon_utils.enable("blender_addon", default_set=True)
 
 

@@ -24,7 +24,7 @@ def test_round_trip_keeps_dtype_shape_values_and_order() -> None:
     assert msg.type == "submit" and msg.version == PROTOCOL_VERSION
     assert msg.fields == {"job_id": "a1", "settings": {"seed": 3}}
     assert list(msg.parts) == ["image0", "mesh.positions", "mesh.faces"]
-    assert msg.part_bytes("image0") == b"\x89PNG..."
+    assert bytes(msg.parts["image0"]) == b"\x89PNG..."
     np.testing.assert_array_equal(msg.parts["mesh.positions"], positions)
     assert msg.parts["mesh.faces"].dtype == np.uint32 and msg.parts["mesh.faces"].shape == (10, 3)
 

@@ -8,7 +8,6 @@ would build.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -100,8 +99,3 @@ class LabelEncoderConfig:
 
     hidden_size: int = 1024
     zero_uncond_embeds: bool = True
-
-
-def to_json(config: Any) -> str:
-    """The inverse of :func:`config_from_dict`, used by tests to write the official layout."""
-    return json.dumps(dataclasses.asdict(config), indent=2)

@@ -17,7 +17,6 @@ Nothing here can reach the network.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,12 +253,3 @@ def official_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """The module's state under the official key names (the inverse of the loader's renames)."""
     renames: list[tuple[str, str]] = getattr(module, "checkpoint_key_renames", lambda: [])()
     return {_unrename(k, renames): v for k, v in module.state_dict().items()}
-
-
-def write_component(folder: Path, config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> None:
-    """Save one component in the official layout (tests and conversion tools)."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(dict(config), indent=2), encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS_NAME))

@@ -128,10 +128,6 @@ class Step1X3DGeometryPipeline:
     def dtype(self) -> torch.dtype:
         return self.transformer.dit_model.proj_in.weight.dtype
 
-    @property
-    def has_labels(self) -> bool:
-        return self.label_encoder is not None
-
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Step1X3DGeometryPipeline":
         """Move every component (``dtype`` applies to all but the VAE, which keeps its decode precision)."""
         if device is not None:

@@ -21,7 +21,7 @@ from inference_server.neural.geometry.configs import (
     TransformerConfig,
     VisualEncoderConfig,
 )
-from inference_server.neural.geometry.loader import official_state_dict, write_component
+from inference_server.neural.geometry.loader import CONFIG_NAME, WEIGHTS_NAME, official_state_dict
 from inference_server.neural.geometry.models.condition import ImageConditionEncoder, LabelEncoder, clip_config, dinov2_config
 from inference_server.neural.geometry.models.transformer import Step1X3DTransformer
 from inference_server.neural.geometry.models.vae import ShapeVAE
@@ -33,6 +33,15 @@ CLIP_IMAGE = 28
 TINY_VAE = ShapeVAEConfig(use_downsample=True, num_latents=16, point_feats=3, embed_dim=8, num_freqs=8,
                           include_pi=False, width=WIDTH, heads=2, num_encoder_layers=1, num_decoder_layers=1,
                           qkv_bias=False, use_ln_post=True, with_sharp_data=True, z_scale_factor=1.0)
+
+
+def write_component(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """Save one component as the release does: its ``config.json`` and safetensors weights."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / WEIGHTS_NAME))
 
 
 def tiny_transformer_config(label: bool) -> TransformerConfig:

@@ -54,7 +54,7 @@ def test_strict_load_reproduces_saved_tensors(tiny_repo: Path) -> None:
 @pytest.mark.parametrize("subfolder, expect_label", [(BASE, False), (LABEL, True)])
 def test_from_pretrained_with_subfolder(tiny_repo: Path, subfolder: str, expect_label: bool) -> None:
     pipe = Step1X3DGeometryPipeline.from_pretrained(tiny_repo, subfolder=subfolder)
-    assert pipe.has_labels is expect_label
+    assert (pipe.label_encoder is not None) is expect_label
     for name in ("transformer", "vae", "visual_encoder", "scheduler"):
         assert getattr(pipe, name) is not None
     assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
