@@ -118,3 +118,21 @@ def test_torchrun_restarts_with_resume_recover_by_themselves(tiny_model: Path, p
     assert "no checkpoint in" in proc.stderr and "resumed from step 6" in proc.stderr  # attempt 1, attempt 2
     assert proc.stdout.count("LoRA written to") == 1
     _assert_equals_uninterrupted(out / "props.safetensors", tiny_model, prepared, tmp_path)
+
+
+@pytest.mark.slow  # one torchrun launch of two processes (~20-40 s on 2 cores)
+def test_ranks_that_see_different_checkpoints_are_refused(tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
+    """--out not shared between nodes: rank 1 sees no checkpoint where rank 0 sees step 3. Resuming would
+    run different steps on the two ranks (and hang); the run is refused before its first step."""
+    from inference_server.finetune.geometry.trainer import load_geometry_config, train_geometry
+
+    out = tmp_path / "props"
+    train_geometry(load_geometry_config(None, base=str(tiny_model), data=str(prepared), out=str(out), rank=4, steps=3,
+                                        batch=2, lr=3e-3, seed=5, device="cpu", validation_objects=0,
+                                        checkpoint_every=3), stream=io.StringIO())
+    proc = _torchrun([str(DYING), "1", "0", "blind"], [*_args(tiny_model, prepared, out), "--resume"])
+    assert proc.returncode != 0
+    lines = set(_our_lines(proc))  # each rank says the same sentence
+    assert lines == {f"error: the ranks of this run see different checkpoints in {out / 'checkpoints'}; --out must be "
+                     "on storage every node shares (rank 0 writes it, every rank resumes from it)"}, proc.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003.pt"]  # nothing was trained
