@@ -126,8 +126,8 @@ def run_failed(exc: BaseException, ctx: DistContext, step: int, out: Path) -> Tr
     own = f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({_reason(exc)}); {where}"
     if not ctx.distributed or ctx.store is None:
         return TrainError(own)
-    board = _Board(ctx)
     try:
+        board = _Board(ctx)
         if not is_peer_failure(exc):
             return TrainError(own, reported_elsewhere=not board.record_own_failure())
         if board.wait_for_own_failure(GRACE_S):
@@ -138,10 +138,9 @@ def run_failed(exc: BaseException, ctx: DistContext, step: int, out: Path) -> Tr
     except Exception:  # noqa: BLE001 - the store went away with its host: speak rather than stay silent
         return TrainError(own)
     if silent:
-        ranks = ", ".join(str(r) for r in silent)
-        return TrainError(f"rank {ranks} of {ctx.world_size} died during step {step} without a message (its process "
-                          "was killed, ran out of memory or crashed; torchrun's report shows its exit code); "
-                          f"{where}")
+        who = f"rank {silent[0]}" if len(silent) == 1 else f"ranks {', '.join(str(r) for r in silent)}"
+        return TrainError(f"{who} of {ctx.world_size} died during step {step} without a message (killed, out of "
+                          f"memory or crashed; torchrun's report shows the exit code); {where}")
     return TrainError(f"rank {ctx.rank} of {ctx.world_size} stopped at step {step} because another rank stopped "
                       f"({_reason(exc)}); {where}")
 

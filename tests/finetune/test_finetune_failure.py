@@ -58,6 +58,17 @@ def test_a_rank_that_died_silently_is_named_by_the_first_survivor(tmp_path: Path
     assert not first.reported_elsewhere
     assert str(first).startswith("rank 1 of 2 died during step 7 without a message (")
     assert str(first).endswith(f"resume with --resume (from step 6, {tmp_path / 'checkpoints'})")
+    # of four ranks, 1 and 2 died silently; 3 answers the roll call while 0 (the first to notice) waits
+    from inference_server.finetune.distributed import DistContext
+
+    four = _store()
+    failure._Board(DistContext(3, 4, 3, torch.device("cpu"), "gloo", four))  # rank 3 checks in
+    named = run_failed(RuntimeError("Connection reset by peer"), DistContext(0, 4, 0, torch.device("cpu"), "gloo", four),
+                       7, tmp_path)
+    assert not named.reported_elsewhere and str(named).startswith("ranks 1, 2 of 4 died during step 7")
+    later = run_failed(Terminated("stopped by SIGTERM"), DistContext(3, 4, 3, torch.device("cpu"), "gloo", four), 7,
+                       tmp_path)
+    assert later.reported_elsewhere  # the run has spoken once already
 
 
 def test_peer_failures_are_told_from_a_ranks_own() -> None:
