@@ -21,6 +21,9 @@ Scores, against the true mesh (in the glTF frame):
 - ``comp``: connected components of the result (the truth objects are all one piece);
 - ``parts``: true parts (the primitives) the result still covers (at least half of a part's
   samples within 0.05 of the result) out of all parts: a lost leg shows here;
+- ``islands`` etc. (second table): the result's UV atlas (islands, texture coverage, 95th
+  percentile of area and angle stretch), and for comparison xatlas' own chunked charting of the
+  same surface (``charting="xatlas"``, the atlas before the view charts);
 - ``mask``: IoU of the silhouette keyed from a grey-gradient backdrop (no alpha) against the
   alpha silhouette, or ``refused`` when the job asked for a cut-out.
 
@@ -50,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "benchmarks" / "results"
 THRESHOLD = 0.05
+BIG_ISLAND = 10  # faces: smaller islands are crumbs (single folded faces the decimation left)
 SAMPLES = 20_000
 
 
@@ -303,6 +307,50 @@ def score(result_v: np.ndarray, result_f: np.ndarray, truth: Truth) -> dict[str,
             "parts": len(truth.part_faces), "faces": int(len(result_f))}
 
 
+def atlas_figures(mesh: Any, texture_size: int, compare: bool) -> dict[str, float]:
+    """UV islands, coverage and stretch of the result's atlas; with ``compare``, the same for
+    xatlas' own chunked charting of the same surface (the atlas before the view charts)."""
+    from inference_server.assets import MeshData
+    from inference_server.uv.atlas import unwrap_with_info
+    from inference_server.uv.quality import measure_atlas
+
+    from inference_server.uv.quality import chart_labels
+
+    q = measure_atlas(mesh, texture_size)
+    sizes = np.bincount(chart_labels(mesh))
+    out = {"islands": q.charts, "coverage": q.coverage, "area_p95": q.area_distortion_p95,
+           "angle_p95": q.angle_distortion_p95, "big_islands": int((sizes >= BIG_ISLAND).sum())}
+    if compare:
+        _, index, inverse = np.unique(mesh.positions, axis=0, return_index=True, return_inverse=True)
+        welded = MeshData(mesh.positions[index], inverse.reshape(-1)[mesh.faces.astype(np.int64)].astype(np.uint32))
+        old_mesh = unwrap_with_info(welded, texture_size=texture_size, charting="xatlas").mesh
+        old = measure_atlas(old_mesh, texture_size)
+        out.update({"big_islands_xatlas": int((np.bincount(chart_labels(old_mesh)) >= BIG_ISLAND).sum()),
+                    "islands_xatlas": old.charts, "coverage_xatlas": old.coverage,
+                    "area_p95_xatlas": old.area_distortion_p95, "angle_p95_xatlas": old.angle_distortion_p95})
+    return out
+
+
+def atlas_table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'object':10} | {'islands':>9} {'cover':>5} {'area95':>6} {'angle95':>7} | "
+            f"{'islands':>9} {'cover':>5} {'area95':>6} {'angle95':>7} | {'f+s isl':>9}")
+    lines = [f"{'':10} | {'xatlas charts (before), front only':^32} | {'view charts (after), front only':^32} |",
+             head, "-" * len(head)]
+    for row in rows:
+        s, t = row["front"], row["front+side"]
+        lines.append(f"{row['object']:10} | {s['islands_xatlas']:4d}/{s['big_islands_xatlas']:<4d} "
+                     f"{s['coverage_xatlas']:5.2f} {s['area_p95_xatlas']:6.2f} {s['angle_p95_xatlas']:7.2f} | "
+                     f"{s['islands']:4d}/{s['big_islands']:<4d} {s['coverage']:5.2f} {s['area_p95']:6.2f} "
+                     f"{s['angle_p95']:7.2f} | {t['islands']:4d}/{t['big_islands']:<4d}")
+    lines.append("-" * len(head))
+    mean = {k: float(np.mean([r["front"][k] for r in rows]))
+            for k in ("islands_xatlas", "islands", "big_islands_xatlas", "big_islands", "coverage_xatlas", "coverage")}
+    lines.append(f"islands: all / of at least {BIG_ISLAND} faces. Mean islands {mean['islands_xatlas']:.1f} -> "
+                 f"{mean['islands']:.1f}, of at least {BIG_ISLAND} faces {mean['big_islands_xatlas']:.1f} -> "
+                 f"{mean['big_islands']:.1f}; coverage {mean['coverage_xatlas']:.3f} -> {mean['coverage']:.3f}")
+    return "\n".join(lines)
+
+
 # -- backdrops -------------------------------------------------------------------------------------
 
 def on_gradient(rgba: np.ndarray) -> np.ndarray:
@@ -394,6 +442,7 @@ def evaluate(name: str, px: int, workdir: Path, texture_size: int) -> tuple[dict
         asset = run_pipeline(images, texture_size)
         row[f"{key}_seconds"] = round(time.perf_counter() - started, 2)
         row[key] = score(asset.mesh.positions, asset.mesh.faces.astype(np.int64), truth)
+        row[key].update(atlas_figures(asset.mesh, texture_size, compare=key == "front"))
         for o in objs:
             o.hide_render = True
         shown = show_result(asset, truth)
@@ -509,6 +558,8 @@ def main() -> None:
             pictures.append((name, pics))
             print(f"{name}: F {row['front']['fscore']:.3f} / {row['front+side']['fscore']:.3f}", file=sys.stderr)
     print(table(rows))
+    print()
+    print(atlas_table(rows))
     picture_sheet(pictures, args.sheet)
     print(f"picture sheet: {args.sheet}")
     if args.json is not None:
