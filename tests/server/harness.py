@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -95,18 +96,32 @@ def png_bytes(size: int = 32, color: tuple[int, int, int] = (200, 100, 50), mode
     return buf.getvalue()
 
 
+# Events a poll returned after the one a collect() waited for: the next collect() on that connection
+# sees them first, so waiting for X then Y never loses a Y that arrived in X's poll.
+_unconsumed: "weakref.WeakKeyDictionary[ServerConnection, list[Event]]" = weakref.WeakKeyDictionary()
+
+
 def collect(
     conn: ServerConnection, until: Callable[[Event], bool], timeout_s: float = 10.0
 ) -> list[Event]:
-    """Poll until an event satisfies ``until`` (returned last); AssertionError on timeout."""
+    """Poll until an event satisfies ``until`` (returned last); AssertionError on timeout.
+
+    Events after the match are kept for the next call on ``conn``; on a timeout every event seen
+    is consumed (and listed in the error).
+    """
     seen: list[Event] = []
+    pending = _unconsumed.pop(conn, [])
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for event in conn.poll(50):
+    while True:
+        for i, event in enumerate(pending):
             seen.append(event)
             if until(event):
+                if i + 1 < len(pending):
+                    _unconsumed[conn] = pending[i + 1:]
                 return seen
-    raise AssertionError(f"timed out after {timeout_s} s; events: {seen!r}"[:3000])
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s; events: {seen!r}"[:3000])
+        pending = conn.poll(50)
 
 
 def wait_ready(address: str, timeout_s: float = START_TIMEOUT_S, **conn_args: Any) -> Welcome:
