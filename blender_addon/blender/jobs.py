@@ -20,7 +20,7 @@ from ..core.payload import (
     save_payload,
     save_references,
 )
-from ..client.session import JobRequestSpec, JobSession, SessionView
+from ..client.session import JobFailed, JobRequestSpec, JobSession, SessionView
 from ..client.tracker import DONE
 from ..core.views import views_setting
 from ..protocol.errors import ERROR_CODES, Step1X3DError
@@ -36,14 +36,6 @@ ADDED_UV_MAP = "added_uv_map"  # ActiveJob.extra: a UV map this job added (remov
 REPLACE = "replace"  # ActiveJob.extra: regenerate -- the object whose mesh and material the result replaces
 LOCATION = "location"  # ActiveJob.extra: variations -- where the result goes instead of the 3D cursor
 BATCH = "batch"  # ActiveJob.extra: variations -- (batch id, index, size)
-
-
-class JobFailed(Step1X3DError):
-    """A job did not produce an asset; ``str(exc)`` is the one sentence shown to the artist.
-
-    A thin subclass because the panel's timer, the operators and the API catch this family;
-    ``code`` is the failure's own (the server's, the client's, or the import's).
-    """
 
 
 @dataclass
