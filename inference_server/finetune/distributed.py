@@ -60,14 +60,6 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t[0].item()) == -int(t[1].item())
 
-    def any_failed(self, failed: bool) -> bool:
-        """True on every rank when any rank reports a failure (so all stop together, cleanly)."""
-        if not self.distributed:
-            return failed
-        t = torch.tensor([1 if failed else 0], dtype=torch.int32, device=self.device if self.backend == "nccl" else "cpu")
-        dist.all_reduce(t)
-        return bool(t.item())
-
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
