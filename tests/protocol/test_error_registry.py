@@ -75,7 +75,8 @@ def test_every_code_in_the_source_is_registered() -> None:
     assert not unknown, "codes missing from ERROR_CODES:\n" + "\n".join(unknown)
     # The walk sees what it should: the server's own answers and the error families' codes.
     seen = {code for _, _, code in found}
-    assert {"unknown_type", "unknown_job", "not_ready", "bad_mesh", "disk_full", "startup_failed", "offline"} <= seen
+    assert {"unknown_type", "unknown_job", "not_ready", "bad_mesh", "disk_full", "startup_failed", "offline",
+            "bad_input", "usage", "export_failed", "bad_file", "worker_crashed", "bad_image"} <= seen
     assert {"ProtocolError", "SubmitRefused", "Refusal", "ResultStoreError", "DiskFull", "StartupError",
             "ConnectionClosed", "CurveKeyError", "JobFailed"} <= errors
 
