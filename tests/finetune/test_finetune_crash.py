@@ -9,48 +9,21 @@ outright (``os._exit``, as the kernel's OOM killer would). Checkpoints every 3 s
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from .torchrun import CLI, torchrun, our_lines
+
 DYING = Path(__file__).with_name("dying_rank.py")
-# One torchrun start costs 10-25 s on the shared 2 cores; a hang would be the failure under test,
-# so the bound is generous for the machine but far below the process group's 600 s timeout.
-BOUND_S = 240
 
 
 def _args(model: Path, data: Path, out: Path) -> list[str]:
     return ["finetune", "geometry", "--base", str(model), "--data", str(data), "--out", str(out), "--rank", "4",
             "--steps", "8", "--batch", "2", "--lr", "3e-3", "--seed", "5", "--device", "cpu",
             "--validation-objects", "0", "--checkpoint-every", "3"]
-
-
-def _torchrun(target: list[str], args: list[str], *launch: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launch, *target,
-           *args]
-    # Its own session, so that a hang (the failure under test) is ended with the workers, not only torchrun.
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=BOUND_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
-
-
-def _our_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    """The CLI's own failure lines (torchrun's agent adds its report, which is not ours)."""
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
 
 
 def _assert_checkpoints_intact(out: Path) -> None:
@@ -82,9 +55,9 @@ def _assert_equals_uninterrupted(lora: Path, model: Path, data: Path, tmp: Path)
 def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
         tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "props"
-    proc = _torchrun([str(DYING), "1", "7", "raise"], _args(tiny_model, prepared, out))
+    proc = torchrun([str(DYING), "1", "7", "raise"], _args(tiny_model, prepared, out))
     assert proc.returncode != 0
-    lines = _our_lines(proc)
+    lines = our_lines(proc)
     # one sentence for the whole run (the survivor, stopped by the broken collective or torchrun's
     # SIGTERM, stays silent), naming the failed rank, its step and cause, and the resume point
     assert lines == [f"error: rank 1 of 2 failed at step 7 (OSError: simulated unreadable sample on rank 1); "
@@ -93,7 +66,7 @@ def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
     _assert_checkpoints_intact(out)
     assert not (out / "props.safetensors").exists()  # no LoRA file from a run that did not finish
 
-    resumed = _torchrun(["-m", "inference_server.cli"], [*_args(tiny_model, prepared, out), "--resume"])
+    resumed = torchrun(CLI, [*_args(tiny_model, prepared, out), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from step 6" in resumed.stderr
     _assert_equals_uninterrupted(out / "props.safetensors", tiny_model, prepared, tmp_path)
@@ -105,9 +78,9 @@ def test_a_failing_rank_stops_the_run_with_one_sentence_and_resume_finishes_it(
 @pytest.mark.slow  # one torchrun launch of two processes plus the survivor's 5 s wait for a word (~20-30 s)
 def test_a_rank_killed_outright_is_named_by_the_survivor(tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "props"
-    proc = _torchrun([str(DYING), "1", "7", "exit"], _args(tiny_model, prepared, out))
+    proc = torchrun([str(DYING), "1", "7", "exit"], _args(tiny_model, prepared, out))
     assert proc.returncode != 0
-    lines = _our_lines(proc)
+    lines = our_lines(proc)
     assert len(lines) == 1, proc.stderr[-3000:]
     # rank 1 printed nothing (os._exit); rank 0 found it missing from the roll call in torchrun's store
     assert re.fullmatch(r"error: rank 1 of 2 died during step 7 without a message \(.*\); resume with --resume "
@@ -121,10 +94,10 @@ def test_torchrun_restarts_with_resume_recover_by_themselves(tiny_model: Path, p
     """``torchrun --max-restarts 1 ... --resume``: the failed attempt says its sentence, torchrun starts the
     workers again, they continue from the newest checkpoint and the run ends as if nothing had happened."""
     out = tmp_path / "props"
-    proc = _torchrun([str(DYING), "1", "7", "raise"], [*_args(tiny_model, prepared, out), "--resume"],
+    proc = torchrun([str(DYING), "1", "7", "raise"], [*_args(tiny_model, prepared, out), "--resume"],
                      "--max-restarts", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(_our_lines(proc)) == 1 and "rank 1 of 2 failed at step 7" in _our_lines(proc)[0]
+    assert len(our_lines(proc)) == 1 and "rank 1 of 2 failed at step 7" in our_lines(proc)[0]
     assert "no checkpoint in" in proc.stderr and "resumed from step 6" in proc.stderr  # attempt 1, attempt 2
     assert proc.stdout.count("LoRA written to") == 1
     _assert_equals_uninterrupted(out / "props.safetensors", tiny_model, prepared, tmp_path)
@@ -140,9 +113,10 @@ def test_ranks_that_see_different_checkpoints_are_refused(tiny_model: Path, prep
     train_geometry(load_geometry_config(None, base=str(tiny_model), data=str(prepared), out=str(out), rank=4, steps=3,
                                         batch=2, lr=3e-3, seed=5, device="cpu", validation_objects=0,
                                         checkpoint_every=3), stream=io.StringIO())
-    proc = _torchrun([str(DYING), "1", "0", "blind"], [*_args(tiny_model, prepared, out), "--resume"])
+    proc = torchrun([str(DYING), "1", "0", "blind"], [*_args(tiny_model, prepared, out), "--resume"])
     assert proc.returncode != 0
-    lines = set(_our_lines(proc))  # each rank says the same sentence
+    lines = set(our_lines(proc))  # each rank says the same sentence
     assert lines == {f"error: the ranks of this run see different checkpoints in {out / 'checkpoints'}; --out must be "
                      "on storage every node shares (rank 0 writes it, every rank resumes from it)"}, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003.pt"]  # nothing was trained
+

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from .torchrun import CLI, torchrun
 
 
 @pytest.mark.slow  # two fresh Python processes importing torch, diffusers and transformers (~20-40 s on 2 cores)
@@ -26,12 +23,9 @@ def test_two_gloo_ranks_equal_one_process(tiny_model: Path, prepared: Path, tmp_
     single = train_geometry(load_geometry_config(None, base=str(tiny_model), data=str(prepared),
                                                  out=str(tmp_path / "one"), **common), stream=io.StringIO())
     out = tmp_path / "two"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "inference_server.cli", "finetune", "geometry", "--base", str(tiny_model), "--data", str(prepared),
-           "--out", str(out), "--rank", "4", "--steps", "4", "--batch", "2", "--lr", "3e-3", "--seed", "5",
-           "--device", "cpu", "--validation-objects", "0", "--holdout", "1"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun(CLI, ["finetune", "geometry", "--base", str(tiny_model), "--data", str(prepared), "--out", str(out),
+                          "--rank", "4", "--steps", "4", "--batch", "2", "--lr", "3e-3", "--seed", "5", "--device", "cpu",
+                          "--validation-objects", "0", "--holdout", "1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("LoRA written to") == 1  # only rank 0 reports (and writes)
     a, b = load_file(str(single.lora)), load_file(str(out / "two.safetensors"))

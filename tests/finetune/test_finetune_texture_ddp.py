@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from .texture_helpers import RESOLUTION, tiny_weights, write_assets
-
-REPO = Path(__file__).resolve().parents[2]
+from .torchrun import CLI, torchrun
 
 
 @pytest.mark.slow  # two fresh Python processes importing torch, diffusers and transformers (~20-40 s on 2 cores)
@@ -31,13 +27,10 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
     single = train_texture(load_texture_config(None, out=str(tmp_path / "one"), rank=4, steps=3, batch=4, lr=1e-2,
                                                seed=5, validation_objects=0, **paths), stream=io.StringIO())
     out = tmp_path / "two"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "inference_server.cli", "finetune", "texture", "--base", paths["base"], "--sdxl-dir", paths["sdxl_dir"],
-           "--sdxl-vae-dir", paths["vae_dir"], "--data", paths["data"], "--out", str(out), "--rank", "4",
-           "--steps", "3", "--batch", "4", "--lr", "1e-2", "--seed", "5", "--device", "cpu",
-           "--validation-objects", "0"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun(CLI, ["finetune", "texture", "--base", paths["base"], "--sdxl-dir", paths["sdxl_dir"],
+                          "--sdxl-vae-dir", paths["vae_dir"], "--data", paths["data"], "--out", str(out), "--rank", "4",
+                          "--steps", "3", "--batch", "4", "--lr", "1e-2", "--seed", "5", "--device", "cpu",
+                          "--validation-objects", "0"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("LoRA written to") == 1  # only rank 0 reports (and writes)
     a, b = load_file(str(single.lora)), load_file(str(out / "two.safetensors"))
