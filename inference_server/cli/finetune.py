@@ -15,6 +15,7 @@ from typing import Any
 from blender_addon.protocol.errors import Step1X3DError
 
 from .args import positive_int
+from .errors import exit_status
 
 
 def register(sub: Any) -> None:
@@ -85,7 +86,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_geometry(args: argparse.Namespace) -> int:
     try:
-        from ..finetune.geometry.trainer import TrainError, load_geometry_config, train_geometry
+        from ..finetune.failure import said_by_another_rank
+        from ..finetune.geometry.trainer import load_geometry_config, train_geometry
     except ImportError as exc:
         raise Step1X3DError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})",
                             "not_installed") from None
@@ -98,9 +100,9 @@ def run_geometry(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device,
             validation_objects=args.validation_objects, validation_holdout=args.holdout)
         result = train_geometry(cfg, stream=sys.stderr)
-    except TrainError as exc:
-        if exc.reported_elsewhere:
-            return 1  # another rank of the run has printed the one sentence; this one only fails
+    except Step1X3DError as exc:
+        if said_by_another_rank(exc):
+            return exit_status(exc.code)  # under torchrun one rank prints the run's sentence; the others only fail
         raise
     if result.world_size == 1 or _rank() == 0:
         print(f"LoRA written to {result.lora}")

@@ -16,6 +16,7 @@ from typing import Any
 from blender_addon.protocol.errors import Step1X3DError
 
 from .args import positive_int
+from .errors import exit_status
 
 
 def register_tasks(tasks: Any) -> None:
@@ -74,20 +75,26 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_texture(args: argparse.Namespace) -> int:
     try:
+        from ..finetune.failure import said_by_another_rank
         from ..finetune.texture.trainer import load_texture_config, train_texture
     except ImportError as exc:
         raise Step1X3DError(f"fine-tuning needs the neural and train extras: pip install '.[neural,train]' ({exc})",
                             "not_installed") from None
-    cfg = load_texture_config(
-        args.config, base=args.base, sdxl_dir=args.sdxl_dir, vae_dir=args.sdxl_vae_dir, data=args.data,
-        out=args.out, name=args.name, rank=args.rank, alpha=args.alpha, steps=args.steps, batch=args.batch,
-        grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
-        train_adapter_branches=True if args.train_adapter_branches else None,
-        validation_objects=args.validation_objects, validation_holdout=args.holdout,
-        mixed_precision="bf16" if args.bf16 else None,
-        gradient_checkpointing=True if args.gradient_checkpointing else None,
-        checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)
-    result = train_texture(cfg, stream=sys.stderr)
+    try:
+        cfg = load_texture_config(
+            args.config, base=args.base, sdxl_dir=args.sdxl_dir, vae_dir=args.sdxl_vae_dir, data=args.data,
+            out=args.out, name=args.name, rank=args.rank, alpha=args.alpha, steps=args.steps, batch=args.batch,
+            grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
+            train_adapter_branches=True if args.train_adapter_branches else None,
+            validation_objects=args.validation_objects, validation_holdout=args.holdout,
+            mixed_precision="bf16" if args.bf16 else None,
+            gradient_checkpointing=True if args.gradient_checkpointing else None,
+            checkpoint_every=args.checkpoint_every, resume=True if args.resume else None, device=args.device)
+        result = train_texture(cfg, stream=sys.stderr)
+    except Step1X3DError as exc:
+        if said_by_another_rank(exc):
+            return exit_status(exc.code)  # under torchrun one rank prints the run's sentence; the others only fail
+        raise
     import os
 
     if result.world_size == 1 or int(os.environ.get("RANK", "0") or 0) == 0:

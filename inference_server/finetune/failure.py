@@ -16,6 +16,11 @@ otherwise print its own view of it; the ranks agree through the process group's 
 
 The store is torchrun's (held by its agent, so it outlives any worker); if it cannot be reached
 the rank speaks anyway (two sentences beat none).
+
+Failures outside the step loop go the same way (:func:`setup_failed`): a config that every rank refuses
+is said by the first rank to note it, a file only one rank cannot read by that rank. Before the process
+group exists there is no store, but nothing there differs between ranks (the command line, the config
+file): rank 0 says it (:func:`said_by_another_rank`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .distributed import DistContext
 
 GRACE_S = 5.0  # how long a survivor waits for the failed rank's own word before speaking for it
 _POLL_S = 0.1
+LINGER_S = 5.0  # how long a silent rank waits before exiting, so that the rank that speaks prints first
 # Text of the transports' errors when a peer's connection is gone (gloo, NCCL); DDP's reducer
 # raises them as plain RuntimeErrors, so the type alone does not tell.
 _PEER_MARKERS = ("closed by peer", "reset by peer", "remote worker", "communicator was aborted", "NCCL error")
@@ -49,8 +55,8 @@ class TrainError(Step1X3DError):
 
     default_code = "training_failed"
 
-    def __init__(self, message: str, *, reported_elsewhere: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, code: str | None = None, *, reported_elsewhere: bool = False) -> None:
+        super().__init__(message, code)
         self.reported_elsewhere = reported_elsewhere
 
 
@@ -120,29 +126,70 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+def _one_voice(exc: BaseException, ctx: DistContext) -> tuple[bool, list[int] | None]:
+    """(whether this rank speaks for the run, and when it speaks for others: the ranks that died silently;
+    None when it speaks of its own failure)."""
+    if not ctx.distributed or ctx.store is None:
+        return True, None
+    try:
+        board = _Board(ctx)
+        if not is_peer_failure(exc):
+            return board.record_own_failure(), None
+        if board.wait_for_own_failure(GRACE_S) or not board.claim():
+            return False, None  # the failed rank has named itself, or another survivor speaks
+        return True, board.missing()
+    except Exception:  # noqa: BLE001 - the store went away with its host: speak rather than stay silent
+        return True, None
+
+
+def _for_others(silent: list[int], ctx: DistContext, exc: BaseException, when: str) -> str:
+    if silent:
+        who = f"rank {silent[0]}" if len(silent) == 1 else f"ranks {', '.join(str(r) for r in silent)}"
+        return (f"{who} of {ctx.world_size} died {when} without a message (killed, out of memory or crashed; "
+                "torchrun's report shows the exit code)")
+    return f"rank {ctx.rank} of {ctx.world_size} stopped {when} because another rank stopped ({_reason(exc)})"
+
+
 def run_failed(exc: BaseException, ctx: DistContext, step: int, out: Path) -> TrainError:
     """The one-sentence error of this rank for ``exc`` at ``step`` (see the module docstring)."""
     where = resume_hint(out)
     own = f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({_reason(exc)}); {where}"
-    if not ctx.distributed or ctx.store is None:
+    speaks, silent = _one_voice(exc, ctx)
+    if not speaks:
+        return TrainError(own, reported_elsewhere=True)
+    if silent is None:
         return TrainError(own)
-    try:
-        board = _Board(ctx)
-        if not is_peer_failure(exc):
-            return TrainError(own, reported_elsewhere=not board.record_own_failure())
-        if board.wait_for_own_failure(GRACE_S):
-            return TrainError(own, reported_elsewhere=True)  # the failed rank has named itself
-        if not board.claim():
-            return TrainError(own, reported_elsewhere=True)
-        silent = board.missing()
-    except Exception:  # noqa: BLE001 - the store went away with its host: speak rather than stay silent
-        return TrainError(own)
+    return TrainError(f"{_for_others(silent, ctx, exc, f'during step {step}')}; {where}")
+
+
+def setup_failed(exc: BaseException, ctx: DistContext) -> BaseException:
+    """What a rank raises for a failure outside the step loop (loading, a config refused after the process
+    group exists, the final save): ``exc`` itself on one process; under torchrun a :class:`TrainError` with
+    the failure's own sentence (and code), said by one rank only."""
+    if not ctx.distributed:
+        return exc
+    own = str(exc) if isinstance(exc, Step1X3DError) else f"rank {ctx.rank} of {ctx.world_size} failed ({_reason(exc)})"
+    code = exc.code if isinstance(exc, Step1X3DError) else None
+    speaks, silent = _one_voice(exc, ctx)
+    if not speaks:
+        return TrainError(own, code, reported_elsewhere=True)
+    if silent is None:
+        return TrainError(own, code)
+    return TrainError(_for_others(silent, ctx, exc, "outside the training steps"))
+
+
+def said_by_another_rank(exc: Step1X3DError) -> bool:
+    """True when this process fails without printing ``exc`` because another rank of the run says it: a
+    :class:`TrainError` knows (agreed through the store); any other error came before the process group
+    existed, the same on every rank, and under torchrun rank 0 says it. When True it returns only after a
+    pause: torchrun stops the other workers as soon as one exits, and the one that speaks must print first."""
+    if isinstance(exc, TrainError):
+        silent = exc.reported_elsewhere
+    else:
+        silent = int(os.environ.get("WORLD_SIZE") or 1) > 1 and int(os.environ.get("RANK") or 0) != 0
     if silent:
-        who = f"rank {silent[0]}" if len(silent) == 1 else f"ranks {', '.join(str(r) for r in silent)}"
-        return TrainError(f"{who} of {ctx.world_size} died during step {step} without a message (killed, out of "
-                          f"memory or crashed; torchrun's report shows the exit code); {where}")
-    return TrainError(f"rank {ctx.rank} of {ctx.world_size} stopped at step {step} because another rank stopped "
-                      f"({_reason(exc)}); {where}")
+        time.sleep(LINGER_S)
+    return silent
 
 
 class _Board:
@@ -177,4 +224,5 @@ class _Board:
         return [r for r in range(self.ctx.world_size) if not self.store.check([f"{self.prefix}answered/{r}"])]
 
 
-__all__ = ["GRACE_S", "SigtermGuard", "Terminated", "TrainError", "is_peer_failure", "resume_hint", "run_failed", "sigterm_raises"]
+__all__ = ["GRACE_S", "SigtermGuard", "Terminated", "TrainError", "is_peer_failure", "resume_hint", "run_failed",
+           "said_by_another_rank", "setup_failed", "sigterm_raises"]

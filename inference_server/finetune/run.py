@@ -1,22 +1,49 @@
 """The parts of a training run that every trainer (geometry, texture) does the same way:
-resume from the latest checkpoint, wrap the model for DDP, open the run's outputs."""
+resume from the latest checkpoint, wrap the model for DDP, open the run's outputs, and the step loop
+itself (micro-batches, optimizer, loss log, checkpoints, failure report); a trainer brings only its
+objective and its validation through :class:`Hooks`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, TypeVar
 
 import torch
 from torch import nn
 
-from .checkpoint import load_latest
+from .checkpoint import load_latest, save_checkpoint
 from .config import ConfigError, TrainConfig, to_plain
-from .distributed import DistContext
+from .distributed import DistContext, init_distributed, shutdown
+from .failure import Terminated, TrainError, run_failed, setup_failed, sigterm_raises
 from .losslog import LossLog
 from .progress import TrainProgress
-from .seeding import set_rng_state
+from .seeding import rng_state, set_rng_state
+
+
+T = TypeVar("T")
+
+
+def in_process_group(device: str | None, body: Callable[[DistContext], T]) -> T:
+    """``body`` in torchrun's process group (or as one process). A failure outside the step loop (a config
+    every rank refuses, a file one rank cannot read, the final save) is said once for the whole run
+    (``failure.setup_failed``); the loop's own failures are already agreed on."""
+    ctx = init_distributed(device)
+    try:
+        return body(ctx)
+    except TrainError:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = setup_failed(exc, ctx)
+        if failure is exc:
+            raise
+        raise failure from exc
+    finally:
+        shutdown(ctx)
 
 
 def resume(
@@ -76,4 +103,107 @@ def open_outputs(
     return log, progress
 
 
-__all__ = ["open_outputs", "resume", "wrap_for_ddp"]
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``mixed_precision: bf16``, nothing otherwise."""
+    if cfg.mixed_precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def save_state(out: Path, step: int, lora: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+               cfg: TrainConfig, split_info: dict[str, Any]) -> None:
+    """The checkpoint of ``step``: LoRA, optimizer, RNG, config and held-out split (what ``resume`` reads)."""
+    state = {"step": step, "lora": lora, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+             "config": json.dumps(to_plain(cfg)), "split": json.dumps(split_info)}
+    save_checkpoint(out, step, state, cfg.keep_checkpoints)
+
+
+class StepSchedule(Protocol):
+    local: int  # samples per rank per optimizer step
+
+    def indices(self, step: int) -> list[int]: ...
+
+
+@dataclass
+class Hooks:
+    """What differs between the trainers' loops."""
+
+    per_sample: Callable[[list[int], int], torch.Tensor]  # the objective of each sample of a micro-batch (autocast inside)
+    lora: Callable[[], dict[str, torch.Tensor]]  # the LoRA's current state (checkpoints)
+    validation_loss: Callable[[], float | None]  # rank 0 at each checkpoint; None without held-out objects
+    write_sheet: Callable[[int], None] | None = None  # rank 0, after every rank knows the checkpoint is on disk
+    max_grad_norm: float = 0.0  # clip the gradient of ``params`` before each optimizer step (0: no clipping)
+
+
+@dataclass
+class LoopResult:
+    losses: list[float]
+    validation_loss: float | None  # the last one logged
+
+
+def train_loop(cfg: TrainConfig, ctx: DistContext, model: nn.Module, optimizer: torch.optim.Optimizer,
+               params: Sequence[torch.nn.Parameter], schedule: StepSchedule, micro: int, start: int, out: Path,
+               split_info: dict[str, Any], outputs: tuple[LossLog | None, TrainProgress | None], hooks: Hooks,
+               on_step: Callable[[int, float], None] | None = None) -> LoopResult:
+    """Steps ``start + 1 .. cfg.steps``: ``grad_accum`` micro-batches of ``micro`` samples per rank (DDP syncs
+    on the last), the optimizer step, the mean loss over ranks; rank 0 logs it and, at each checkpoint, the
+    validation loss, the checkpoint and the loss plot. Every rank waits at each checkpoint until it is on
+    disk, so a failure's resume point is always written. A failure (or SIGTERM) leaves as the run's one
+    sentence (``failure.run_failed``)."""
+    log, progress = outputs
+    losses: list[float] = []
+    val_loss: float | None = None
+    step = start
+    t_run = time.perf_counter()
+
+    def micro_step(indices: list[int], step: int, last_micro: bool) -> float:
+        sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else model.no_sync()  # type: ignore[operator]
+        with sync:
+            loss = hooks.per_sample(indices, step).sum() / schedule.local
+            loss.backward()
+        return float(loss.detach())
+
+    with sigterm_raises() as guard:
+        try:
+            for step in range(start + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                indices = schedule.indices(step)
+                total = 0.0
+                for m in range(cfg.grad_accum):
+                    total += micro_step(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
+                if hooks.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, hooks.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss = ctx.mean(total)
+                losses.append(loss)
+                rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
+                at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+                if ctx.is_main:
+                    assert log is not None and progress is not None
+                    val = hooks.validation_loss() if at_checkpoint else None
+                    val_loss = val if val is not None else val_loss
+                    log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run, val)
+                    progress.update(step, loss, rate)
+                    if at_checkpoint:
+                        save_state(out, step, hooks.lora(), optimizer, cfg, split_info)
+                        log.plot(out / "loss.png")
+                if at_checkpoint:
+                    ctx.barrier()  # every rank past this step knows its checkpoint is on disk
+                    if ctx.is_main and hooks.write_sheet is not None:
+                        hooks.write_sheet(step)
+                if on_step is not None:
+                    on_step(step, loss)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
+            guard.disarm()  # the report below must not be cut short by torchrun's SIGTERM
+            if progress is not None:
+                progress.finish()
+            raise run_failed(exc, ctx, step, out) from exc
+    if progress is not None:
+        progress.finish()
+    if log is not None:
+        log.plot(out / "loss.png")  # also after a resume that had no step left to run
+    return LoopResult(losses, val_loss)
+
+
+__all__ = ["Hooks", "LoopResult", "autocast", "in_process_group", "open_outputs", "resume", "save_state", "train_loop", "wrap_for_ddp"]

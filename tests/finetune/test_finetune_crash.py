@@ -115,8 +115,26 @@ def test_ranks_that_see_different_checkpoints_are_refused(tiny_model: Path, prep
                                         checkpoint_every=3), stream=io.StringIO())
     proc = torchrun([str(DYING), "1", "0", "blind"], [*_args(tiny_model, prepared, out), "--resume"])
     assert proc.returncode != 0
-    lines = set(our_lines(proc))  # each rank says the same sentence
-    assert lines == {f"error: the ranks of this run see different checkpoints in {out / 'checkpoints'}; --out must be "
-                     "on storage every node shares (rank 0 writes it, every rank resumes from it)"}, proc.stderr[-3000:]
+    # both ranks refuse; the first to note it in torchrun's store says it, the other fails silently
+    assert our_lines(proc) == [f"error: the ranks of this run see different checkpoints in {out / 'checkpoints'}; --out "
+                               "must be on storage every node shares (rank 0 writes it, every rank resumes from it)"], \
+        proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003.pt"]  # nothing was trained
 
+
+@pytest.mark.slow  # two torchrun launches of two processes that stop before loading any model (~20-40 s)
+def test_a_config_error_is_said_once_for_the_run(tiny_model: Path, prepared: Path, tmp_path: Path) -> None:
+    """Every rank refuses the same settings: once the process group exists the first rank to note it in
+    torchrun's store says it (here batch 2 over 2 ranks x 2 accumulation steps); before it exists (no
+    --base) rank 0 does. The other rank fails with the same exit status and prints nothing."""
+    common = ["--data", str(prepared), "--out", str(tmp_path / "props"), "--steps", "2", "--device", "cpu"]
+    uneven = torchrun(CLI, ["finetune", "geometry", "--base", str(tiny_model), *common, "--batch", "2",
+                            "--grad-accum", "2"])
+    assert uneven.returncode != 0
+    assert our_lines(uneven) == ["error: the batch of 2 does not split evenly over 2 process(es) x 2 accumulation "
+                                 "step(s); use a multiple of 4"], uneven.stderr[-3000:]
+    no_base = torchrun(CLI, ["finetune", "geometry", *common])
+    assert no_base.returncode != 0
+    assert our_lines(no_base) == ["error: --base is required (or 'base:' in the config file)"], no_base.stderr[-3000:]
+    # no worker's traceback (torchrun's agent prints its own, which names no file of ours)
+    assert "/inference_server/" not in uneven.stdout + uneven.stderr + no_base.stdout + no_base.stderr

@@ -112,3 +112,44 @@ def test_a_save_cut_short_is_never_loaded_and_is_cleared(tmp_path: Path) -> None
     assert found is not None and found[0] == 3  # the partial file is not a checkpoint
     _checkpoint(tmp_path, 6)
     assert sorted(p.name for p in checkpoint_dir(tmp_path).iterdir()) == ["step-00000003.pt", "step-00000006.pt"]
+
+
+def test_a_failure_outside_the_steps_is_said_by_the_first_rank_only(tmp_path: Path) -> None:
+    """Both ranks refuse the same config once the process group exists: the first to note it in the store
+    says the failure's own sentence with its own code, the other is silent; a rank whose collective broke
+    because of it stays silent too. On one process the error passes unchanged."""
+    from inference_server.finetune.config import ConfigError
+    from inference_server.finetune.distributed import DistContext
+    from inference_server.finetune.failure import setup_failed
+
+    refused = ConfigError("the batch of 2 does not split evenly over 2 process(es)")
+    store = _store()
+    first = setup_failed(refused, _ctx(1, store))  # type: ignore[arg-type]
+    second = setup_failed(ConfigError(str(refused)), _ctx(0, store))  # type: ignore[arg-type]
+    assert str(first) == str(refused) and first.code == refused.code == "bad_config"  # type: ignore[attr-defined]
+    assert not first.reported_elsewhere and second.reported_elsewhere  # type: ignore[attr-defined]
+    peer = setup_failed(RuntimeError("Connection closed by peer"), _ctx(0, store))  # type: ignore[arg-type]
+    assert peer.reported_elsewhere  # type: ignore[attr-defined]
+    one = DistContext(0, 1, 0, torch.device("cpu"), None)
+    assert setup_failed(refused, one) is refused
+
+
+def test_before_the_process_group_only_rank_0_speaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference_server.finetune import failure
+    from inference_server.finetune.config import ConfigError
+    from inference_server.finetune.failure import TrainError, said_by_another_rank
+
+    monkeypatch.setattr(failure, "LINGER_S", 0.0)
+    refused = ConfigError("--base is required")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert not said_by_another_rank(refused)  # one process: it speaks
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert not said_by_another_rank(refused)
+    monkeypatch.setenv("RANK", "1")
+    assert said_by_another_rank(refused)
+    # a TrainError was agreed through the store: its flag decides, whatever the rank
+    assert not said_by_another_rank(TrainError("rank 1 of 2 failed at step 7 (OSError: x); ..."))
+    monkeypatch.setenv("RANK", "0")
+    assert said_by_another_rank(TrainError("rank 0 of 2 failed", reported_elsewhere=True))

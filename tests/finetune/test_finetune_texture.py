@@ -162,6 +162,32 @@ def test_resume_equals_uninterrupted(weights: dict, red_set: Path, trained, tmp_
     assert len(rows) == 1 + TRAIN["steps"]  # steps 13..17 of the interrupted run were replaced, not repeated
 
 
+def test_sigterm_stops_a_texture_run_with_the_shared_failure_sentence(weights: dict, red_set: Path,
+                                                                       tmp_path: Path) -> None:
+    """The texture trainer reports through the same failure path as the geometry one (finetune/run.py's
+    loop): SIGTERM (a scheduler pre-empting the job) is an orderly stop with the resume step, and the
+    handler it replaced is back afterwards."""
+    import os
+    import signal
+
+    from inference_server.finetune.texture.trainer import TrainError, train_texture
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def term(step: int, _loss: float) -> None:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "red-style"
+    with pytest.raises(TrainError) as info:
+        train_texture(_cfg(weights, red_set, out, **dict(TRAIN, steps=6, checkpoint_every=2)), stream=io.StringIO(),
+                      on_step=term)
+    assert str(info.value) == ("rank 0 of 1 failed at step 3 (stopped by SIGTERM); resume with --resume "
+                               f"(from step 2, {out / 'checkpoints'})")
+    assert not info.value.reported_elsewhere and info.value.code == "training_failed"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_lora_file_layout_and_metadata(trained) -> None:
     from safetensors.torch import load_file
 

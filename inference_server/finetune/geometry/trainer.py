@@ -19,10 +19,8 @@ rank waits at each checkpoint until it is on disk, so a failure's resume point i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +29,13 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..checkpoint import save_checkpoint
 from ..config import ConfigError, TrainConfig, load_config, to_plain
-from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
-from ..failure import Terminated, TrainError, run_failed, sigterm_raises
+from ..distributed import DistContext, check_world, split_batch
+from ..failure import TrainError
 from ..lorafile import save_lora
 from ..prepcache import PrepError
-from ..run import open_outputs, resume, wrap_for_ddp
-from ..seeding import rng_state, seed_everything
+from ..run import Hooks, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
+from ..seeding import seed_everything
 from ..split import Split, check_holdout, split_objects
 from .data import PreparedSet, draw_sample
 from .objective import FlowTable, flow_loss, noisy_latents
@@ -225,17 +222,11 @@ def evaluate_loss(transformer: nn.Module, data: PreparedSet, cfg: "GeometryTrain
                 z, eps = d.z[None].to(device), d.eps[None].to(device)
                 x_t = noisy_latents(z, eps, sigma.to(device))
                 lab = label.to(device) if label is not None else None
-                with _autocast(cfg, device):
+                with autocast(cfg, device):
                     v = transformer(x_t, t.to(device), visual=d.visual[None].to(device), label=lab)
                 total += float(flow_loss(v, z, eps, x_t, sigma.to(device), cfg.precondition_outputs).sum())
                 count += 1
     return total / max(count, 1)
-
-
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if cfg.mixed_precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_geometry(cfg: GeometryTrainConfig, *, stream: TextIO = sys.stderr,
@@ -244,11 +235,7 @@ def train_geometry(cfg: GeometryTrainConfig, *, stream: TextIO = sys.stderr,
     for name in ("base", "data", "out"):
         if not getattr(cfg, name):
             raise ConfigError(f"--{name} is required (or '{name}:' in the config file)")
-    ctx = init_distributed(cfg.device)
-    try:
-        return _train(cfg, ctx, stream, on_step)
-    finally:
-        shutdown(ctx)
+    return in_process_group(cfg.device, lambda ctx: _train(cfg, ctx, stream, on_step))
 
 
 def make_split(data: PreparedSet, cfg: GeometryTrainConfig) -> Split:
@@ -301,7 +288,6 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
         sheet = ValidationSheet(model_dir, data, cfg.validation_objects, ctx.device, steps=cfg.validation_steps,
                                 octree_resolution=cfg.validation_octree, seed=cfg.seed, indices=shown,
                                 held_out=bool(split.heldout))
-    log, progress = open_outputs(out, cfg, start, ctx, stream)
     label_dev = label.to(ctx.device) if label is not None else None
 
     def batch_tensors(indices: list[int], step: int) -> tuple[torch.Tensor, ...]:
@@ -316,18 +302,13 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
         t, sigma = table.lookup(torch.stack([d.normal for d in draws]), cfg.logit_mean, cfg.logit_std)
         return z, eps, visual_t, t.to(ctx.device), sigma.to(ctx.device)
 
-    def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
+    def per_sample(indices: list[int], step: int) -> torch.Tensor:
         z, eps, visual_t, t, sigma = batch_tensors(indices, step)
         x_t = noisy_latents(z, eps, sigma)
         lab = label_dev.expand(len(indices), -1, -1) if label_dev is not None else None
-        sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else model.no_sync()  # type: ignore[operator]
-        with sync:
-            with _autocast(cfg, ctx.device):
-                v = model(x_t, t, visual=visual_t, label=lab)
-            per_sample = flow_loss(v, z, eps, x_t, sigma, cfg.precondition_outputs)
-            loss = per_sample.sum() / schedule.local
-            loss.backward()
-        return float(loss.detach())
+        with autocast(cfg, ctx.device):
+            v = model(x_t, t, visual=visual_t, label=lab)
+        return flow_loss(v, z, eps, x_t, sigma, cfg.precondition_outputs)
 
     def validation_loss() -> float | None:
         if not split.heldout:
@@ -340,46 +321,15 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
         finally:
             transformer.train(was_training)
 
-    losses: list[float] = []
-    val_loss: float | None = None
-    step = start
-    t_run = time.perf_counter()
-    with sigterm_raises() as guard:
-        try:
-            for step in range(start + 1, cfg.steps + 1):
-                t0 = time.perf_counter()
-                indices = schedule.indices(step)
-                total = 0.0
-                for m in range(cfg.grad_accum):
-                    total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss = ctx.mean(total)
-                losses.append(loss)
-                rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
-                at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
-                if ctx.is_main:
-                    assert log is not None and progress is not None
-                    val = validation_loss() if at_checkpoint else None
-                    val_loss = val if val is not None else val_loss
-                    log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run, val)
-                    progress.update(step, loss, rate)
-                    if at_checkpoint:
-                        _save(out, step, transformer, optimizer, cfg, split_info)
-                        log.plot(out / "loss.png")
-                if at_checkpoint:
-                    ctx.barrier()  # every rank past this step knows its checkpoint is on disk
-                    if sheet is not None:
-                        sheet.write(transformer, label, out / "validation" / f"step-{step:08d}.png", step)
-                if on_step is not None:
-                    on_step(step, loss)
-        except (Exception, KeyboardInterrupt, Terminated) as exc:
-            guard.disarm()  # the report below must not be cut short by torchrun's SIGTERM
-            if progress is not None:
-                progress.finish()
-            raise run_failed(exc, ctx, step, out) from exc
-    if progress is not None:
-        progress.finish()
+    def write_sheet(step: int) -> None:
+        assert sheet is not None
+        sheet.write(transformer, label, out / "validation" / f"step-{step:08d}.png", step)
+
+    hooks = Hooks(per_sample, lambda: lora_state(transformer), validation_loss,
+                  write_sheet if sheet is not None else None)
+    result = train_loop(cfg, ctx, model, optimizer, params, schedule, micro, start, out, split_info,
+                        open_outputs(out, cfg, start, ctx, stream), hooks, on_step)
+    losses, val_loss = result.losses, result.validation_loss
 
     lora_path = out / f"{cfg.name or out.name}.safetensors"
     if ctx.is_main:
@@ -389,17 +339,8 @@ def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,
                 "validation_loss": val_loss}
         save_lora(lora_path, COMPONENT, lora_state(transformer), rank=cfg.rank, alpha=cfg.lora_alpha,
                   target_modules=targets, info=info)
-        if log is not None:
-            log.plot(out / "loss.png")
     ctx.barrier()
     return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
-
-
-def _save(out: Path, step: int, transformer: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-          split_info: dict[str, Any]) -> None:
-    state = {"step": step, "lora": lora_state(transformer), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-             "config": json.dumps(to_plain(cfg)), "split": json.dumps(split_info)}
-    save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
 __all__ = ["GeometryTrainConfig", "TrainError", "UPSTREAM_LORA_TARGETS", "load_geometry_config", "make_split",

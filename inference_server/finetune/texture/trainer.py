@@ -22,10 +22,8 @@ file is ``unet.<module>.lora_A/B.weight``: what ``neural.texture.lora`` (and ``s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +32,14 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ..checkpoint import latest_step, save_checkpoint
 from ..config import ConfigError, TrainConfig, load_config, to_plain
-from ..distributed import DistContext, check_world, init_distributed, shutdown, split_batch
-from ..geometry.trainer import RunResult, Schedule, TrainError
+from ..distributed import DistContext, check_world, split_batch
+from ..failure import TrainError
+from ..geometry.trainer import RunResult, Schedule
 from ..lorafile import save_lora
 from ..prepcache import PrepError
-from ..run import open_outputs, resume, wrap_for_ddp
-from ..seeding import rng_state, seed_everything
+from ..run import Hooks, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
+from ..seeding import seed_everything
 from ..split import Split, check_holdout, split_objects
 from .data import TextureDraw, TextureSet, draw_sample
 
@@ -222,12 +220,6 @@ def load_base(base: Path, sdxl_dir: Path, vae_dir: Path, dtype: torch.dtype) -> 
                       float(models.vae.config.scaling_factor), inference)
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if cfg.mixed_precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _draws(data: TextureSet, indices: list[int], cfg: TextureTrainConfig, step: int, num_t: int, scaling: float,
            stream: int = 0, dropout: bool = True) -> tuple[list[TextureDraw], list[torch.Tensor]]:
     draws, controls = [], []
@@ -265,11 +257,7 @@ def train_texture(cfg: TextureTrainConfig, *, stream: TextIO = sys.stderr,
         if not getattr(cfg, name):
             flag = name.replace("_", "-")
             raise ConfigError(f"--{flag} is required (or '{name}:' in the config file)")
-    ctx = init_distributed(cfg.device)
-    try:
-        return _train(cfg, ctx, stream, on_step)
-    finally:
-        shutdown(ctx)
+    return in_process_group(cfg.device, lambda ctx: _train(cfg, ctx, stream, on_step))
 
 
 def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
@@ -321,7 +309,6 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
                                        cfg.validation_objects, ctx.device, dtype=base_dtype,
                                        steps=cfg.validation_steps, guidance=cfg.validation_guidance, seed=cfg.seed,
                                        texture_size=cfg.validation_texture_size, held_out=bool(split.heldout))
-    log, progress = open_outputs(out, cfg, start, ctx, stream)
 
     def validation_loss() -> float | None:
         if not split.heldout:
@@ -333,58 +320,20 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
         finally:
             unet.train(was_training)
 
-    def step_loss(indices: list[int], step: int, last_micro: bool) -> float:
+    def per_sample(indices: list[int], step: int) -> torch.Tensor:
         draws, controls = _draws(data, indices, cfg, step, num_t, base.scaling)
-        sync = contextlib.nullcontext() if (last_micro or not ctx.distributed) else model.no_sync()  # type: ignore[operator]
-        with sync:
-            with _autocast(cfg, ctx.device):
-                per_sample = objective.per_sample(model, draws, controls)
-            loss = per_sample.sum() / schedule.local
-            loss.backward()
-        return float(loss.detach())
+        with autocast(cfg, ctx.device):
+            return objective.per_sample(model, draws, controls)
 
-    losses: list[float] = []
-    val_loss: float | None = None
-    step = start
-    t_run = time.perf_counter()
-    try:
-        for step in range(start + 1, cfg.steps + 1):
-            t0 = time.perf_counter()
-            indices = schedule.indices(step)
-            total = 0.0
-            for m in range(cfg.grad_accum):
-                total += step_loss(indices[m * micro : (m + 1) * micro], step, m == cfg.grad_accum - 1)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = ctx.mean(total)
-            losses.append(loss)
-            rate = cfg.batch / max(time.perf_counter() - t0, 1e-9)
-            at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
-            if ctx.is_main:
-                assert log is not None and progress is not None
-                val = validation_loss() if at_checkpoint else None
-                val_loss = val if val is not None else val_loss
-                log.append(step, loss, cfg.lr, rate, time.perf_counter() - t_run, val)
-                progress.update(step, loss, rate)
-                if at_checkpoint:
-                    _save(out, step, unet, optimizer, cfg, split_info)
-                    log.plot(out / "loss.png")
-                    if sheet is not None:
-                        sheet.write(out / "validation" / f"step-{step:08d}.png", step)
-            if on_step is not None:
-                on_step(step, loss)
-    except (Exception, KeyboardInterrupt) as exc:
-        if progress is not None:
-            progress.finish()
-        done = latest_step(out)
-        where = (f"resume with --resume (from step {done}, {out / 'checkpoints'})" if done
-                 else "no checkpoint was written yet; lower --checkpoint-every to keep more progress")
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        raise TrainError(f"rank {ctx.rank} of {ctx.world_size} failed at step {step} ({reason}); {where}") from exc
-    if progress is not None:
-        progress.finish()
+    def write_sheet(step: int) -> None:
+        assert sheet is not None
+        sheet.write(out / "validation" / f"step-{step:08d}.png", step)
+
+    hooks = Hooks(per_sample, lambda: lora_state(unet), validation_loss, write_sheet if sheet is not None else None,
+                  max_grad_norm=cfg.max_grad_norm)
+    result = train_loop(cfg, ctx, model, optimizer, params, schedule, micro, start, out, split_info,
+                        open_outputs(out, cfg, start, ctx, stream), hooks, on_step)
+    losses, val_loss = result.losses, result.validation_loss
 
     lora_path = out / f"{cfg.name or out.name}.safetensors"
     if ctx.is_main:
@@ -396,8 +345,6 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
             for key in [k for k in state if k.endswith(".lora_A.weight")]:
                 state[key[: -len(".lora_A.weight")] + ".alpha"] = torch.tensor(cfg.lora_alpha)
         save_lora(lora_path, COMPONENT, state, rank=cfg.rank, alpha=cfg.lora_alpha, target_modules=targets, info=info)
-        if log is not None:
-            log.plot(out / "loss.png")
     ctx.barrier()
     return RunResult(lora_path, cfg.steps, losses, ctx.world_size)
 
@@ -409,13 +356,6 @@ def make_split(data: TextureSet, cfg: TextureTrainConfig) -> Split:
         raise ConfigError(f"the batch of {cfg.batch} is larger than the {len(split.train)} asset(s) left to train "
                           f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
     return split
-
-
-def _save(out: Path, step: int, unet: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-          split_info: dict[str, Any]) -> None:
-    state = {"step": step, "lora": lora_state(unet), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-             "config": json.dumps(to_plain(cfg)), "split": json.dumps(split_info)}
-    save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
 __all__ = ["TextureTrainConfig", "TrainError", "evaluate_loss", "load_base", "load_texture_config", "train_texture"]
