@@ -63,6 +63,11 @@ class TrainConfig:
     num_nodes: int = 1
     gpus_per_node: int = 1
     strategy: str = "ddp"
+    name: str | None = None  # the LoRA file's stem (default: the output folder's name)
+    validation_objects: int = 2  # objects on the validation sheet written at each checkpoint (0: none)
+    validation_steps: int = 30  # sampling steps of the sheet's generations
+    validation_holdout: float = 0.0  # objects kept out of training: a count, a fraction < 1, or 0 (no split)
+    validation_draws: int = 4  # fixed noise/timestep draws per held-out object for the validation loss
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -99,6 +104,13 @@ class TrainConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"distributed strategy {self.strategy!r} is not supported; use ddp "
                               "(PyTorch DistributedDataParallel)")
+        from .split import check_holdout  # split.py words its refusals with ConfigError
+
+        if self.validation_objects < 0 or self.validation_steps < 1:
+            raise ConfigError("validation_objects must be >= 0 and validation_steps >= 1")
+        check_holdout(self.validation_holdout)
+        if not isinstance(self.validation_draws, int) or self.validation_draws < 1:
+            raise ConfigError(f"validation_draws must be a whole number of at least 1, got {self.validation_draws!r}")
 
 
 # Upstream / alternative spelling (dotted path) -> our field, plus a converter.
@@ -148,6 +160,9 @@ COMMON_KEYS: dict[str, tuple[str, Any]] = {
     "distributed.gpus_per_node": ("gpus_per_node", int),
     "distributed.strategy": ("strategy", str),
     "seed": ("seed", int),
+    "validation.holdout": ("validation_holdout", float),
+    "validation.objects": ("validation_objects", int),
+    "validation.draws": ("validation_draws", int),
 }
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import torch
 from torch import nn
@@ -118,10 +118,41 @@ def save_state(out: Path, step: int, lora: dict[str, torch.Tensor], optimizer: t
     save_checkpoint(out, step, state, cfg.keep_checkpoints)
 
 
-class StepSchedule(Protocol):
-    local: int  # samples per rank per optimizer step
+@dataclass
+class RunResult:
+    lora: Path
+    steps: int
+    losses: list[float]
+    world_size: int
 
-    def indices(self, step: int) -> list[int]: ...
+
+class Schedule:
+    """Which objects each rank trains on at each optimizer step. ``ids`` maps the sampler's positions
+    to object indices (the training part of a split); by default object ``i`` is position ``i``."""
+
+    def __init__(self, n: int, batch: int, ctx: DistContext, seed: int, ids: Sequence[int] | None = None) -> None:
+        from torch.utils.data import DistributedSampler
+
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"{len(ids)} object ids for {n} positions")
+        self.ids = list(ids) if ids is not None else list(range(n))
+        if n < batch:
+            raise ConfigError(f"the batch of {batch} is larger than the {n} prepared object(s); lower --batch")
+        self.per_epoch = n // batch  # whole global batches; the remainder of an epoch is skipped
+        self.local = batch // ctx.world_size
+        indices: Any = range(n)  # the sampler only needs len()
+        self.sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                                   shuffle=True, seed=seed, drop_last=False)
+        self._epoch = -1
+        self._order: list[int] = []
+
+    def indices(self, step: int) -> list[int]:
+        """Positions of the prepared set this rank trains on at optimizer step ``step`` (1-based)."""
+        epoch, pos = divmod(step - 1, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._order, self._epoch = list(self.sampler), epoch
+        return [self.ids[p] for p in self._order[pos * self.local : (pos + 1) * self.local]]
 
 
 @dataclass
@@ -142,7 +173,7 @@ class LoopResult:
 
 
 def train_loop(cfg: TrainConfig, ctx: DistContext, model: nn.Module, optimizer: torch.optim.Optimizer,
-               params: Sequence[torch.nn.Parameter], schedule: StepSchedule, micro: int, start: int, out: Path,
+               params: Sequence[torch.nn.Parameter], schedule: Schedule, micro: int, start: int, out: Path,
                split_info: dict[str, Any], outputs: tuple[LossLog | None, TrainProgress | None], hooks: Hooks,
                on_step: Callable[[int, float], None] | None = None) -> LoopResult:
     """Steps ``start + 1 .. cfg.steps``: ``grad_accum`` micro-batches of ``micro`` samples per rank (DDP syncs
@@ -206,4 +237,4 @@ def train_loop(cfg: TrainConfig, ctx: DistContext, model: nn.Module, optimizer: 
     return LoopResult(losses, val_loss)
 
 
-__all__ = ["Hooks", "LoopResult", "autocast", "in_process_group", "open_outputs", "resume", "save_state", "train_loop", "wrap_for_ddp"]
+__all__ = ["Hooks", "LoopResult", "RunResult", "Schedule", "autocast", "in_process_group", "open_outputs", "resume", "save_state", "train_loop", "wrap_for_ddp"]

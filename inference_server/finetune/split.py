@@ -68,4 +68,14 @@ def split_objects(names: Sequence[str], holdout: float, seed: int) -> Split:
     return Split(train, tuple(sorted(held)), tuple(names), float(holdout), seed)
 
 
-__all__ = ["SPLIT_STREAM", "Split", "check_holdout", "holdout_count", "split_objects"]
+def training_split(names: Sequence[str], holdout: float, seed: int, batch: int, noun: str = "object") -> Split:
+    """A run's split (every object trains without ``holdout``), refused when too few of them (``noun``: "object", "asset") are left
+    to fill one global batch."""
+    split = split_objects(names, holdout, seed)
+    if split.heldout and len(split.train) < batch:
+        raise ConfigError(f"the batch of {batch} is larger than the {len(split.train)} {noun}(s) left to train "
+                          f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
+    return split
+
+
+__all__ = ["SPLIT_STREAM", "Split", "check_holdout", "holdout_count", "split_objects", "training_split"]

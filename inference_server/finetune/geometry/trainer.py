@@ -32,11 +32,13 @@ from torch import nn
 from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, split_batch
 from ..failure import TrainError
+from .. import peftlora
 from ..lorafile import save_lora
+from ..peftlora import inject_lora
 from ..prepcache import PrepError
-from ..run import Hooks, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
+from ..run import Hooks, RunResult, Schedule, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
 from ..seeding import seed_everything
-from ..split import Split, check_holdout, split_objects
+from ..split import Split, training_split
 from .data import PreparedSet, draw_sample
 from .objective import FlowTable, flow_loss, noisy_latents
 
@@ -55,12 +57,7 @@ class GeometryTrainConfig(TrainConfig):
     logit_std: float = 1.0
     precondition_outputs: bool = True  # upstream's default
     sample_posterior: bool = True  # upstream draws z from the VAE posterior every step
-    name: str | None = None  # the LoRA file's stem (default: the output folder's name)
-    validation_objects: int = 2  # rows of the validation sheet written at each checkpoint (0: none)
-    validation_steps: int = 30
     validation_octree: int = 128
-    validation_holdout: float = 0.0  # objects kept out of training: a count, a fraction < 1, or 0 (no split)
-    validation_draws: int = 4  # fixed noise/timestep draws per held-out object for the validation loss
 
     def check(self) -> None:
         super().check()
@@ -68,11 +65,8 @@ class GeometryTrainConfig(TrainConfig):
             raise ConfigError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if not self.logit_std > 0:
             raise ConfigError("logit_std must be positive")
-        if self.validation_objects < 0 or self.validation_steps < 1 or not 16 <= self.validation_octree <= 512:
-            raise ConfigError("validation_objects must be >= 0, validation_steps >= 1, validation_octree 16-512")
-        check_holdout(self.validation_holdout)
-        if not isinstance(self.validation_draws, int) or self.validation_draws < 1:
-            raise ConfigError(f"validation_draws must be a whole number of at least 1, got {self.validation_draws!r}")
+        if not 16 <= self.validation_octree <= 512:
+            raise ConfigError(f"validation_octree must be 16-512, got {self.validation_octree}")
 
 
 GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
@@ -80,9 +74,6 @@ GEOMETRY_KEYS: dict[str, tuple[str, Any]] = {
     "system.logit_mean": ("logit_mean", float),
     "system.logit_std": ("logit_std", float),
     "system.precondition_outputs": ("precondition_outputs", bool),
-    "validation.holdout": ("validation_holdout", float),
-    "validation.objects": ("validation_objects", int),
-    "validation.draws": ("validation_draws", int),
 }
 
 
@@ -91,39 +82,22 @@ def load_geometry_config(path: Path | None, **overrides: Any) -> GeometryTrainCo
 
 
 # -- model ------------------------------------------------------------------------------------------
+def _dit(transformer: nn.Module) -> nn.Module:
+    dit: Any = transformer.dit_model  # the diffusers-style module the LoRA targets are named in
+    return dit
+
+
 def add_lora(transformer: nn.Module, cfg: TrainConfig) -> list[str]:
     """Inject PEFT LoRA layers into ``transformer.dit_model``; returns the target module names."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise ConfigError("fine-tuning needs peft: pip install '.[train]'") from None
-    targets = list(cfg.lora_layers or UPSTREAM_LORA_TARGETS)
-    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
-                         init_lora_weights="gaussian", target_modules=targets)
-    try:
-        inject_adapter_in_model(config, transformer.dit_model)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigError(f"LoRA targets {targets} match no layer of the transformer ({exc})") from exc
-    for name, p in transformer.named_parameters():
-        if "lora_" in name:
-            p.data = p.data.float()  # trainable weights in fp32 even over a bf16 base
-            p.requires_grad_(True)
-    return targets
+    return inject_lora(_dit(transformer), cfg.lora_layers or UPSTREAM_LORA_TARGETS, cfg, "transformer")
 
 
 def lora_state(transformer: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(transformer.dit_model).items()}
+    return peftlora.lora_state(_dit(transformer))
 
 
 def load_lora_state(transformer: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(transformer.dit_model, state)
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise ConfigError(f"the checkpoint's LoRA does not fit this model (e.g. {unexpected[0]})")
+    peftlora.load_lora_state(_dit(transformer), state)
 
 
 def enable_gradient_checkpointing(transformer: nn.Module) -> None:
@@ -169,42 +143,6 @@ def vae_scale(model_dir: Path) -> float:
 
 
 # -- the run ------------------------------------------------------------------------------------------
-@dataclass
-class RunResult:
-    lora: Path
-    steps: int
-    losses: list[float]
-    world_size: int
-
-
-class Schedule:
-    """Which objects each rank trains on at each optimizer step. ``ids`` maps the sampler's positions
-    to object indices (the training part of a split); by default object ``i`` is position ``i``."""
-
-    def __init__(self, n: int, batch: int, ctx: DistContext, seed: int, ids: Sequence[int] | None = None) -> None:
-        from torch.utils.data import DistributedSampler
-
-        if ids is not None and len(ids) != n:
-            raise ValueError(f"{len(ids)} object ids for {n} positions")
-        self.ids = list(ids) if ids is not None else list(range(n))
-        if n < batch:
-            raise ConfigError(f"the batch of {batch} is larger than the {n} prepared object(s); lower --batch")
-        self.per_epoch = n // batch  # whole global batches; the remainder of an epoch is skipped
-        self.local = batch // ctx.world_size
-        indices: Any = range(n)  # the sampler only needs len()
-        self.sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=ctx.world_size, rank=ctx.rank,
-                                                                   shuffle=True, seed=seed, drop_last=False)
-        self._epoch = -1
-        self._order: list[int] = []
-
-    def indices(self, step: int) -> list[int]:
-        epoch, pos = divmod(step - 1, self.per_epoch)
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._order, self._epoch = list(self.sampler), epoch
-        return [self.ids[p] for p in self._order[pos * self.local : (pos + 1) * self.local]]
-
-
 def evaluate_loss(transformer: nn.Module, data: PreparedSet, cfg: "GeometryTrainConfig", table: FlowTable,
                   z_scale: float, label: torch.Tensor | None, device: torch.device, draws: int = 4,
                   indices: Sequence[int] | None = None) -> float:
@@ -240,11 +178,7 @@ def train_geometry(cfg: GeometryTrainConfig, *, stream: TextIO = sys.stderr,
 
 def make_split(data: PreparedSet, cfg: GeometryTrainConfig) -> Split:
     """The run's held-out split of ``data`` (every object trains without ``validation_holdout``)."""
-    split = split_objects([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed)
-    if split.heldout and len(split.train) < cfg.batch:
-        raise ConfigError(f"the batch of {cfg.batch} is larger than the {len(split.train)} object(s) left to train "
-                          f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
-    return split
+    return training_split([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed, cfg.batch)
 
 
 def _train(cfg: GeometryTrainConfig, ctx: DistContext, stream: TextIO,

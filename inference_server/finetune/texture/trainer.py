@@ -35,12 +35,12 @@ from torch import nn
 from ..config import ConfigError, TrainConfig, load_config, to_plain
 from ..distributed import DistContext, check_world, split_batch
 from ..failure import TrainError
-from ..geometry.trainer import RunResult, Schedule
 from ..lorafile import save_lora
+from ..peftlora import inject_lora, load_lora_state, lora_state
 from ..prepcache import PrepError
-from ..run import Hooks, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
+from ..run import Hooks, RunResult, Schedule, autocast, in_process_group, open_outputs, resume, train_loop, wrap_for_ddp
 from ..seeding import seed_everything
-from ..split import Split, check_holdout, split_objects
+from ..split import Split, training_split
 from .data import TextureDraw, TextureSet, draw_sample
 
 UNET_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
@@ -60,13 +60,8 @@ class TextureTrainConfig(TrainConfig):
     cond_dropout: float = 0.1  # upstream system.cond_drop_prob (prompt and reference together)
     max_grad_norm: float = 1.0  # upstream trainer.gradient_clip_val; 0 = no clipping
     train_adapter_branches: bool = False
-    name: str | None = None  # the LoRA file's stem (default: the output folder's name)
-    validation_objects: int = 2  # assets on the validation sheet written at each checkpoint (0: none)
-    validation_steps: int = 30  # denoising steps of the sheet's views
     validation_guidance: float = 3.0  # the stage's default guidance
     validation_texture_size: int = 256  # the sheet's baked textures
-    validation_holdout: float = 0.0  # assets kept out of training: a count, a fraction < 1, or 0 (no split)
-    validation_draws: int = 4  # fixed noise/timestep draws per held-out asset for the validation loss
 
     def check(self) -> None:
         super().check()
@@ -75,11 +70,8 @@ class TextureTrainConfig(TrainConfig):
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.max_grad_norm < 0:
             raise ConfigError("max_grad_norm must be 0 (off) or positive")
-        if self.validation_objects < 0 or self.validation_steps < 1 or not 64 <= self.validation_texture_size <= 4096:
-            raise ConfigError("validation_objects must be >= 0, validation_steps >= 1, validation_texture_size 64-4096")
-        check_holdout(self.validation_holdout)
-        if not isinstance(self.validation_draws, int) or self.validation_draws < 1:
-            raise ConfigError(f"validation_draws must be a whole number of at least 1, got {self.validation_draws!r}")
+        if not 64 <= self.validation_texture_size <= 4096:
+            raise ConfigError(f"validation_texture_size must be 64-4096, got {self.validation_texture_size}")
 
 
 TEXTURE_KEYS: dict[str, tuple[str, Any]] = {
@@ -87,9 +79,6 @@ TEXTURE_KEYS: dict[str, tuple[str, Any]] = {
     "system.image_drop_prob": ("reference_dropout", float),
     "system.cond_drop_prob": ("cond_dropout", float),
     "trainer.gradient_clip_val": ("max_grad_norm", float),
-    "validation.holdout": ("validation_holdout", float),
-    "validation.objects": ("validation_objects", int),
-    "validation.draws": ("validation_draws", int),
 }
 
 
@@ -108,36 +97,8 @@ def resolve_adapter_file(base: Path) -> Path:
 
 # -- model ------------------------------------------------------------------------------------------
 def add_lora(unet: nn.Module, cfg: TextureTrainConfig) -> list[str]:
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise ConfigError("fine-tuning needs peft: pip install '.[train]'") from None
-    targets = list(cfg.lora_layers or (UNET_TARGETS + (BRANCH_TARGETS if cfg.train_adapter_branches else ())))
-    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
-                        init_lora_weights="gaussian", target_modules=targets)
-    try:
-        inject_adapter_in_model(config, unet)
-    except ValueError as exc:
-        raise ConfigError(f"LoRA targets {targets} match no layer of the UNet ({exc})") from exc
-    for name, p in unet.named_parameters():
-        if "lora_" in name:
-            p.data = p.data.float()
-            p.requires_grad_(True)
-    return targets
-
-
-def lora_state(unet: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(unet).items()}
-
-
-def load_lora_state(unet: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(unet, state)
-    if getattr(result, "unexpected_keys", []):
-        raise ConfigError("the checkpoint's LoRA does not fit this model (other targets or rank)")
+    targets = cfg.lora_layers or (UNET_TARGETS + (BRANCH_TARGETS if cfg.train_adapter_branches else ()))
+    return inject_lora(unet, targets, cfg, "UNet")
 
 
 @dataclass
@@ -351,11 +312,7 @@ def _train(cfg: TextureTrainConfig, ctx: DistContext, stream: TextIO,
 
 def make_split(data: TextureSet, cfg: TextureTrainConfig) -> Split:
     """The run's held-out split of ``data`` (every asset trains without ``validation_holdout``)."""
-    split = split_objects([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed)
-    if split.heldout and len(split.train) < cfg.batch:
-        raise ConfigError(f"the batch of {cfg.batch} is larger than the {len(split.train)} asset(s) left to train "
-                          f"after holding out {len(split.heldout)} for validation; lower --batch or --holdout")
-    return split
+    return training_split([o["source"] for o in data.objects], cfg.validation_holdout, cfg.seed, cfg.batch, "asset")
 
 
 __all__ = ["TextureTrainConfig", "TrainError", "evaluate_loss", "load_base", "load_texture_config", "train_texture"]
