@@ -69,8 +69,8 @@ def split_objects(names: Sequence[str], holdout: float, seed: int) -> Split:
 
 
 def training_split(names: Sequence[str], holdout: float, seed: int, batch: int, noun: str = "object") -> Split:
-    """A run's split (every object trains without ``holdout``), refused when too few of them (``noun``: "object", "asset") are left
-    to fill one global batch."""
+    """A run's split (every object trains without ``holdout``), refused when too few of them are left to
+    fill one global batch (``noun`` names them in the refusal: "object", "asset")."""
     split = split_objects(names, holdout, seed)
     if split.heldout and len(split.train) < batch:
         raise ConfigError(f"the batch of {batch} is larger than the {len(split.train)} {noun}(s) left to train "
