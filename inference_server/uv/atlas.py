@@ -29,12 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import xatlas
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError
 from .pack import pack_charts
-from .charts import AXES, TURNED_FACING, face_normals, flatten_chart, projection, view_charts
-from .partition import bisect_chunks, connected_chunks, face_features
+from .charts import AXES, TURNED_FACING, conformal_or_none, face_normals, flatten_region, view_charts
+from .partition import bisect_chunks, connected_chunks, face_adjacency, face_features
 
 STAGE = "uv_atlas"
 # Largest chunk handed to xatlas as one mesh, as a share of the face count, clamped.
@@ -66,6 +68,10 @@ FAST_CHARTS_FACES = 30_000
 # 10.2 s for 7 charts (xatlas 3.1 s for 128). The weight-free meshes (20k-140k) get view charts;
 # bigger meshes (the neural backend's) keep xatlas' speed.
 VIEW_CHARTS_MAX_FACES = 150_000
+# A view chart under this many faces (or this share of the mesh) is small: it, and every piece of
+# faces left for xatlas, tries to join a large neighbour chart (see _absorb_small).
+MIN_CHART_FACES = 64
+MIN_CHART_SHARE = 0.005
 
 
 def default_chunk_faces(face_count: int) -> int:
@@ -226,20 +232,81 @@ def _view_parts(positions: np.ndarray, faces: np.ndarray, ctx: JobContext | None
             fidx = fidx[~turned]
         verts, inverse = np.unique(faces[fidx], return_inverse=True)
         local = inverse.reshape(-1, 3).astype(np.int64)
-        flat = flatten_chart(positions[verts], local, axis)
-        if flat is None:
-            rest.append(fidx)
-            continue
-        uv, kept = flat
-        if not kept.all():  # the projection fallback took only the faces facing the axis
-            rest.append(fidx[~kept])
-            fidx = fidx[kept]
-            verts, inverse = np.unique(faces[fidx], return_inverse=True)
-            local = inverse.reshape(-1, 3).astype(np.int64)
-            uv = projection(positions[verts], axis)
-        parts.append((fidx, local, verts, uv, np.full(len(verts), len(parts), np.int64)))
+        taken = np.zeros(len(fidx), bool)
+        # One chart, or (stretched) its conformal pieces; faces the projection fallback leaves out go to xatlas.
+        for sub, corner_uv in flatten_region(positions[verts], local, axis):
+            taken[sub] = True
+            chart_faces = fidx[sub]
+            cverts, cinverse = np.unique(faces[chart_faces], return_inverse=True)
+            uv = np.zeros((len(cverts), 2))
+            uv[cinverse] = corner_uv.reshape(-1, 2)
+            parts.append((chart_faces, cinverse.reshape(-1, 3).astype(np.int64), cverts, uv,
+                          np.full(len(cverts), len(parts), np.int64)))
+        if not taken.all():
+            rest.append(fidx[~taken])
     left = np.sort(np.concatenate(rest)) if rest else np.zeros(0, np.int64)
-    return parts, left
+    return _absorb_small(positions, faces, parts, left)
+
+
+Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _absorb_small(positions: np.ndarray, faces: np.ndarray, parts: list[Part], left: np.ndarray
+                  ) -> tuple[list[Part], np.ndarray]:
+    """Small charts and the edge-connected pieces of the left-over faces join the large chart they
+    share most edges with, when that chart with all its joiners still flattens by LSCM without
+    folds or stretch beyond MAX_AREA_STRETCH (one solve per large chart); the rest stay as they are.
+
+    Why: crumbs at region borders (a few faces turned over by decimation, a corner where three
+    regions meet) were each an island of their own, or several of xatlas'.
+    """
+    m = len(faces)
+    owner = np.full(m, -1, np.int64)  # part of every face; left-over pieces get ids after the parts
+    for k, part in enumerate(parts):
+        owner[part[0]] = k
+    f64 = faces.astype(np.int64)
+    a, b = face_adjacency(f64)
+    if left.size:
+        inside = (owner[a] < 0) & (owner[b] < 0)
+        graph = sparse.coo_matrix((np.ones(int(inside.sum()), np.int8), (a[inside], b[inside])), shape=(m, m))
+        piece = csgraph.connected_components(graph, directed=False)[1][left]
+        owner[left] = len(parts) + np.unique(piece, return_inverse=True)[1]
+    n = int(owner.max()) + 1
+    sizes = np.bincount(owner, minlength=n)
+    small = sizes < max(MIN_CHART_FACES, int(MIN_CHART_SHARE * m))
+    small[len(parts):] = True
+    cross = owner[a] != owner[b]
+    src = np.concatenate([owner[a][cross], owner[b][cross]])
+    dst = np.concatenate([owner[b][cross], owner[a][cross]])
+    keep = small[src] & ~small[dst]
+    if not keep.any():
+        return parts, left
+    pairs, counts = np.unique(src[keep] * n + dst[keep], return_counts=True)
+    order = np.lexsort((-counts, pairs // n))
+    p_src, p_dst = (pairs // n)[order], (pairs % n)[order]
+    first = np.r_[True, p_src[1:] != p_src[:-1]]  # the neighbour sharing most edges
+    joiners: dict[int, list[int]] = {}
+    for s_, d_ in zip(p_src[first], p_dst[first]):
+        joiners.setdefault(int(d_), []).append(int(s_))
+    gone: set[int] = set()
+    replaced: dict[int, Part] = {}
+    for d_, group in joiners.items():
+        fidx = np.flatnonzero(np.isin(owner, [d_, *group]))
+        verts, inverse = np.unique(faces[fidx], return_inverse=True)
+        local = inverse.reshape(-1, 3).astype(np.int64)
+        uv = conformal_or_none(positions[verts], local)
+        if uv is None:
+            continue
+        replaced[d_] = (fidx, local, verts, uv, np.zeros(len(verts), np.int64))
+        gone.update(group)
+    out: list[Part] = []
+    for k, part in enumerate(parts):
+        if k in gone:
+            continue
+        part = replaced.get(k, part)
+        out.append((part[0], part[1], part[2], part[3], np.full(len(part[2]), len(out), np.int64)))
+    still = left[~np.isin(owner[left], list(gone))] if left.size else left
+    return out, still
 
 
 def _xatlas_parts(positions: np.ndarray, faces: np.ndarray, subset: np.ndarray, chunk_faces: int | None,
