@@ -72,6 +72,8 @@ VIEW_CHARTS_MAX_FACES = 150_000
 # faces left for xatlas, tries to join a large neighbour chart (see _absorb_small).
 MIN_CHART_FACES = 64
 MIN_CHART_SHARE = 0.005
+# When a large chart cannot take all its small neighbours at once, at most this many are tried one by one.
+MAX_JOIN_TRIES = 12
 
 
 def default_chunk_faces(face_count: int) -> int:
@@ -232,16 +234,10 @@ def _view_parts(positions: np.ndarray, faces: np.ndarray, ctx: JobContext | None
             fidx = fidx[~turned]
         verts, inverse = np.unique(faces[fidx], return_inverse=True)
         local = inverse.reshape(-1, 3).astype(np.int64)
-        taken = np.zeros(len(fidx), bool)
         # One chart, or (stretched) its conformal pieces; faces the projection fallback leaves out go to xatlas.
-        for sub, corner_uv in flatten_region(positions[verts], local, axis):
-            taken[sub] = True
-            chart_faces = fidx[sub]
-            cverts, cinverse = np.unique(faces[chart_faces], return_inverse=True)
-            uv = np.zeros((len(cverts), 2))
-            uv[cinverse] = corner_uv.reshape(-1, 2)
-            parts.append((chart_faces, cinverse.reshape(-1, 3).astype(np.int64), cverts, uv,
-                          np.full(len(cverts), len(parts), np.int64)))
+        region = _region_parts(positions, faces, fidx, verts, local, axis, len(parts))
+        parts.extend(region)
+        taken = np.isin(fidx, np.concatenate([r[0] for r in region])) if region else np.zeros(len(fidx), bool)
         if not taken.all():
             rest.append(fidx[~taken])
     left = np.sort(np.concatenate(rest)) if rest else np.zeros(0, np.int64)
@@ -288,25 +284,82 @@ def _absorb_small(positions: np.ndarray, faces: np.ndarray, parts: list[Part], l
     joiners: dict[int, list[int]] = {}
     for s_, d_ in zip(p_src[first], p_dst[first]):
         joiners.setdefault(int(d_), []).append(int(s_))
+    others: dict[int, list[int]] = {}  # the further large neighbours, most shared edges first
+    for s_, d_ in zip(p_src[~first], p_dst[~first]):
+        others.setdefault(int(s_), []).append(int(d_))
     gone: set[int] = set()
     replaced: dict[int, Part] = {}
-    for d_, group in joiners.items():
-        fidx = np.flatnonzero(np.isin(owner, [d_, *group]))
+    def flattened(ids: list[int]) -> Part | None:
+        fidx = np.flatnonzero(np.isin(owner, ids))
         verts, inverse = np.unique(faces[fidx], return_inverse=True)
         local = inverse.reshape(-1, 3).astype(np.int64)
         uv = conformal_or_none(positions[verts], local)
-        if uv is None:
+        return None if uv is None else (fidx, local, verts, uv, np.zeros(len(verts), np.int64))
+
+    members: dict[int, list[int]] = {d_: [d_] for d_ in range(n) if not small[d_]}
+    for d_, group in joiners.items():
+        joined = flattened([d_, *group])
+        if joined is not None:
+            replaced[d_] = joined
+            members[d_].extend(group)
+            gone.update(group)
             continue
-        replaced[d_] = (fidx, local, verts, uv, np.zeros(len(verts), np.int64))
-        gone.update(group)
+        # All at once folds or stretches: add them one at a time, largest first, a few tries.
+        for s_ in sorted(group, key=lambda g: -sizes[g])[:MAX_JOIN_TRIES]:
+            joined = flattened([*members[d_], s_])
+            if joined is not None:
+                replaced[d_] = joined
+                members[d_].append(s_)
+                gone.add(s_)
+    # One that its best neighbour would not take tries the others.
+    for s_, targets in others.items():
+        for d_ in targets[:2]:
+            if s_ in gone:
+                break
+            joined = flattened([*members[d_], s_])
+            if joined is not None:
+                replaced[d_] = joined
+                members[d_].append(s_)
+                gone.add(s_)
     out: list[Part] = []
     for k, part in enumerate(parts):
         if k in gone:
             continue
         part = replaced.get(k, part)
         out.append((part[0], part[1], part[2], part[3], np.full(len(part[2]), len(out), np.int64)))
-    still = left[~np.isin(owner[left], list(gone))] if left.size else left
-    return out, still
+    # A left-over piece that joined nothing is flattened on its own like a view region (one
+    # conformal chart, or a few halves); xatlas would cut it into several. Faces even that
+    # leaves out stay for xatlas.
+    still_mask = np.zeros(m, bool)
+    still_mask[left] = True
+    still_mask[np.isin(owner, list(gone))] = False
+    for k in range(len(parts), n):
+        if k in gone or sizes[k] < 2:
+            continue
+        fidx = np.flatnonzero(owner == k)
+        verts, inverse = np.unique(faces[fidx], return_inverse=True)
+        local = inverse.reshape(-1, 3).astype(np.int64)
+        normals, areas = face_normals(positions[verts], local)
+        axis = int(np.argmax((normals * areas[:, None]).sum(axis=0) @ AXES.T))  # the way it faces most
+        for part in _region_parts(positions, faces, fidx, verts, local, axis, len(out)):
+            still_mask[part[0]] = False
+            out.append(part)
+    return out, np.flatnonzero(still_mask)
+
+
+def _region_parts(positions: np.ndarray, faces: np.ndarray, fidx: np.ndarray, verts: np.ndarray,
+                  local: np.ndarray, axis: int, first_chart: int) -> list[Part]:
+    """The charts ``flatten_region`` makes of the faces ``fidx`` (vertices ``verts``, faces ``local``
+    in their numbering), numbered from ``first_chart``."""
+    out: list[Part] = []
+    for sub, corner_uv in flatten_region(positions[verts], local, axis):
+        chart_faces = fidx[sub]
+        cverts, cinverse = np.unique(faces[chart_faces], return_inverse=True)
+        uv = np.zeros((len(cverts), 2))
+        uv[cinverse] = corner_uv.reshape(-1, 2)  # a vertex's corners share one uv within a chart
+        out.append((chart_faces, cinverse.reshape(-1, 3).astype(np.int64), cverts, uv,
+                    np.full(len(cverts), first_chart + len(out), np.int64)))
+    return out
 
 
 def _xatlas_parts(positions: np.ndarray, faces: np.ndarray, subset: np.ndarray, chunk_faces: int | None,
