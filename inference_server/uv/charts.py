@@ -260,7 +260,11 @@ def flatten_region(positions: np.ndarray, faces: np.ndarray, axis: int, depth: i
     keep = np.flatnonzero((normals @ AXES[axis] > PROJECTION_FACING) | (areas <= 0))
     if not keep.size:
         return []
-    return [(keep, projection(positions, axis)[faces[keep]])]
+    # The kept faces may fall apart into several pieces: each is a chart of its own, so the packer
+    # brings each to the common texel density (one chart of several islands kept one density for all).
+    corner_uv = projection(positions, axis)[faces[keep]]
+    piece = _connected(faces[keep])
+    return [(keep[piece == k], corner_uv[piece == k]) for k in range(int(piece.max()) + 1)]
 
 
 __all__ = ["AXES", "TURNED_FACING", "area_stretch", "conformal_or_none", "face_normals", "flatten_region", "folds", "lscm",
