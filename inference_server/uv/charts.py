@@ -57,6 +57,16 @@ def face_normals(positions: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, 
     return n / np.maximum(length, 1e-30)[:, None], 0.5 * length
 
 
+def _chain_ends(target: np.ndarray) -> np.ndarray:
+    """Where each chain of merges (a -> target[a] -> ...) ends."""
+    for _ in range(32):
+        nxt = target[target]
+        if np.array_equal(nxt, target):
+            break
+        target = nxt
+    return target
+
+
 def view_charts(positions: np.ndarray, faces: np.ndarray, min_share: float = MIN_PIECE_SHARE
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Chart id per face and each chart's axis (index into AXES)."""
@@ -104,17 +114,12 @@ def view_charts(positions: np.ndarray, faces: np.ndarray, min_share: float = MIN
             # checked against b's), else it stays (a chain through it now ends at it). Without
             # this, pieces turned away from their chart's axis joined it (a ball with a side
             # view: 700 faces, each a fold to xatlas).
-            end = target
-            for _ in range(8):
-                nxt = end[end]
-                if np.array_equal(nxt, end):
-                    break
-                end = nxt
+            end = _chain_ends(target)
             bad = (end != np.arange(len(sizes))) & ~crumbs & (worst[np.arange(len(sizes)), axis_of[end]] < MIN_FACING)
             if not bad.any():
                 break
             target[bad] = np.flatnonzero(bad)
-        target = end
+        target = _chain_ends(target)
         merged = target[piece]
         if np.array_equal(merged, piece):
             break
