@@ -119,7 +119,8 @@ def _step(transformer: torch.nn.Module, optimizer: Any, device: str, batch: int 
     optimizer.zero_grad(set_to_none=True)
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
+def storage_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors``, each rounded up to the allocator's 512-byte blocks."""
     seen: set[int] = set()
     total = 0
     for tensor in tensors:
@@ -139,7 +140,7 @@ def full_estimate(checkpointing: bool) -> tuple[float, float, float]:
 
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     transformer, optimizer = _full_transformer(fake, "cpu", checkpointing)
-    weights = _bytes([*transformer.parameters(), *transformer.buffers()])
+    weights = storage_bytes([*transformer.parameters(), *transformer.buffers()])
     memory = LiveTensorMemory(512)
     with fake, memory:
         _step(transformer, optimizer, "cpu")

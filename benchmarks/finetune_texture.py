@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from benchmarks.finetune import storage_bytes  # noqa: E402  (one byte count for both fine-tuning benchmarks)
+
 
 def tiny_rate(steps: int, batch: int, checkpointing: bool) -> float:
     from inference_server.finetune.texture.prepare import TexturePrepareOptions, prepare_textures
@@ -102,17 +104,6 @@ def _models(fake_mode: Any | None, checkpointing: bool, unet_config: dict[str, A
     return unet, cond, optimizer
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
-    seen: set[int] = set()
-    total = 0
-    for tensor in tensors:
-        st = tensor.untyped_storage()
-        if st._cdata not in seen:
-            seen.add(st._cdata)
-            total += -(-int(st.nbytes()) // 512) * 512
-    return total
-
-
 def step_estimate(checkpointing: bool, *, unet_config: dict[str, Any] | None = None, resolution: int = FULL_RESOLUTION,
                   rank: int = RANK, fake: bool = True, dtype: torch.dtype = torch.bfloat16
                   ) -> tuple[int, int, int]:
@@ -130,7 +121,7 @@ def step_estimate(checkpointing: bool, *, unet_config: dict[str, Any] | None = N
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
     unet, cond, optimizer = _models(fake_mode, checkpointing, config, rank, dtype)
     lora_params = sum(p.numel() for p in unet.parameters() if p.requires_grad)
-    weights = _bytes([*unet.parameters(), *unet.buffers(), *cond.parameters(), *cond.buffers()])
+    weights = storage_bytes([*unet.parameters(), *unet.buffers(), *cond.parameters(), *cond.buffers()])
     latent = resolution // 8
     pooled = int(config["projection_class_embeddings_input_dim"]) - 6 * int(config["addition_time_embed_dim"])
     g = torch.Generator().manual_seed(0)
