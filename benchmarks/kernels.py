@@ -36,8 +36,8 @@ import numpy as np
 # The repository root first: run as a script, this file's own folder (and name) would shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import kernels as K
-from kernels.meshes import sphere_with_faces
+from inference_server import kernels as K
+from inference_server.kernels.meshes import sphere_with_faces
 
 VIEW = 2048
 

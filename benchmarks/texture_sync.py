@@ -56,7 +56,7 @@ def cross_view_difference(
     """
     from scipy.ndimage import binary_erosion
 
-    import kernels
+    from inference_server import kernels
 
     resolution = images.shape[-1]
     pixel_world = 2 * 0.55 / resolution  # the views' ortho box is +-0.55

@@ -238,7 +238,7 @@ def _generate_local(args: argparse.Namespace, settings: JobSettings, bar: Progre
     from ..server.job_runner import run_to_asset
     from ..server.progress import ProgressModel, stage_weights
 
-    from kernels.jit import NUMBA_CACHE_DIR, on_compile
+    from inference_server.kernels.jit import NUMBA_CACHE_DIR, on_compile
 
     paths = image_paths(args)
     encoded = _read_images(paths)

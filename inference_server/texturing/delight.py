@@ -95,7 +95,7 @@ def delight(rgb: np.ndarray, mask: np.ndarray, facing: np.ndarray | None) -> np.
 def facing_ratio(positions: np.ndarray, faces: np.ndarray, normals: np.ndarray | None, view_proj: np.ndarray,
                  view_dir: np.ndarray, size: int) -> np.ndarray:
     """``n . v`` of the mesh seen through ``view_proj`` on a size^2 image; NaN off the mesh."""
-    import kernels as K
+    from inference_server import kernels as K
 
     from ..export.meshprep import vertex_normals
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernels.jit import njit
+from inference_server.kernels.jit import njit
 
 # 64 directions: the estimate's standard error for a half-occluded point is about
 # 1/sqrt(32) of the lit fraction, below what 8-bit AO shows after smoothing.

@@ -31,7 +31,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from kernels import rasterize_uv
+from inference_server.kernels import rasterize_uv
 
 from ..assets import MeshData, PBRMaterial
 from ..pipeline.base import JobContext, PipelineError

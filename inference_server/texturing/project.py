@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from kernels import BakeView, bake_views, fill_holes, orthographic
-from kernels._backend import to_numpy
-from kernels.cameras import UPSTREAM_VIEW_WEIGHTS
+from inference_server.kernels import BakeView, bake_views, fill_holes, orthographic
+from inference_server.kernels._backend import to_numpy
+from inference_server.kernels.cameras import UPSTREAM_VIEW_WEIGHTS
 
 from ..assets import MeshData
 from ..pipeline.base import JobContext, PipelineError

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from kernels.jit import njit
+from inference_server.kernels.jit import njit
 
 # Orientations tried per chart: 0, 90, 180 and 270 degrees (counter-clockwise in uv).
 ORIENTATIONS = 4

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from kernels import rasterize_uv
+from inference_server.kernels import rasterize_uv
 
 from ..assets import MeshData
 

@@ -82,8 +82,8 @@ def test_atlas_check_refuses_lost_or_reordered_triangles() -> None:
 
 
 def test_kernel_checks_refuse_wrong_work() -> None:
-    import kernels as K
-    from kernels.meshes import sphere_with_faces
+    from inference_server import kernels as K
+    from inference_server.kernels.meshes import sphere_with_faces
 
     bench = load("kernels")
     pos, faces, uv = sphere_with_faces(2_000, 0.5)

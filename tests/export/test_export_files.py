@@ -91,7 +91,7 @@ def test_lod_face_counts_and_uvs_stay_valid(unwrapped_mesh: MeshData, fraction: 
 
 def test_lod_texture_lookup_matches_full_mesh(unwrapped_mesh: MeshData) -> None:
     """A texture painted as a function of position reads back the same on the LOD."""
-    from kernels import rasterize_uv
+    from inference_server.kernels import rasterize_uv
 
     (lod,) = build_lods(unwrapped_mesh, [0.25])
     size = 512

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import kernels as K
-from kernels.meshes import cube, uv_sphere
+from inference_server import kernels as K
+from inference_server.kernels.meshes import cube, uv_sphere
 
 
 def colour_of(p: np.ndarray) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kernels as K
-from kernels.meshes import cube, uv_sphere
+from inference_server import kernels as K
+from inference_server.kernels.meshes import cube, uv_sphere
 
 
 def mip_chain(tex: np.ndarray) -> list[np.ndarray]:
@@ -72,7 +72,7 @@ def test_cpu_matches_reference() -> None:
         a = K.fill_holes(tex, mask, backend="reference", **kwargs)
         b = K.fill_holes(tex, mask, backend="cpu", **kwargs)
         np.testing.assert_allclose(a, b, atol=1e-5)  # same rules; float sums in another order
-    from kernels.fill import cpu, reference
+    from inference_server.kernels.fill import cpu, reference
 
     known = mask.copy()
     ta, ka = reference.dilate(tex, known, 5)

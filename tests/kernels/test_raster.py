@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels as K
-from kernels.meshes import cube, sphere_with_faces, uv_sphere
-from kernels.raster._setup import SUBPIXEL
+from inference_server import kernels as K
+from inference_server.kernels.meshes import cube, sphere_with_faces, uv_sphere
+from inference_server.kernels.raster._setup import SUBPIXEL
 
 BACKENDS = ["reference", "cpu"]
 

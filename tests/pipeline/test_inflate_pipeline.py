@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import kernels as K
+from inference_server import kernels as K
 from blender_addon.protocol.settings import JobSettings
 from inference_server.assets import Asset, MeshData
 from inference_server.imaging.prepare import prepare_reference
@@ -16,7 +16,7 @@ from inference_server.pipeline.base import JobCancelled, JobContext, JobRequest,
 from inference_server.pipeline.inflate import InflatePipeline
 from inference_server.pipeline.stages import PREPARED_SIZE, apply_size
 from inference_server.texturing.project import fit_view_camera
-from kernels.bake.reference import bilinear
+from inference_server.kernels.bake.reference import bilinear
 
 S = 512
 

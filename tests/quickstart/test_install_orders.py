@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_PACKAGES = ("inference_server", "kernels", "blender_addon")
+PROJECT_PACKAGES = ("inference_server", "blender_addon")
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def _generate(python: Path, workdir: Path, source: Path) -> subprocess.Completed
 
 
 def _imported_from(python: Path, workdir: Path) -> Path:
-    code = "import inference_server, kernels; assert inference_server.__file__; print(inference_server.__file__)"
+    code = "import inference_server, inference_server.kernels; assert inference_server.__file__; print(inference_server.__file__)"
     proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=workdir, env=_clean_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return Path(proc.stdout.strip()).parent

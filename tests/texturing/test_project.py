@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import kernels as K
+from inference_server import kernels as K
 from inference_server.assets import MeshData
 from inference_server.pipeline.base import JobCancelled, JobContext, PipelineError
 from inference_server.texturing.project import fit_view_camera, project_texture
-from kernels.bake.reference import bilinear
-from kernels.meshes import uv_sphere
+from inference_server.kernels.bake.reference import bilinear
+from inference_server.kernels.meshes import uv_sphere
 
 N = 256
 

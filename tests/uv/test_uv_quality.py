@@ -6,7 +6,7 @@ import numpy as np
 
 from inference_server.assets import MeshData
 from inference_server.uv.quality import measure_atlas, min_chart_gap
-from kernels import rasterize_uv
+from inference_server.kernels import rasterize_uv
 
 
 def _two_quads(offset_u: float) -> MeshData:

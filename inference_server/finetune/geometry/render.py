@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.cameras import perspective
-from kernels.raster import interpolate, rasterize
+from inference_server.kernels.cameras import perspective
+from inference_server.kernels.raster import interpolate, rasterize
 
 GREY = 0.72
 AMBIENT = 0.35

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import kernels
+from inference_server import kernels
 
 from ...neural.texture.conditioning import mv_views, prepare_view_mesh, render_geometry
 from .assets import TexturedAsset, sample_texture

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-import kernels
+from inference_server import kernels
 
 from .conditioning import ViewMesh, on_device, to_host
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-import kernels
+from inference_server import kernels
 
 from ...imaging.segment import bad_image, check_rgba, has_cutout_alpha, object_mask
 
@@ -54,7 +54,7 @@ def gpu_kernels_available(device: str) -> bool:
     if not str(device).startswith("cuda"):
         return False
     try:
-        return all(importlib.util.find_spec(f"kernels.{family}.triton") is not None for family in ("raster", "bake", "fill"))
+        return all(importlib.util.find_spec(f"inference_server.kernels.{family}.triton") is not None for family in ("raster", "bake", "fill"))
     except ImportError:
         return False
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-import kernels
+from inference_server import kernels
 
 from .conditioning import ViewMesh, on_device, to_host
 

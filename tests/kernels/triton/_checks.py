@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import kernels as K
-from kernels.meshes import cube, uv_sphere
-from kernels.raster._setup import SUBPIXEL
+from inference_server import kernels as K
+from inference_server.kernels.meshes import cube, uv_sphere
+from inference_server.kernels.raster._setup import SUBPIXEL
 
 DEVICE = "cpu"
 
@@ -89,7 +89,7 @@ def check_degenerate_and_empty() -> dict[str, float]:
 
 def check_chunked() -> dict[str, float]:
     """Force many small bins and face chunks: the z-buffer carries over, the result is unchanged."""
-    from kernels.raster import triton as tr
+    from inference_server.kernels.raster import triton as tr
 
     pos, faces, _ = uv_sphere(6, 12, 0.45)
     old = tr.MAX_PAIRS

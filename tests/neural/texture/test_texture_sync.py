@@ -25,7 +25,7 @@ from inference_server.neural.texture.sync import (
     TextureSync,
     ddpm_posterior,
 )
-from kernels.meshes import uv_sphere
+from inference_server.kernels.meshes import uv_sphere
 
 LATENT = 8  # the tiny models' 64x64 views
 
