@@ -202,7 +202,9 @@ def test_gateway_restarted_with_jobs_in_flight(scale: Scale, tmp_path: Path) -> 
         wait_ready(first.address, timeout_s=GATEWAY_READY_S)
         with ServerConnection(first.address) as c:
             for jid in ids:
-                c.submit(jid, [png_bytes()], scripted("slow", steps=40))
+                # 200 steps (20 s): long enough that neither job ends on its own before the kill, even when
+                # the second replica starts its job seconds after the first under load (40 steps did not).
+                c.submit(jid, [png_bytes()], scripted("slow", steps=200))
             seen: set[str] = set()
             collect(c, lambda e: isinstance(e, Progress) and (seen.add(e.job_id) or len(seen) == 2), timeout_s=JOB_TIMEOUT_S)
     finally:
